@@ -1,0 +1,157 @@
+"""Every error a client of the gateway can meet, with a stable machine code.
+
+    GatewayError                 (code: each subclass has one; ends up in extensions.code)
+    ├── InvalidJobId             INVALID_JOB_ID        a job id the upstream could never accept
+    ├── TooManyIds               TOO_MANY_IDS          a jobs(ids) list over the limit
+    ├── JobNotFound              JOB_NOT_FOUND         no such job (most fields return null instead)
+    ├── BudgetExhausted          BUDGET_EXHAUSTED      no upstream call slot before the deadline
+    └── UpstreamError                                  the upstream call failed; carries requestId
+        ├── UpstreamThrottled    UPSTREAM_THROTTLED    the cloud said Throttling*
+        ├── UpstreamUnavailable  UPSTREAM_UNAVAILABLE  5xx, connection refused or dropped
+        ├── UpstreamTimeout      UPSTREAM_TIMEOUT      connect or read timeout
+        ├── UpstreamAuthFailed   UPSTREAM_AUTH_FAILED  bad key, signature, token or permission
+        ├── UpstreamRejected     UPSTREAM_REJECTED     a 4xx the gateway has no better name for
+        └── UpstreamBadResponse  UPSTREAM_BAD_RESPONSE a body or field the gateway cannot decode
+
+Each class carries the values a client needs (`jobId`, `retryAfter`, `requestId`); `extensions`
+is what graphql-core copies into the GraphQL error. Messages are sentences built from those values
+and never contain a credential. Programmer errors (TypeError, ...) stay outside this tree and are
+masked by the API layer.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class GatewayError(Exception):
+    """Root of every error the gateway reports to its clients on purpose."""
+
+    code: ClassVar[str] = "GATEWAY_ERROR"
+    #: Whether the same call may succeed when tried again later.
+    retryable: ClassVar[bool] = False
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    @property
+    def extensions(self) -> dict[str, Any]:
+        """The GraphQL `extensions` of this error: the code plus every known context value."""
+        return {"code": self.code, **{k: v for k, v in self.context().items() if v is not None}}
+
+    def context(self) -> dict[str, Any]:
+        """Values a client needs to act on this error, keyed by their GraphQL names."""
+        return {}
+
+
+class InvalidJobId(GatewayError):
+    code = "INVALID_JOB_ID"
+
+    def __init__(self, job_id: str, reason: str) -> None:
+        super().__init__(f"Job id {job_id[:80]!r} is invalid: {reason}.")
+        self.job_id = job_id
+
+    def context(self) -> dict[str, Any]:
+        return {"jobId": self.job_id[:80]}
+
+
+class TooManyIds(GatewayError):
+    code = "TOO_MANY_IDS"
+
+    def __init__(self, received: int, limit: int) -> None:
+        super().__init__(f"Expected at most {limit} job ids in one request, received {received}.")
+        self.received = received
+        self.limit = limit
+
+    def context(self) -> dict[str, Any]:
+        return {"limit": self.limit, "received": self.received}
+
+
+class JobNotFound(GatewayError):
+    code = "JOB_NOT_FOUND"
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"No smart-production job has the id {job_id!r}.")
+        self.job_id = job_id
+
+    def context(self) -> dict[str, Any]:
+        return {"jobId": self.job_id}
+
+
+class BudgetExhausted(GatewayError):
+    code = "BUDGET_EXHAUSTED"
+    retryable = True
+
+    def __init__(self, retry_after: float, operation: str = "QueryIProductionJob") -> None:
+        super().__init__(
+            f"The upstream call budget for {operation} has no free slot before this request's "
+            f"deadline; retry in {retry_after:.2f} s."
+        )
+        self.retry_after = retry_after
+        self.operation = operation
+
+    def context(self) -> dict[str, Any]:
+        return {"retryAfter": round(self.retry_after, 3)}
+
+
+class UpstreamError(GatewayError):
+    """The upstream call did not give a usable answer."""
+
+    code = "UPSTREAM_ERROR"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        upstream_code: str | None = None,
+        request_id: str | None = None,
+        status_code: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.upstream_code = upstream_code
+        self.request_id = request_id
+        self.status_code = status_code
+
+    def context(self) -> dict[str, Any]:
+        return {
+            "upstreamCode": self.upstream_code,
+            "requestId": self.request_id,
+            "httpStatus": self.status_code,
+        }
+
+
+class UpstreamThrottled(UpstreamError):
+    code = "UPSTREAM_THROTTLED"
+    retryable = True
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
+
+    def context(self) -> dict[str, Any]:
+        return {**super().context(), "retryAfter": self.retry_after}
+
+
+class UpstreamUnavailable(UpstreamError):
+    code = "UPSTREAM_UNAVAILABLE"
+    retryable = True
+
+
+class UpstreamTimeout(UpstreamError):
+    code = "UPSTREAM_TIMEOUT"
+    retryable = True
+
+
+class UpstreamAuthFailed(UpstreamError):
+    code = "UPSTREAM_AUTH_FAILED"
+
+
+class UpstreamRejected(UpstreamError):
+    code = "UPSTREAM_REJECTED"
+
+
+class UpstreamBadResponse(UpstreamError):
+    code = "UPSTREAM_BAD_RESPONSE"
+    # A garbled body is usually a passing fault (a proxy, a truncated read); one more try is cheap.
+    retryable = True

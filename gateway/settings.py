@@ -1,0 +1,171 @@
+"""Every knob of the gateway and the simulator: the one module that reads the environment.
+
+Settings are parsed once (by `GatewaySettings()` / `SimulatorSettings()`) and passed down; no other
+module looks at `os.environ`. Cloud credentials use Alibaba Cloud's standard variable names; every
+other knob is `GATEWAY_*` (or `SIMULATOR_*` for the simulator).
+"""
+
+from __future__ import annotations
+
+import enum
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: The demo key pair the simulator accepts unless told otherwise. Public on purpose: it guards
+#: nothing but a local stand-in, and lets the gateway sign requests exactly as it does for the cloud.
+SIMULATOR_DEMO_ACCESS_KEY_ID = "LTAI5tSimulatorDemoKey"
+SIMULATOR_DEMO_ACCESS_KEY_SECRET = "simulator-demo-secret-not-a-real-one"
+
+
+class UpstreamKind(enum.Enum):
+    """Where the gateway's upstream calls go."""
+
+    EMBEDDED_SIMULATOR = "embedded simulator"
+    ENDPOINT = "endpoint"
+    CLOUD = "cloud"
+
+
+class GatewaySettings(BaseSettings):
+    """Settings of a gateway process. Every field maps to one environment variable."""
+
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore", frozen=True)
+
+    # --- upstream ---------------------------------------------------------------------------
+    access_key_id: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("ALIBABA_CLOUD_ACCESS_KEY_ID", "access_key_id"),
+        description="AccessKey ID of the cloud account (or RAM user).",
+    )
+    access_key_secret: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "access_key_secret"),
+        description="AccessKey secret; never logged, never returned.",
+    )
+    security_token: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("ALIBABA_CLOUD_SECURITY_TOKEN", "security_token"),
+        description="STS security token, when the key pair is temporary.",
+    )
+    region_id: str = Field(
+        default="cn-hangzhou",
+        validation_alias=AliasChoices("ALIBABA_CLOUD_REGION_ID", "region_id"),
+        description="Region whose MPS endpoint is called when no endpoint is given.",
+    )
+    mps_endpoint: str | None = Field(
+        default=None,
+        description="Base URL of the MPS API (an external simulator, a VPC endpoint...).",
+    )
+    connect_timeout: float = Field(default=3.0, gt=0, description="Seconds to connect upstream.")
+    read_timeout: float = Field(default=10.0, gt=0, description="Seconds to wait for an answer.")
+    max_retries: int = Field(
+        default=2, ge=0, le=10, description="Retries after a throttled, failed or timed-out call."
+    )
+    retry_base_delay: float = Field(
+        default=0.2, ge=0, description="First retry delay in seconds (doubles, full jitter)."
+    )
+    retry_max_delay: float = Field(default=2.0, ge=0, description="Largest retry delay.")
+
+    # --- budget -----------------------------------------------------------------------------
+    upstream_qps: int = Field(
+        default=100,
+        ge=1,
+        description="QueryIProductionJob calls allowed in any rolling second, for the account.",
+    )
+    submit_qps: int = Field(
+        default=100,
+        ge=1,
+        description="SubmitIProductionJob calls allowed in any rolling second, for the account.",
+    )
+    upstream_window_margin: float = Field(
+        default=0.005,
+        ge=0,
+        description="Seconds added to the 1 s window: room for the two clocks' rounding.",
+    )
+    upstream_concurrency: int = Field(
+        default=64, ge=1, description="Upstream calls in flight at once, per process."
+    )
+
+    # --- cache ------------------------------------------------------------------------------
+    cache_terminal_ttl: float = Field(
+        default=24 * 3600.0, ge=0, description="Seconds a Success/Fail snapshot is kept."
+    )
+    cache_running_ttl: float = Field(
+        default=1.0, ge=0, description="Seconds a Queuing/Analysing snapshot is kept."
+    )
+    cache_not_found_ttl: float = Field(
+        default=5.0, ge=0, description="Seconds an unknown job id is remembered as unknown."
+    )
+    cache_max_entries: int = Field(
+        default=100_000, ge=1, description="Snapshots kept in memory (least recently used go)."
+    )
+
+    # --- GraphQL ----------------------------------------------------------------------------
+    request_deadline: float = Field(
+        default=10.0, gt=0, description="Seconds a GraphQL request may wait for upstream slots."
+    )
+    max_ids: int = Field(default=100, ge=1, description="Most ids accepted by jobs(ids).")
+    max_query_depth: int = Field(default=12, ge=1, description="Deepest query accepted.")
+    max_aliases: int = Field(default=50, ge=1, description="Most aliases in one query.")
+    max_tokens: int = Field(default=5_000, ge=1, description="Most tokens in one query document.")
+    graphiql: bool = Field(default=True, description="Serve GraphiQL to browsers at /graphql.")
+
+    # --- process ----------------------------------------------------------------------------
+    log_level: str = Field(default="INFO", description="Python logging level.")
+
+    @property
+    def upstream_kind(self) -> UpstreamKind:
+        if self.mps_endpoint:
+            return UpstreamKind.ENDPOINT
+        if self.access_key_id and self.access_key_secret:
+            return UpstreamKind.CLOUD
+        return UpstreamKind.EMBEDDED_SIMULATOR
+
+    @property
+    def upstream_url(self) -> str:
+        """Base URL of the upstream (for the embedded simulator, a name only the ASGI transport
+        sees)."""
+        kind = self.upstream_kind
+        if kind is UpstreamKind.ENDPOINT:
+            assert self.mps_endpoint is not None
+            return self.mps_endpoint.rstrip("/") + "/"
+        if kind is UpstreamKind.CLOUD:
+            return f"https://mts.{self.region_id}.aliyuncs.com/"
+        return "http://embedded-simulator/"
+
+
+class SimulatorSettings(BaseSettings):
+    """Settings of the MPS simulator, embedded or standalone."""
+
+    model_config = SettingsConfigDict(env_prefix="SIMULATOR_", extra="ignore", frozen=True)
+
+    access_key_id: str = Field(
+        default=SIMULATOR_DEMO_ACCESS_KEY_ID, description="The one AccessKey ID accepted."
+    )
+    access_key_secret: SecretStr = Field(
+        default=SecretStr(SIMULATOR_DEMO_ACCESS_KEY_SECRET),
+        description="Its secret.",
+    )
+    qps: int = Field(
+        default=100, ge=1, description="Calls per operation allowed in any rolling second."
+    )
+    seed: int = Field(default=20140618, description="Seed of the demo job set and of faults.")
+    queue_seconds: float = Field(
+        default=2.0, ge=0, description="Seconds a submitted job stays Queuing."
+    )
+    run_seconds: float = Field(
+        default=5.0, ge=0, description="Seconds a submitted job stays Analysing."
+    )
+    latency_ms: float = Field(default=0.0, ge=0, description="Mean added latency per call.")
+    latency_jitter_ms: float = Field(
+        default=0.0, ge=0, description="Uniform jitter (+/-) around the mean latency."
+    )
+    error_rate: float = Field(
+        default=0.0, ge=0, le=1, description="Share of calls answered 503 ServiceUnavailable."
+    )
+    malformed_rate: float = Field(
+        default=0.0, ge=0, le=1, description="Share of calls answered with a garbled body."
+    )
+    drop_rate: float = Field(
+        default=0.0, ge=0, le=1, description="Share of calls whose connection is dropped."
+    )
