@@ -13,7 +13,7 @@ from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: The demo key pair the simulator accepts unless told otherwise. Public on purpose: it guards
-#: nothing but a local stand-in, and lets the gateway sign requests exactly as it does for the cloud.
+#: nothing but a local stand-in, and lets the gateway sign requests as it does for the cloud.
 SIMULATOR_DEMO_ACCESS_KEY_ID = "LTAI5tSimulatorDemoKey"
 SIMULATOR_DEMO_ACCESS_KEY_SECRET = "simulator-demo-secret-not-a-real-one"
 

@@ -13,15 +13,14 @@ from dataclasses import dataclass, field
 from typing import TypeAlias
 from urllib.parse import quote
 
-JsonValue: TypeAlias = (
-    "dict[str, JsonValue] | list[JsonValue] | str | int | float | bool | None"
-)
+JsonValue: TypeAlias = "dict[str, JsonValue] | list[JsonValue] | str | int | float | bool | None"
 
 # Built from Python's own table, not the host's /etc/mime.types, so that a file's content type is
 # the same on every machine; plus the media types smart production writes that Python lacks.
 _MIME_TYPES = mimetypes.MimeTypes(filenames=())
-for _ext, _type in {".srt": "application/x-subrip", ".webm": "video/webm", ".m4a": "audio/mp4"}.items():
-    _MIME_TYPES.add_type(_type, _ext)
+_MIME_TYPES.add_type("application/x-subrip", ".srt")
+_MIME_TYPES.add_type("video/webm", ".webm")
+_MIME_TYPES.add_type("audio/mp4", ".m4a")
 
 
 class JobState(enum.Enum):
