@@ -23,6 +23,11 @@ _MIME_TYPES.add_type("video/webm", ".webm")
 _MIME_TYPES.add_type("audio/mp4", ".m4a")
 
 
+def content_type_of(file_name: str) -> str | None:
+    """The media type a file name suggests, None when unknown; the same on every host."""
+    return _MIME_TYPES.guess_type(file_name, strict=False)[0]
+
+
 class JobState(enum.Enum):
     """The `State` of a job. `UNKNOWN` stands for any value the upstream may add later."""
 
@@ -98,7 +103,7 @@ class OssObject:
 
     @property
     def content_type(self) -> str | None:
-        return _MIME_TYPES.guess_type(self.name, strict=False)[0]
+        return content_type_of(self.name)
 
     @property
     def is_template(self) -> bool:
