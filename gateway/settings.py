@@ -109,6 +109,13 @@ class GatewaySettings(BaseSettings):
     max_aliases: int = Field(default=50, ge=1, description="Most aliases in one query.")
     max_tokens: int = Field(default=5_000, ge=1, description="Most tokens in one query document.")
     graphiql: bool = Field(default=True, description="Serve GraphiQL to browsers at /graphql.")
+    max_body_bytes: int = Field(
+        default=1 << 20, ge=1024, description="Largest HTTP request body accepted (bytes)."
+    )
+    cors_origins: str = Field(
+        default="*",
+        description="Comma-separated origins browsers may call from; empty turns CORS off.",
+    )
 
     # --- process ----------------------------------------------------------------------------
     log_level: str = Field(default="INFO", description="Python logging level.")

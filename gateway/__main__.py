@@ -1,0 +1,114 @@
+"""Command line: `python -m gateway [serve|simulator|export-schema]` (also `mps-gateway`)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+import strawberry
+import uvicorn
+
+from gateway.settings import GatewaySettings, SimulatorSettings, UpstreamKind
+
+logger = logging.getLogger("gateway")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="mps-gateway",
+        description="GraphQL gateway over Alibaba Cloud MPS smart-production jobs.",
+    )
+    commands = parser.add_subparsers(dest="command")
+    serve = commands.add_parser("serve", help="run the gateway (the default)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    simulator = commands.add_parser("simulator", help="run the MPS simulator alone")
+    simulator.add_argument("--host", default="127.0.0.1")
+    simulator.add_argument("--port", type=int, default=9000)
+    commands.add_parser("export-schema", help="print the GraphQL schema (SDL)")
+    args = parser.parse_args(argv)
+
+    if args.command == "export-schema":
+        from gateway.api.schema import build_schema
+
+        sys.stdout.write(export_schema(build_schema(GatewaySettings())))
+        return 0
+    if args.command == "simulator":
+        return run_simulator(args.host, args.port)
+    return run_gateway(getattr(args, "host", "127.0.0.1"), getattr(args, "port", 8000))
+
+
+def export_schema(schema: strawberry.Schema) -> str:
+    """The SDL that `schema.graphql` holds."""
+    return schema.as_str() + "\n"
+
+
+def run_gateway(host: str, port: int) -> int:
+    from gateway.app import create_app
+
+    settings = GatewaySettings()
+    _configure_logging(settings.log_level)
+    app = create_app(settings)
+    print(_banner(settings, host, port), flush=True)
+    uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower())
+    return 0
+
+
+def run_simulator(host: str, port: int) -> int:
+    from gateway.simulator.app import create_simulator_app
+
+    settings = SimulatorSettings()
+    _configure_logging("INFO")
+    print(
+        "MPS simulator (API 2014-06-18) on "
+        f"http://{host}:{port}/\n"
+        f"  accepts AccessKeyId {settings.access_key_id!r} with its secret "
+        f"{settings.access_key_secret.get_secret_value()!r} (demo values unless "
+        "SIMULATOR_ACCESS_KEY_ID/SECRET are set)\n"
+        f"  QPS limit per operation: {settings.qps} (SIMULATOR_QPS)\n"
+        f"  jobs: http://{host}:{port}/_simulator/jobs   stats: http://{host}:{port}/_simulator/stats",
+        flush=True,
+    )
+    uvicorn.run(create_simulator_app(settings), host=host, port=port, log_level="warning")
+    return 0
+
+
+def _banner(settings: GatewaySettings, host: str, port: int) -> str:
+    url = f"http://{host}:{port}/graphql"
+    lines = [f"mps-gateway: GraphiQL and the GraphQL endpoint at {url}"]
+    kind = settings.upstream_kind
+    if kind is UpstreamKind.EMBEDDED_SIMULATOR:
+        from gateway.simulator.demo import demo_job_ids
+
+        ids = demo_job_ids(SimulatorSettings())[:3]
+        bar = "!" * 78
+        lines += [
+            bar,
+            "!! No ALIBABA_CLOUD_ACCESS_KEY_ID/SECRET and no GATEWAY_MPS_ENDPOINT are set:",
+            "!! serving the EMBEDDED MPS SIMULATOR, not the cloud. Its jobs are demo data.",
+            bar,
+            "Try this query in GraphiQL:",
+            "  query {",
+            f"    jobs(ids: [{', '.join(f'{i!r}'.replace(chr(39), chr(34)) for i in ids)}]) {{",
+            "      id state functionName params",
+            "      result { code files { name contentType url } }",
+            "    }",
+            "  }",
+            f"or: curl -s {url} -H 'content-type: application/json' "
+            f"""-d '{{"query":"{{ job(id: \\"{ids[0]}\\") {{ id state result {{ files {{ url }} }} }} }}"}}'""",
+        ]
+    else:
+        lines.append(f"upstream: {settings.upstream_url} ({kind.value})")
+    return "\n".join(lines)
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

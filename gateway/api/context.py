@@ -1,0 +1,17 @@
+"""The per-request context every resolver receives."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.jobs.loader import JobLoader
+
+
+@dataclass(slots=True)
+class Context:
+    """Made anew for each GraphQL request (or WebSocket operation): its loader's memo is private
+    to that request, and `deadline` (on the fetcher's clock) bounds its waits for the upstream."""
+
+    jobs: JobLoader
+    deadline: float
+    max_ids: int

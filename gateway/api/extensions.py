@@ -1,0 +1,65 @@
+"""Schema extensions of our own: what a client sees of errors.
+
+Expected failures are `GatewayError`s: their message and `extensions.code` go to the client.
+Anything else is a bug or an unforeseen failure: it is logged with a correlation id and masked
+("Unexpected error.", code INTERNAL_ERROR, the same correlation id), so no stack trace, upstream
+text or secret leaves the process.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterator
+
+from graphql import GraphQLError, GraphQLSyntaxError
+from strawberry.extensions import MaskErrors, SchemaExtension
+
+from gateway.errors import GatewayError
+
+logger = logging.getLogger(__name__)
+
+
+def is_unexpected(error: GraphQLError) -> bool:
+    """Whether an error comes from a resolver failing in a way the gateway did not plan for."""
+    original = error.original_error
+    return original is not None and not isinstance(original, GatewayError | GraphQLError)
+
+
+class MaskUnexpectedErrors(MaskErrors):
+    """Strawberry's MaskErrors, masking only unexpected errors, each logged with a correlation id
+    that the masked error carries too."""
+
+    def __init__(self) -> None:
+        super().__init__(should_mask_error=is_unexpected, error_message="Unexpected error.")
+
+    def anonymise_error(self, error: GraphQLError) -> GraphQLError:
+        correlation_id = uuid.uuid4().hex
+        logger.error(
+            "Unexpected error at %s (correlation id %s)",
+            ".".join(str(key) for key in error.path or ()),
+            correlation_id,
+            exc_info=error.original_error,
+        )
+        masked = super().anonymise_error(error)
+        masked.extensions = {"code": "INTERNAL_ERROR", "correlationId": correlation_id}
+        return masked
+
+
+class ErrorCodes(SchemaExtension):
+    """Gives errors raised by GraphQL itself a code, as Apollo Server does: clients can then
+    branch on `extensions.code` for every error."""
+
+    def on_operation(self) -> Iterator[None]:
+        yield
+        result = self.execution_context.result
+        for error in getattr(result, "errors", None) or ():
+            if "code" in (error.extensions or {}):
+                continue
+            if isinstance(error, GraphQLSyntaxError):
+                code = "GRAPHQL_PARSE_FAILED"
+            elif error.original_error is None:
+                code = "GRAPHQL_VALIDATION_FAILED"
+            else:
+                code = "BAD_USER_INPUT"
+            error.extensions = {**(error.extensions or {}), "code": code}

@@ -1,0 +1,45 @@
+"""The root Query: jobs by id, through the request's loader."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import cast
+
+import strawberry
+from strawberry.types import Info
+
+from gateway import errors
+from gateway.api.context import Context
+from gateway.api.types import Job
+
+
+async def _load(context: Context, job_id: str) -> Job | None:
+    job = await context.jobs.load(job_id)
+    return Job.from_model(job) if job is not None else None
+
+
+@strawberry.type(description="Read smart-production jobs of the MPS account behind this gateway.")
+class Query:
+    @strawberry.field(
+        description="One job by id; null when the upstream knows no such smart-production job. "
+        "A malformed id (empty, over 64 characters, or characters other than letters, digits, "
+        "- and _) is an INVALID_JOB_ID error."
+    )
+    async def job(self, info: Info[Context, None], id: strawberry.ID) -> Job | None:  # noqa: A002
+        return await _load(info.context, id)
+
+    @strawberry.field(
+        description="Several jobs by id: one entry per id, in order (duplicates included). An "
+        "entry is null when there is no such job, or when that id failed: then an error at the "
+        "entry's path says why, and the other entries are served. More ids than the gateway's "
+        "limit (100 by default) is a TOO_MANY_IDS error."
+    )
+    async def jobs(self, info: Info[Context, None], ids: list[strawberry.ID]) -> list[Job | None]:
+        context = info.context
+        if len(ids) > context.max_ids:
+            raise errors.TooManyIds(received=len(ids), limit=context.max_ids)
+        outcomes = await asyncio.gather(
+            *(_load(context, job_id) for job_id in ids), return_exceptions=True
+        )
+        # graphql-core turns an Exception in a list into an error at that entry's path alone.
+        return cast(list[Job | None], outcomes)

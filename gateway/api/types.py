@@ -1,0 +1,249 @@
+"""The GraphQL types of a job, built from the domain model with `from_model()`.
+
+The domain object stays private to each type. Fields the upstream may send garbled (`input`,
+`output`, `params`, `result`) have resolvers that raise `UpstreamBadResponse` for that field alone,
+so a client gets an error at that path and every other field of the job.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import strawberry
+from strawberry.scalars import JSON
+
+from gateway import errors
+from gateway.jobs import model
+
+
+@strawberry.enum(description="Where a job is in its life. SUCCESS and FAIL are final.")
+class JobState(enum.Enum):
+    QUEUING = strawberry.enum_value("Queuing", description="Waiting in its pipeline's queue.")
+    ANALYSING = strawberry.enum_value("Analysing", description="Being processed.")
+    SUCCESS = strawberry.enum_value("Success", description="Finished; its result lists the files.")
+    FAIL = strawberry.enum_value("Fail", description="Finished without a result; see result.code.")
+    UNKNOWN = strawberry.enum_value(
+        "Unknown",
+        description="A state this gateway does not know yet; rawState holds the upstream's text.",
+    )
+
+
+@strawberry.enum(
+    description="The smart-production algorithms the MPS documentation lists. The upstream may "
+    "run others: Job.functionName always holds the name as sent."
+)
+class Algorithm(enum.Enum):
+    VIDEO_H2V = strawberry.enum_value("VideoH2V", description="Landscape video to portrait.")
+    VIDEO_DELOGO = strawberry.enum_value("VideoDelogo", description="Remove a logo from a video.")
+    COVER = strawberry.enum_value("Cover", description="Pick cover images for a video.")
+    VIDEO_CLIP = strawberry.enum_value("VideoClip", description="Summarize a video into clips.")
+    IMAGE_MATTING = strawberry.enum_value("ImageMatting", description="Cut a figure out.")
+    IMAGE_H2V = strawberry.enum_value("ImageH2V", description="Landscape image to portrait.")
+    IMAGE_DELOGO = strawberry.enum_value("ImageDelogo", description="Remove a logo from an image.")
+    CAPTION_EXTRACTION = strawberry.enum_value(
+        "CaptionExtraction", description="Extract burnt-in captions into SRT files."
+    )
+    VIDEO_DETEXT = strawberry.enum_value("VideoDetext", description="Remove captions from video.")
+    VIDEO_GREEN_SCREEN_MATTING = strawberry.enum_value(
+        "VideoGreenScreenMatting", description="Green-screen matting of a video."
+    )
+    MUSIC_SEGMENT_DETECT = strawberry.enum_value(
+        "MusicSegmentDetect", description="Find the chorus of a song."
+    )
+    AUDIO_MIXING = strawberry.enum_value("AudioMixing", description="Mix audio tracks.")
+    VIDEO_SPLIT = strawberry.enum_value("VideoSplit", description="Split a slide-show video.")
+    AUDIO_BEAT_DETECTION = strawberry.enum_value(
+        "AudioBeatDetection", description="Find the beats and downbeats of music."
+    )
+    IMAGE_CARTOONIZE = strawberry.enum_value(
+        "ImageCartoonize", description="Cartoon (3D) styling of faces."
+    )
+    AUDIO_QUALITY_ASSESSMENT = strawberry.enum_value(
+        "AudioQualityAssessment", description="Score the quality of a 16-bit WAV recording."
+    )
+    FACE_BEAUTY = strawberry.enum_value("FaceBeauty", description="Beautify faces in a video.")
+    SPEECH_DENOISE = strawberry.enum_value("SpeechDenoise", description="Reduce speech noise.")
+
+
+_ALGORITHMS = {algorithm.value: algorithm for algorithm in Algorithm}
+_STATES = {state.value: state for state in JobState}
+
+
+@strawberry.type(description="An object, or an object-key template, in an OSS bucket.")
+class OssObject:
+    bucket: str = strawberry.field(description="The bucket name.")
+    endpoint: str = strawberry.field(
+        description="The OSS endpoint host without the bucket, e.g. oss-cn-shanghai.aliyuncs.com."
+    )
+    region: str | None = strawberry.field(
+        description="The region the endpoint names (cn-shanghai), null for a custom endpoint."
+    )
+    key: str = strawberry.field(
+        description="The object key; for a template, placeholders such as {source} included."
+    )
+    name: str = strawberry.field(description="The last segment of the key: the file name.")
+    content_type: str | None = strawberry.field(
+        description="The media type guessed from the file name, null when unknown."
+    )
+    is_template: bool = strawberry.field(
+        description="Whether the key still holds placeholders ({source}, {timestamp}, ...)."
+    )
+    oss_url: str = strawberry.field(description="The oss:// URL, as MPS writes it.")
+    url: str | None = strawberry.field(
+        description="The https URL (virtual-host style), null for a template. It opens only "
+        "public-read objects; private ones need a presigned URL."
+    )
+
+    @classmethod
+    def from_model(cls, obj: model.OssObject) -> OssObject:
+        return cls(
+            bucket=obj.bucket,
+            endpoint=obj.endpoint,
+            region=obj.region,
+            key=obj.key,
+            name=obj.name,
+            content_type=obj.content_type,
+            is_template=obj.is_template,
+            oss_url=obj.oss_url,
+            url=None if obj.is_template else obj.https_url,
+        )
+
+
+@strawberry.type(description="A file a job produced.")
+class ResultFile:
+    key: str = strawberry.field(description="The object key, as the job's result names it.")
+    name: str = strawberry.field(description="The file name: the last segment of the key.")
+    content_type: str | None = strawberry.field(
+        description="The media type guessed from the file name, null when unknown."
+    )
+    bucket: str | None = strawberry.field(
+        description="The bucket holding the file (the job output's), null when unknown."
+    )
+    region: str | None = strawberry.field(description="The region of that bucket.")
+    url: str | None = strawberry.field(
+        description="The https URL of the file (public-read objects only), null when the "
+        "bucket is unknown."
+    )
+    oss_url: str | None = strawberry.field(description="The oss:// URL of the file.")
+
+    @classmethod
+    def from_model(cls, file: model.ResultFile) -> ResultFile:
+        obj = file.object
+        name = file.key.rsplit("/", 1)[-1]
+        return cls(
+            key=file.key,
+            name=name,
+            content_type=model.content_type_of(name),
+            bucket=obj.bucket if obj else None,
+            region=obj.region if obj else None,
+            url=obj.https_url if obj else None,
+            oss_url=obj.oss_url if obj else None,
+        )
+
+
+@strawberry.type(description="The outcome of a job, decoded from the upstream's Result.")
+class JobResult:
+    code: str | None = strawberry.field(
+        description="Success, or the failure code the upstream gave."
+    )
+    message: str | None = strawberry.field(description="The upstream's message about the job.")
+    succeeded: bool = strawberry.field(description="Whether code is Success.")
+    files: list[ResultFile] = strawberry.field(description="The files the job produced.")
+    data: JSON | None = strawberry.field(
+        description="The result's Data, decoded from its JSON string (algorithm-specific)."
+    )
+
+    @classmethod
+    def from_model(cls, result: model.JobResult) -> JobResult:
+        return cls(
+            code=result.code,
+            message=result.message,
+            succeeded=result.succeeded,
+            files=[ResultFile.from_model(file) for file in result.files],
+            data=result.data,
+        )
+
+
+@strawberry.type(description="A smart-production job, as the upstream last described it.")
+class Job:
+    id: strawberry.ID = strawberry.field(description="The job id (32 hex characters).")
+    state: JobState = strawberry.field(description="Where the job is in its life.")
+    raw_state: str = strawberry.field(description="The State text as the upstream sent it.")
+    is_finished: bool = strawberry.field(
+        description="Whether the state is final (SUCCESS or FAIL): the job will not change again."
+    )
+    function_name: str | None = strawberry.field(
+        description="The algorithm's name as sent, known or not."
+    )
+    algorithm: Algorithm | None = strawberry.field(
+        description="The algorithm, null when the name is not one this gateway knows."
+    )
+    input_url: str | None = strawberry.field(description="The job's input, as submitted.")
+    output_template: str | None = strawberry.field(
+        description="The job's output URL template, placeholders included, as submitted."
+    )
+    pipeline_id: str | None = strawberry.field(description="The MPS pipeline running the job.")
+    user_data: str | None = strawberry.field(
+        description="The user data given at submission, null when none."
+    )
+    request_id: str | None = strawberry.field(
+        description="The upstream RequestId of the call that fetched this snapshot: quote it "
+        "in support tickets."
+    )
+    fetched_at: datetime = strawberry.field(description="When the upstream gave this snapshot.")
+    _model: strawberry.Private[model.Job]
+
+    @classmethod
+    def from_model(cls, job: model.Job) -> Job:
+        return cls(
+            id=strawberry.ID(job.id),
+            state=_STATES[job.state.value],
+            raw_state=job.raw_state,
+            is_finished=job.state.is_terminal,
+            function_name=job.function_name,
+            algorithm=_ALGORITHMS.get(job.function_name or ""),
+            input_url=job.input_url,
+            output_template=job.output_url,
+            pipeline_id=job.pipeline_id,
+            user_data=job.user_data,
+            request_id=job.request_id,
+            fetched_at=datetime.fromtimestamp(job.fetched_at, tz=UTC),
+            _model=job,
+        )
+
+    @strawberry.field(description="How many seconds old this snapshot is.")
+    def age_seconds(self) -> float:
+        return round(max(0.0, time.time() - self._model.fetched_at), 3)
+
+    @strawberry.field(description="The job's input, when it is an OSS object.")
+    def input(self) -> OssObject | None:
+        value = self._decoded(self._model.input)
+        return OssObject.from_model(value) if value is not None else None
+
+    @strawberry.field(description="Where the job writes its files: bucket and key template.")
+    def output(self) -> OssObject | None:
+        value = self._decoded(self._model.output)
+        return OssObject.from_model(value) if value is not None else None
+
+    @strawberry.field(
+        description="The algorithm's parameters, decoded from the relaxed JSON the upstream "
+        'keeps (such as {mode:"gif"}).'
+    )
+    def params(self) -> JSON | None:
+        return self._decoded(self._model.params)
+
+    @strawberry.field(description="The outcome, once the job has one.")
+    def result(self) -> JobResult | None:
+        value = self._decoded(self._model.result)
+        return JobResult.from_model(value) if value is not None else None
+
+    def _decoded(self, value: Any) -> Any:
+        if isinstance(value, model.Malformed):
+            raise errors.UpstreamBadResponse(
+                f"The upstream sent a {value.field} the gateway cannot decode: {value.reason}.",
+                request_id=self._model.request_id,
+            )
+        return value

@@ -1,0 +1,211 @@
+"""`MpsClient`: one signed RPC call to MPS in, one domain object (or one `UpstreamError`) out.
+
+The client owns the wire protocol and nothing else: it never retries, waits for a budget or caches
+(the fetcher does, one layer up), and it never returns an `httpx.Response`. Every failure of the
+layers below (httpx exceptions, HTTP error statuses, upstream error codes, undecodable bodies) is
+translated to the `gateway.errors` tree in exactly one place, `_translate`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import httpx
+
+from gateway import errors
+from gateway.jobs.model import Job, SubmittedJob
+from gateway.mps.decode import decode_job, decode_submit
+
+logger = logging.getLogger(__name__)
+
+API_VERSION = "2014-06-18"
+QUERY_ACTION = "QueryIProductionJob"
+SUBMIT_ACTION = "SubmitIProductionJob"
+
+#: httpx exceptions, most specific first: the first matching row names the gateway error.
+TRANSPORT_ERRORS: tuple[tuple[type[httpx.HTTPError], type[errors.UpstreamError]], ...] = (
+    (httpx.TimeoutException, errors.UpstreamTimeout),
+    (httpx.DecodingError, errors.UpstreamBadResponse),
+    (httpx.TooManyRedirects, errors.UpstreamBadResponse),
+    (httpx.TransportError, errors.UpstreamUnavailable),
+    (httpx.HTTPError, errors.UpstreamUnavailable),
+)
+
+#: Upstream codes meaning "these credentials cannot call this API" (reference section 4.2).
+AUTH_CODE_PREFIXES = (
+    "InvalidAccessKeyId",
+    "InvalidAccessKeySecret",
+    "SignatureDoesNotMatch",
+    "IncompleteSignature",
+    "InvalidSecurityToken",
+    "Forbidden",
+    "InvalidIdentity",
+    "NoPermission",
+    "PermissionDenied",
+)
+#: Upstream codes of a request the gateway signed wrongly in time or nonce: nothing a retry of the
+#: same request fixes, and, as a clock problem of this host, worth naming as an auth failure.
+CLOCK_CODE_PREFIXES = ("InvalidTimeStamp", "SignatureNonceUsed")
+NOT_FOUND_CODES = ("InvalidParameter.ResourceNotFound",)
+UNAVAILABLE_CODES = ("ServiceUnavailable", "InternalError", "UnknownError")
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitJobRequest:
+    """The parameters of SubmitIProductionJob (reference section 2.1); None means "not sent"."""
+
+    function_name: str
+    input: str | None = None
+    output: str | None = None
+    job_params: str | None = None
+    user_data: str | None = None
+    pipeline_id: str | None = None
+    model_id: str | None = None
+    notify_url: str | None = None
+    schedule_params: str | None = None
+
+    def params(self) -> dict[str, str]:
+        named = {
+            "FunctionName": self.function_name,
+            "Input": self.input,
+            "Output": self.output,
+            "JobParams": self.job_params,
+            "UserData": self.user_data,
+            "PipelineId": self.pipeline_id,
+            "ModelId": self.model_id,
+            "NotifyUrl": self.notify_url,
+            "ScheduleParams": self.schedule_params,
+        }
+        return {name: value for name, value in named.items() if value is not None}
+
+
+class MpsClient:
+    """Calls the MPS RPC API through an `httpx.AsyncClient` that carries the base URL, the
+    timeouts and the signing `auth` (see `gateway.mps.signing.RpcSignatureV1`).
+
+    Operation parameters travel in a form body (POST), the protocol parameters in the query
+    string; the signature covers both.
+    """
+
+    def __init__(self, http: httpx.AsyncClient, *, clock: Callable[[], float] = time.time) -> None:
+        self._http = http
+        self._clock = clock
+
+    async def query_job(self, job_id: str) -> Job | None:
+        """One snapshot of a job, or None when the upstream knows no such smart-production job."""
+        try:
+            body = await self._call(QUERY_ACTION, {"JobId": job_id})
+        except errors.UpstreamRejected as exc:
+            if exc.upstream_code in NOT_FOUND_CODES:
+                return None
+            raise
+        return decode_job(body, fetched_at=self._clock(), job_id=job_id)
+
+    async def submit_job(self, request: SubmitJobRequest) -> SubmittedJob:
+        """Submits a job; the answer names the new job's id."""
+        body = await self._call(SUBMIT_ACTION, request.params())
+        try:
+            return decode_submit(body)
+        except ValueError as exc:
+            raise errors.UpstreamBadResponse(
+                f"{SUBMIT_ACTION} answered without a usable JobId: {exc}",
+                request_id=_text(body.get("RequestId")),
+            ) from exc
+
+    async def _call(self, action: str, params: Mapping[str, str]) -> dict[str, object]:
+        with _translate(action):
+            response = await self._http.post(
+                "/",
+                params={"Action": action, "Version": API_VERSION, "Format": "JSON"},
+                data=dict(params),
+            )
+        return _parse(action, response)
+
+
+@contextmanager
+def _translate(action: str) -> Iterator[None]:
+    """Turns an httpx exception into the matching `UpstreamError` (first row of
+    TRANSPORT_ERRORS that matches)."""
+    try:
+        yield
+    except httpx.HTTPError as exc:
+        for httpx_class, gateway_class in TRANSPORT_ERRORS:
+            if isinstance(exc, httpx_class):
+                raise gateway_class(
+                    f"{action} failed before an answer arrived ({type(exc).__name__})."
+                ) from exc
+        raise  # pragma: no cover - the last row matches every httpx.HTTPError
+
+
+def _parse(action: str, response: httpx.Response) -> dict[str, object]:
+    """The JSON object of a successful answer, or the `UpstreamError` its status and code name."""
+    try:
+        body = json.loads(response.content)
+    except (ValueError, UnicodeDecodeError):
+        body = None
+    if not isinstance(body, dict):
+        raise errors.UpstreamBadResponse(
+            f"{action} answered HTTP {response.status_code} with a body that is not a JSON object.",
+            status_code=response.status_code,
+        )
+    if response.is_success:
+        return body
+    raise error_for(action, response.status_code, body, response.headers)
+
+
+def error_for(
+    action: str, status: int, body: Mapping[str, object], headers: Mapping[str, str]
+) -> errors.UpstreamError:
+    """The gateway error for an upstream error answer (reference section 4)."""
+    code = _text(body.get("Code") or body.get("code")) or f"HTTP{status}"
+    context = {
+        "upstream_code": code,
+        "request_id": _text(body.get("RequestId") or body.get("requestId")),
+        "status_code": status,
+    }
+    if code.startswith("Throttling") or status == 429:
+        return errors.UpstreamThrottled(
+            f"The upstream throttled {action} ({code}).",
+            retry_after=_retry_after(headers),
+            **context,
+        )
+    if code.startswith(AUTH_CODE_PREFIXES + CLOCK_CODE_PREFIXES) or status in (401, 403):
+        # The upstream message may quote the server's string to sign (with the AccessKeyId and
+        # the security token): never pass it on.
+        return errors.UpstreamAuthFailed(
+            f"The upstream refused the gateway's credentials for {action} ({code}).", **context
+        )
+    if status >= 500 or code in UNAVAILABLE_CODES:
+        return errors.UpstreamUnavailable(
+            f"The upstream failed to answer {action} ({code}).", **context
+        )
+    message = _text(body.get("Message") or body.get("message")) or "no message"
+    return errors.UpstreamRejected(
+        f"The upstream rejected {action} ({code}): {message[:300]}", **context
+    )
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    for name in ("x-acs-retry-after", "retry-after"):
+        raw = headers.get(name)
+        if raw is None:
+            continue
+        try:
+            seconds = float(raw)
+        except ValueError:
+            continue
+        # x-acs-retry-after is in milliseconds (tea_openapi divides by 1000); Retry-After is in
+        # seconds.
+        seconds = seconds / 1000 if name == "x-acs-retry-after" else seconds
+        if seconds > 0:
+            return seconds
+    return None
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
