@@ -1,0 +1,128 @@
+"""The snapshot cache: job snapshots kept for as long as their state allows.
+
+A terminal snapshot (Success, Fail) never changes again, so it is kept for long (bounded by
+size, least recently used go first). A running one (Queuing, Analysing, or a state we do not know
+yet) is kept briefly: long enough to absorb many frontends polling the same job, short enough to
+stay fresh. "Not found" is kept briefly too (a negative entry), so that a bad id cannot burn the
+upstream budget. A ttl of 0 means "do not cache" for that kind of snapshot. Failures are never
+cached (the fetcher does not put them).
+
+`SnapshotCache` is what the fetcher uses; `LocalSnapshotCache` serves one process. A Redis
+implementation (shared by replicas, storing `Job.raw`) can be added behind the same protocol,
+which is why its methods are async.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from gateway.jobs.model import Job
+from gateway.settings import GatewaySettings
+
+
+@dataclass(frozen=True, slots=True)
+class CacheEntry:
+    """A cached answer: a snapshot, or None when the upstream knows no job with that id."""
+
+    job: Job | None
+
+
+class SnapshotCache(Protocol):
+    """A cache of job snapshots keyed by job id."""
+
+    async def get(self, job_id: str) -> CacheEntry | None:
+        """The entry for `job_id` while it is fresh, else None (a miss)."""
+        ...
+
+    async def put(self, job_id: str, job: Job | None) -> None:
+        """Remember `job` (None: not found) for the ttl its state calls for."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class CacheTtls:
+    """Seconds a snapshot is kept, by what it says. 0 means not cached at all."""
+
+    terminal: float
+    running: float
+    not_found: float
+
+    def __post_init__(self) -> None:
+        for name in ("terminal", "running", "not_found"):
+            value = getattr(self, name)
+            if value < 0:
+                raise ValueError(f"Expected a {name} ttl of at least 0 s, received {value}.")
+
+    def for_job(self, job: Job | None) -> float:
+        """Terminal states live long; Queuing, Analysing and unknown states briefly, as an
+        unknown state may well be a new intermediate one."""
+        if job is None:
+            return self.not_found
+        return self.terminal if job.state.is_terminal else self.running
+
+
+class LocalSnapshotCache:
+    """An in-memory LRU of at most `max_entries` snapshots, each with a state-chosen ttl.
+
+    `get` and `put` are O(1). An expired entry is dropped when it is read, or when it reaches the
+    least recently used end; it is never returned.
+    """
+
+    def __init__(
+        self,
+        *,
+        terminal_ttl: float,
+        running_ttl: float,
+        not_found_ttl: float,
+        max_entries: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if max_entries < 1:
+            raise ValueError(f"Expected max_entries of at least 1, received {max_entries}.")
+        self._ttls = CacheTtls(terminal=terminal_ttl, running=running_ttl, not_found=not_found_ttl)
+        self._max_entries = max_entries
+        self._clock = clock
+        # job id -> (expiry time, entry); order is recency of use, most recent last.
+        self._entries: OrderedDict[str, tuple[float, CacheEntry]] = OrderedDict()
+
+    @classmethod
+    def from_settings(
+        cls, settings: GatewaySettings, *, clock: Callable[[], float] = time.monotonic
+    ) -> LocalSnapshotCache:
+        return cls(
+            terminal_ttl=settings.cache_terminal_ttl,
+            running_ttl=settings.cache_running_ttl,
+            not_found_ttl=settings.cache_not_found_ttl,
+            max_entries=settings.cache_max_entries,
+            clock=clock,
+        )
+
+    def __len__(self) -> int:
+        """Entries held, expired ones not yet dropped included."""
+        return len(self._entries)
+
+    async def get(self, job_id: str) -> CacheEntry | None:
+        item = self._entries.get(job_id)
+        if item is None:
+            return None
+        expires_at, entry = item
+        if self._clock() >= expires_at:
+            del self._entries[job_id]
+            return None
+        self._entries.move_to_end(job_id)
+        return entry
+
+    async def put(self, job_id: str, job: Job | None) -> None:
+        ttl = self._ttls.for_job(job)
+        if ttl <= 0:
+            # Not cached; an older entry must not outlive the newer answer either.
+            self._entries.pop(job_id, None)
+            return
+        self._entries[job_id] = (self._clock() + ttl, CacheEntry(job))
+        self._entries.move_to_end(job_id)
+        while len(self._entries) > self._max_entries:
+            self._entries.popitem(last=False)
