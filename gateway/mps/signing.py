@@ -104,7 +104,10 @@ class RpcSignatureV1(httpx.Auth):
         )
         if self._security_token:
             query["SecurityToken"] = self._security_token
-        signed = {**request_params(request), **query}
-        query["Signature"] = sign(request.method, signed, self._secret)
+        request.url = request.url.copy_with(query=encode_query(query.items()).encode())
+        # Sign exactly what a server reads back (`request_params`: the form body over the query
+        # string, the merge the official SDK signs too), so that a name sent both in the query and
+        # in the body is signed with the value the server uses.
+        query["Signature"] = sign(request.method, request_params(request), self._secret)
         request.url = request.url.copy_with(query=encode_query(query.items()).encode())
         yield request
