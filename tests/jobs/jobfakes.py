@@ -1,0 +1,175 @@
+"""Test doubles for the loading layer: a manual clock, a fake upstream, job snapshots.
+
+Plain classes, no mocks: each does what a test tells it to and records what happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+
+from gateway.jobs.model import Job, JobState
+
+FOREVER = float("inf")
+
+
+def make_job(job_id: str, state: JobState = JobState.SUCCESS) -> Job:
+    """A snapshot of job `job_id` in `state`, with every other field empty."""
+    return Job(
+        id=job_id,
+        state=state,
+        raw_state=state.value,
+        function_name="VideoH2V",
+        input_url=None,
+        input=None,
+        output_url=None,
+        output=None,
+        pipeline_id=None,
+        params=None,
+        user_data=None,
+        result=None,
+        request_id=f"request-{job_id}",
+        fetched_at=0.0,
+    )
+
+
+async def settle(rounds: int = 50) -> None:
+    """Let every task that can run, run (chains of wake-ups take one loop turn per link)."""
+    for _ in range(rounds):
+        await asyncio.sleep(0)
+
+
+class ManualTimer:
+    def __init__(self, when: float, callback: Callable[[], None]) -> None:
+        self.when = when
+        self.callback = callback
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class ManualClock:
+    """A clock that moves only when told to, with timers that fire as it moves.
+
+    Pass the clock itself as `clock`, `clock.call_later` as a budget's timer function and
+    `clock.sleep` as a fetcher's sleep.
+    """
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+        self._timers: list[tuple[float, int, ManualTimer]] = []
+        self._order = itertools.count()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> ManualTimer:
+        timer = ManualTimer(self.now + max(0.0, delay), callback)
+        heapq.heappush(self._timers, (timer.when, next(self._order), timer))
+        return timer
+
+    async def sleep(self, delay: float) -> None:
+        if delay <= 0:
+            await asyncio.sleep(0)
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        timer = self.call_later(delay, lambda: future.done() or future.set_result(None))
+        try:
+            await future
+        finally:
+            timer.cancel()
+
+    def next_due(self) -> float | None:
+        while self._timers and self._timers[0][2].cancelled:
+            heapq.heappop(self._timers)
+        return self._timers[0][0] if self._timers else None
+
+    def fire_due(self) -> int:
+        """Fire the timers due by now, without letting tasks run. Returns how many fired."""
+        fired = 0
+        while (due := self.next_due()) is not None and due <= self.now:
+            _, _, timer = heapq.heappop(self._timers)
+            timer.callback()
+            fired += 1
+        return fired
+
+    async def advance(self, seconds: float) -> None:
+        """Move time forward by `seconds`, firing timers in order, each at its own time, and
+        letting tasks run after each."""
+        target = self.now + seconds
+        await settle()
+        while (due := self.next_due()) is not None and due <= target:
+            self.now = max(self.now, due)
+            self.fire_due()
+            await settle()
+        self.now = target
+        await settle()
+
+    async def run_until_idle(self, horizon: float = 10_000.0) -> None:
+        """Jump from timer to timer until none is left (or time passes `horizon` seconds)."""
+        end = self.now + horizon
+        await settle()
+        while (due := self.next_due()) is not None and due <= end:
+            await self.advance(max(0.0, due - self.now))
+
+
+class FakeSource:
+    """A fake upstream (`JobSource`): knows some jobs, and fails, throttles or stalls on demand.
+
+    - `jobs`: the snapshots it knows; any other id is "not found" (None);
+    - `failures[job_id]`: exceptions raised by the next calls for that id, one per call;
+    - `latency`: seconds each call takes on `sleep` (the test's clock);
+    - `gate`: when set, calls wait for it to open before answering.
+    Records `calls` (ids in call order), `active` and `max_active` (concurrent calls) and
+    `spans` (start, end) on `clock`.
+    """
+
+    def __init__(
+        self,
+        jobs: dict[str, Job] | None = None,
+        *,
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
+        latency: float = 0.0,
+    ) -> None:
+        self.jobs: dict[str, Job] = dict(jobs or {})
+        self.failures: defaultdict[str, list[BaseException]] = defaultdict(list)
+        self.latency = latency
+        self.gate: asyncio.Event | None = None
+        self.calls: list[str] = []
+        self.spans: list[tuple[float, float]] = []
+        self.active = 0
+        self.max_active = 0
+        self._clock = clock or (lambda: 0.0)
+        self._sleep = sleep
+
+    def add(self, *jobs: Job) -> None:
+        for job in jobs:
+            self.jobs[job.id] = job
+
+    def fail(self, job_id: str, *errors: BaseException) -> None:
+        self.failures[job_id].extend(errors)
+
+    async def query_job(self, job_id: str) -> Job | None:
+        self.calls.append(job_id)
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
+        start = self._clock()
+        try:
+            if self.gate is not None:
+                await self.gate.wait()
+            if self.latency and self._sleep is not None:
+                await self._sleep(self.latency)
+            else:
+                await asyncio.sleep(0)
+            pending = self.failures.get(job_id)
+            if pending:
+                raise pending.pop(0)
+            return self.jobs.get(job_id)
+        finally:
+            self.active -= 1
+            self.spans.append((start, self._clock()))

@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import pytest
+from jobfakes import ManualClock, make_job
+
+from gateway.jobs.cache import CacheEntry, LocalSnapshotCache
+from gateway.jobs.model import JobState
+from gateway.settings import GatewaySettings
+
+
+def make_cache(
+    clock: ManualClock,
+    *,
+    terminal: float = 100.0,
+    running: float = 1.0,
+    not_found: float = 5.0,
+    max_entries: int = 10,
+) -> LocalSnapshotCache:
+    return LocalSnapshotCache(
+        terminal_ttl=terminal,
+        running_ttl=running,
+        not_found_ttl=not_found,
+        max_entries=max_entries,
+        clock=clock,
+    )
+
+
+@pytest.mark.parametrize(
+    ("state", "ttl"),
+    [
+        (JobState.SUCCESS, 100.0),
+        (JobState.FAIL, 100.0),
+        (JobState.QUEUING, 1.0),
+        (JobState.ANALYSING, 1.0),
+        (JobState.UNKNOWN, 1.0),
+        (None, 5.0),
+    ],
+)
+async def test_ttl_follows_the_snapshot(state: JobState | None, ttl: float) -> None:
+    clock = ManualClock()
+    cache = make_cache(clock)
+    job = make_job("j1", state) if state is not None else None
+    await cache.put("j1", job)
+
+    clock.now += ttl - 0.001
+    assert await cache.get("j1") == CacheEntry(job)
+    clock.now += 0.001
+    assert await cache.get("j1") is None
+    assert len(cache) == 0
+
+
+async def test_least_recently_used_goes_first() -> None:
+    clock = ManualClock()
+    cache = make_cache(clock, max_entries=2)
+    await cache.put("a", make_job("a"))
+    await cache.put("b", make_job("b"))
+    assert await cache.get("a") is not None  # "a" is now more recent than "b"
+    await cache.put("c", make_job("c"))
+    assert await cache.get("b") is None
+    assert await cache.get("a") is not None
+    assert await cache.get("c") is not None
+    assert len(cache) == 2
+
+
+async def test_a_newer_snapshot_replaces_the_older_one() -> None:
+    clock = ManualClock()
+    cache = make_cache(clock)
+    await cache.put("a", make_job("a", JobState.ANALYSING))
+    await cache.put("a", make_job("a", JobState.SUCCESS))
+    clock.now += 50.0
+    entry = await cache.get("a")
+    assert entry is not None
+    assert entry.job is not None
+    assert entry.job.state is JobState.SUCCESS
+
+
+async def test_ttl_zero_means_not_cached() -> None:
+    clock = ManualClock()
+    cache = make_cache(clock, running=0.0, not_found=0.0)
+    await cache.put("gone", None)
+    await cache.put("busy", make_job("busy", JobState.QUEUING))
+    assert await cache.get("gone") is None
+    assert await cache.get("busy") is None
+    assert len(cache) == 0
+
+
+async def test_uncacheable_answer_drops_an_older_entry() -> None:
+    clock = ManualClock()
+    cache = make_cache(clock, running=0.0)
+    await cache.put("a", None)
+    await cache.put("a", make_job("a", JobState.QUEUING))
+    assert await cache.get("a") is None
+
+
+def test_from_settings() -> None:
+    settings = GatewaySettings(
+        cache_terminal_ttl=7.0, cache_running_ttl=0.5, cache_not_found_ttl=2.0, cache_max_entries=3
+    )
+    cache = LocalSnapshotCache.from_settings(settings)
+    assert len(cache) == 0
+
+
+def test_rejects_negative_ttl() -> None:
+    with pytest.raises(ValueError, match="running ttl"):
+        LocalSnapshotCache(terminal_ttl=1, running_ttl=-1, not_found_ttl=1, max_entries=1)
