@@ -15,11 +15,12 @@ from dataclasses import dataclass
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from jobfakes import FOREVER, ManualClock, settle
 
 from gateway import errors
 from gateway.jobs.budget import Budget, LocalBudget
 from gateway.settings import GatewaySettings
+
+from .jobfakes import FOREVER, ManualClock, settle
 
 MakeBudget = Callable[[int, float], Budget]
 

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 import pytest
-from jobfakes import ManualClock, make_job
 
 from gateway.jobs.cache import CacheEntry, LocalSnapshotCache
 from gateway.jobs.model import JobState
 from gateway.settings import GatewaySettings
+
+from .jobfakes import ManualClock, make_job
 
 
 def make_cache(
