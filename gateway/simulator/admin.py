@@ -2,7 +2,8 @@
 
     GET    /_simulator/health          {"status": "ok"}
     GET    /_simulator/stats           {"qps": 100, "actions": {"QueryIProductionJob":
-                                         {"calls": 0, "throttled": 0, "peakWindow": 0}, ...}}
+                                         {"calls": 0, "throttled": 0, "peakWindow": 0}, ...},
+                                         "signatures": {"v1": 0, "v3": 0}}
     POST   /_simulator/stats/reset     zeroes the counters; answers the stats
     GET    /_simulator/faults          {"latencyMs", "latencyJitterMs", "errorRate",
                                          "malformedRate", "dropRate", "qps"}

@@ -69,11 +69,12 @@ async def rpc_endpoint(request: Request) -> Response:
         now = simulator.clock()
         if is_v3:
             query = dict(parse_qsl(_raw_query(request), keep_blank_values=True))
-            simulator.auth.verify_v3(
+            caller = simulator.auth.verify_v3(
                 request.method, request.url.path, query, request.headers, body, now
             )
         else:
-            simulator.auth.verify_v1(request.method, params, now)
+            caller = simulator.auth.verify_v1(request.method, params, now)
+        simulator.signatures[caller.signature_version] += 1
         if not simulator.meters[action].admit(now, simulator.qps):
             raise errors.throttled()
     except ApiError as error:

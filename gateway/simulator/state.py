@@ -43,6 +43,8 @@ class Simulator:
         self.qps = settings.qps
         self.store = JobStore(build_demo_jobs(settings.seed))
         self.meters = {action: ActionMeter() for action in ACTIONS}
+        #: Authenticated calls per signature version ("v1", "v3"): shows which scheme clients use.
+        self.signatures: dict[str, int] = {"v1": 0, "v3": 0}
         self.faults = Faults(
             latency_ms=settings.latency_ms,
             latency_jitter_ms=settings.latency_jitter_ms,
@@ -64,11 +66,13 @@ class Simulator:
         actions: dict[str, JsonValue] = {
             action: dict(meter.as_json()) for action, meter in self.meters.items()
         }
-        return {"qps": self.qps, "actions": actions}
+        signatures: dict[str, JsonValue] = dict(self.signatures)
+        return {"qps": self.qps, "actions": actions, "signatures": signatures}
 
     def reset_stats(self) -> None:
         for meter in self.meters.values():
             meter.reset()
+        self.signatures = dict.fromkeys(self.signatures, 0)
 
     def faults_json(self) -> dict[str, JsonValue]:
         faults = self.faults
