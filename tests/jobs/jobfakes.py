@@ -10,8 +10,13 @@ import heapq
 import itertools
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
+from gateway.jobs.budget import LocalBudget
+from gateway.jobs.cache import LocalSnapshotCache
+from gateway.jobs.fetcher import FetchResult, JobFetcher
 from gateway.jobs.model import Job, JobState
+from gateway.jobs.retry import RetryPolicy
 
 FOREVER = float("inf")
 
@@ -173,3 +178,58 @@ class FakeSource:
         finally:
             self.active -= 1
             self.spans.append((start, self._clock()))
+
+
+NO_RETRY = RetryPolicy(max_retries=0, base_delay=0.0, max_delay=0.0)
+
+
+@dataclass
+class Rig:
+    """A fetcher wired to a fake source, a budget and a cache, all on one manual clock."""
+
+    limit: int = 100
+    concurrency: int = 8
+    retry: RetryPolicy = NO_RETRY
+    clock: ManualClock = field(default_factory=ManualClock)
+    fetcher_type: type[JobFetcher] = JobFetcher
+
+    def __post_init__(self) -> None:
+        self.source = FakeSource(clock=self.clock, sleep=self.clock.sleep)
+        self.budget = LocalBudget(
+            self.limit, 1.0, clock=self.clock, call_later=self.clock.call_later
+        )
+        self.cache = LocalSnapshotCache(
+            terminal_ttl=100.0,
+            running_ttl=1.0,
+            not_found_ttl=5.0,
+            max_entries=1000,
+            clock=self.clock,
+        )
+        self.fetcher = self.fetcher_type(
+            self.source,
+            self.budget,
+            self.cache,
+            concurrency=self.concurrency,
+            retry=self.retry,
+            clock=self.clock,
+            sleep=self.clock.sleep,
+            uniform=lambda low, high: high,
+        )
+
+    def deadline(self, seconds: float = 10.0) -> float:
+        return self.clock() + seconds
+
+    def start(self, ids: list[str], seconds: float = 10.0) -> asyncio.Task[list[FetchResult]]:
+        return asyncio.create_task(self.fetcher.get_many(ids, self.deadline(seconds)))
+
+    async def hold_budget(self, gate: asyncio.Event) -> asyncio.Task[None]:
+        """Take one budget slot until `gate` opens (another caller's call, from the budget's
+        point of view)."""
+
+        async def hold() -> None:
+            async with self.budget.slot(FOREVER):
+                await gate.wait()
+
+        task = asyncio.create_task(hold())
+        await settle()
+        return task

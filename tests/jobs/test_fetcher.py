@@ -1,0 +1,322 @@
+"""JobFetcher: cache, coalescing, budget, retries and deadlines, against a fake upstream."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from gateway import errors
+from gateway.jobs.model import JobState
+from gateway.jobs.retry import RetryPolicy
+
+from .jobfakes import Rig, make_job, settle
+
+
+async def test_serves_jobs_and_not_found_in_order() -> None:
+    rig = Rig()
+    a, b = make_job("a"), make_job("b", JobState.QUEUING)
+    rig.source.add(a, b)
+    assert await rig.fetcher.get_many(["b", "missing", "a"], rig.deadline()) == [b, None, a]
+    assert sorted(rig.source.calls) == ["a", "b", "missing"]
+
+
+async def test_cache_hit_costs_no_call() -> None:
+    rig = Rig()
+    job = make_job("a")
+    await rig.cache.put("a", job)
+    assert await rig.fetcher.get_many(["a"], rig.deadline()) == [job]
+    assert rig.source.calls == []
+    stats = rig.fetcher.stats()
+    assert (stats.cache_hits, stats.cache_misses, stats.upstream_calls) == (1, 0, 0)
+
+
+async def test_answers_are_cached_by_state() -> None:
+    rig = Rig()
+    rig.source.add(make_job("done"), make_job("busy", JobState.ANALYSING))
+    await rig.fetcher.get_many(["done", "busy"], rig.deadline())
+    await rig.fetcher.get_many(["done", "busy"], rig.deadline())
+    assert sorted(rig.source.calls) == ["busy", "done"]
+    rig.clock.now += 1.0  # the running ttl
+    await rig.fetcher.get_many(["done", "busy"], rig.deadline())
+    assert sorted(rig.source.calls) == ["busy", "busy", "done"]
+
+
+async def test_not_found_is_remembered_briefly() -> None:
+    rig = Rig()
+    assert await rig.fetcher.get_many(["nope"], rig.deadline()) == [None]
+    assert await rig.fetcher.get_many(["nope"], rig.deadline()) == [None]
+    assert rig.source.calls == ["nope"]
+    rig.clock.now += 5.0  # the not-found ttl
+    assert await rig.fetcher.get_many(["nope"], rig.deadline()) == [None]
+    assert rig.source.calls == ["nope", "nope"]
+
+
+async def test_concurrent_requests_share_one_call_per_id() -> None:
+    rig = Rig()
+    a, b = make_job("a"), make_job("b")
+    rig.source.add(a, b)
+    rig.source.gate = asyncio.Event()
+    first = rig.start(["a", "b"])
+    await settle()
+    second = rig.start(["b", "a"])
+    await settle()
+    rig.source.gate.set()
+    assert await first == [a, b]
+    assert await second == [b, a]
+    assert sorted(rig.source.calls) == ["a", "b"]
+    assert rig.fetcher.stats().coalesced == 2
+
+
+async def test_duplicate_ids_in_one_request_share_one_call() -> None:
+    rig = Rig()
+    a, b = make_job("a"), make_job("b")
+    rig.source.add(a, b)
+    assert await rig.fetcher.get_many(["a", "a", "b", "a"], rig.deadline()) == [a, a, b, a]
+    assert sorted(rig.source.calls) == ["a", "b"]
+    assert rig.fetcher.stats().duplicates == 2
+
+
+async def test_invalid_ids_cost_no_call() -> None:
+    rig = Rig()
+    ok = make_job("ok")
+    rig.source.add(ok)
+    results = await rig.fetcher.get_many(["", "x" * 65, "no spaces", "ok"], rig.deadline())
+    assert [type(r) for r in results[:3]] == [errors.InvalidJobId] * 3
+    assert results[3] == ok
+    assert rig.source.calls == ["ok"]
+    assert rig.fetcher.stats().invalid_ids == 3
+
+
+async def test_throttled_call_is_retried_through_the_budget() -> None:
+    rig = Rig(retry=RetryPolicy(max_retries=2, base_delay=0.1, max_delay=1.0))
+    job = make_job("a")
+    rig.source.add(job)
+    rig.source.fail("a", errors.UpstreamThrottled("Throttling.User", retry_after=0.5))
+    task = rig.start(["a"])
+    await rig.clock.advance(0.499)
+    # The error's retry_after (0.5 s) wins over the backoff (at most 0.1 s for the first retry).
+    assert rig.source.calls == ["a"]
+    await rig.clock.advance(0.001)
+    assert await task == [job]
+    assert rig.source.calls == ["a", "a"]
+    # Both calls took a budget slot, and both slots are still held.
+    assert rig.budget.snapshot().recent == 2
+    stats = rig.fetcher.stats()
+    assert (stats.upstream_calls, stats.retries, stats.failures) == (2, 1, 0)
+
+
+async def test_retries_end_with_the_last_error() -> None:
+    rig = Rig(retry=RetryPolicy(max_retries=2, base_delay=0.1, max_delay=1.0))
+    last = errors.UpstreamUnavailable("The upstream answered 503 (third time).")
+    rig.source.fail("a", errors.UpstreamUnavailable("503"), errors.UpstreamTimeout("timeout"), last)
+    task = rig.start(["a"])
+    await rig.clock.advance(1.0)
+    assert await task == [last]
+    assert rig.source.calls == ["a", "a", "a"]
+    assert rig.fetcher.stats().failures == 1
+
+
+async def test_no_retry_that_would_outlast_the_deadline() -> None:
+    rig = Rig(retry=RetryPolicy(max_retries=2, base_delay=0.1, max_delay=1.0))
+    throttled = errors.UpstreamThrottled("Throttling.User", retry_after=0.5)
+    rig.source.fail("a", throttled)
+    results = await rig.fetcher.get_many(["a"], rig.deadline(0.3))
+    assert results == [throttled]
+    assert rig.source.calls == ["a"]
+
+
+async def test_non_retryable_error_is_returned_at_once() -> None:
+    rig = Rig(retry=RetryPolicy(max_retries=2, base_delay=0.1, max_delay=1.0))
+    denied = errors.UpstreamAuthFailed("The signature does not match.")
+    rig.source.fail("a", denied)
+    assert await rig.fetcher.get_many(["a"], rig.deadline()) == [denied]
+    assert rig.source.calls == ["a"]
+    assert rig.fetcher.stats().retries == 0
+
+
+async def test_one_failing_id_does_not_fail_the_others_and_is_not_cached() -> None:
+    rig = Rig()
+    a, c = make_job("a"), make_job("c")
+    rig.source.add(a, c, make_job("b"))
+    unavailable = errors.UpstreamUnavailable("503")
+    rig.source.fail("b", unavailable)
+    assert await rig.fetcher.get_many(["a", "b", "c"], rig.deadline()) == [a, unavailable, c]
+    # The failure was not cached: the next request asks again (and gets the job).
+    assert await rig.fetcher.get_many(["b"], rig.deadline()) == [make_job("b")]
+    assert rig.source.calls.count("b") == 2
+
+
+async def test_a_bug_reaches_every_waiter_and_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    rig = Rig()
+    rig.source.add(make_job("ok"))
+    bug = ZeroDivisionError("division by zero")
+    rig.source.fail("a", bug)
+    rig.source.gate = asyncio.Event()
+    first = rig.start(["a", "ok"])
+    await settle()
+    second = rig.start(["a"])
+    await settle()
+    with caplog.at_level(logging.ERROR, logger="gateway.jobs.fetcher"):
+        rig.source.gate.set()
+        assert await first == [bug, make_job("ok")]
+        assert await second == [bug]
+    assert "Fetching job a failed unexpectedly" in caplog.text
+    assert rig.fetcher.stats().in_flight == 0
+
+
+async def test_concurrency_limit_bounds_calls_in_flight() -> None:
+    rig = Rig(concurrency=2)
+    ids = [f"j{i}" for i in range(5)]
+    rig.source.add(*(make_job(i) for i in ids))
+    rig.source.latency = 0.1
+    task = rig.start(ids)
+    await rig.clock.advance(1.0)
+    assert await task == [make_job(i) for i in ids]
+    assert rig.source.max_active == 2
+
+
+async def test_shed_at_once_when_the_budget_cannot_make_the_deadline() -> None:
+    rig = Rig(limit=1)
+    gate = asyncio.Event()
+    holder = await rig.hold_budget(gate)
+    results = await rig.fetcher.get_many(["a"], rig.deadline(0.5))
+    assert len(results) == 1
+    assert isinstance(results[0], errors.BudgetExhausted)
+    assert results[0].retry_after == pytest.approx(1.0)
+    assert rig.source.calls == []
+    gate.set()
+    await holder
+
+
+async def test_budget_wait_ends_at_the_deadline_without_a_call() -> None:
+    rig = Rig(limit=1)
+    gate = asyncio.Event()
+    holder = await rig.hold_budget(gate)
+    task = rig.start(["a"], seconds=2.0)
+    await settle()
+    assert rig.budget.snapshot().waiting == 1
+
+    await rig.clock.advance(2.0)
+    (result,) = await task
+    assert isinstance(result, errors.BudgetExhausted)
+    assert rig.budget.snapshot().waiting == 0
+
+    gate.set()
+    await holder
+    await rig.clock.advance(5.0)
+    assert rig.source.calls == []
+    assert rig.fetcher.stats().in_flight == 0
+
+
+async def test_fetch_abandoned_by_its_last_waiter_consumes_no_budget() -> None:
+    rig = Rig(limit=1)
+    gate = asyncio.Event()
+    holder = await rig.hold_budget(gate)
+    hasty = rig.start(["a"], seconds=2.0)
+    await settle()
+    gone = rig.start(["a"], seconds=5.0)  # raises the fetch's deadline to 5 s
+    await rig.clock.advance(1.0)
+    gone.cancel()  # its request went away
+    await rig.clock.advance(1.0)
+    (result,) = await hasty
+    assert isinstance(result, errors.BudgetExhausted)
+    # Nobody waits for "a" any more: the fetch left the budget queue instead of waiting on.
+    assert rig.budget.snapshot().waiting == 0
+    stats = rig.fetcher.stats()
+    assert (stats.abandoned, stats.timeouts, stats.in_flight) == (1, 1, 0)
+    gate.set()
+    await holder
+    await rig.clock.advance(10.0)
+    assert rig.source.calls == []
+
+
+async def test_fetch_waiting_for_the_concurrency_limit_is_abandoned_at_the_deadline() -> None:
+    rig = Rig(concurrency=1)
+    rig.source.add(make_job("slow"), make_job("a"))
+    rig.source.gate = asyncio.Event()
+    slow = rig.start(["slow"], seconds=60.0)
+    await settle()
+    task = rig.start(["a"], seconds=2.0)
+    await rig.clock.advance(2.0)
+    (result,) = await task
+    assert isinstance(result, errors.BudgetExhausted)
+    rig.source.gate.set()
+    assert await slow == [make_job("slow")]
+    await settle()
+    assert rig.source.calls == ["slow"]
+    assert rig.fetcher.stats().abandoned == 1
+
+
+async def test_cancelled_request_leaves_its_fetch_and_the_budget_queue() -> None:
+    rig = Rig(limit=1)
+    gate = asyncio.Event()
+    holder = await rig.hold_budget(gate)
+    task = rig.start(["a", "b"])
+    await settle()
+    assert rig.budget.snapshot().waiting == 2
+    task.cancel()
+    await settle()
+    assert task.cancelled()
+    assert rig.budget.snapshot().waiting == 0
+    stats = rig.fetcher.stats()
+    assert (stats.abandoned, stats.in_flight) == (2, 0)
+    gate.set()
+    await holder
+    await rig.clock.advance(5.0)
+    assert rig.source.calls == []
+
+
+async def test_shared_fetch_survives_one_of_its_waiters_leaving() -> None:
+    rig = Rig(limit=1)
+    job = make_job("a")
+    rig.source.add(job)
+    gate = asyncio.Event()
+    holder = await rig.hold_budget(gate)
+    leaving = rig.start(["a"])
+    staying = rig.start(["a"])
+    await settle()
+    leaving.cancel()
+    gate.set()
+    await holder
+    await rig.clock.advance(1.0)
+    assert await staying == [job]
+    assert rig.source.calls == ["a"]
+
+
+async def test_fetch_waits_as_long_as_its_most_patient_waiter() -> None:
+    rig = Rig(limit=1)
+    job = make_job("a")
+    rig.source.add(job)
+    gate = asyncio.Event()
+    holder = await rig.hold_budget(gate)
+    t0 = rig.clock()
+    hasty = rig.start(["a"], seconds=2.0)
+    await settle()
+    patient = rig.start(["a"], seconds=5.0)
+    await rig.clock.advance(1.5)
+    gate.set()  # the held slot completes at t0 + 1.5 and frees at t0 + 2.5
+    await holder
+
+    await rig.clock.advance(0.5)
+    (first,) = await hasty
+    assert isinstance(first, errors.BudgetExhausted)
+    assert not patient.done()
+    await rig.clock.advance(0.5)
+    assert await patient == [job]
+    assert rig.source.calls == ["a"]
+    assert rig.source.spans[0][0] == t0 + 2.5
+
+
+async def test_past_deadline_serves_the_cache_and_sheds_the_rest() -> None:
+    rig = Rig()
+    cached = make_job("cached")
+    await rig.cache.put("cached", cached)
+    rig.source.add(make_job("other"))
+    results = await rig.fetcher.get_many(["cached", "other"], rig.clock() - 1.0)
+    assert results[0] == cached
+    assert isinstance(results[1], errors.BudgetExhausted)
+    await settle()
+    assert rig.source.calls == []
+    assert rig.fetcher.stats().in_flight == 0
