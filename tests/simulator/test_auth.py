@@ -64,7 +64,7 @@ def assert_json_error(response: httpx.Response, status: int, code: str) -> dict[
     return body
 
 
-# --- V1 over httpx with the gateway's own signer ---------------------------------------------------
+# --- V1 over httpx with the gateway's own signer -------------------------------------------------
 
 
 async def test_v1_get_json(client: httpx.AsyncClient) -> None:
@@ -112,7 +112,7 @@ async def test_v1_xml_is_the_default(client: httpx.AsyncClient, format_value: st
     assert list(fields)[:3] == ["RequestId", "JobId", "FunctionName"]
     assert fields["JobId"] == DOC_EXAMPLE_JOB_ID
     assert fields["JobParams"] == '{mode:"gif"}'
-    assert fields["Result"] is not None and fields["Result"].startswith('{"Code":"Success"')
+    assert (fields["Result"] or "").startswith('{"Code":"Success"')
 
 
 async def test_v1_xml_error_shape(app: Starlette, clock: ManualClock) -> None:
@@ -307,7 +307,7 @@ async def test_auth_errors_are_not_counted_as_calls(app: Starlette, clock: Manua
     assert simulator_of(app).meters["QueryIProductionJob"].calls == 0
 
 
-# --- V1 published and computed vectors (reference 3.4) ---------------------------------------------
+# --- V1 published and computed vectors (reference 3.4) -------------------------------------------
 
 MPS_V1_VECTOR = {
     "Action": "QueryIProductionJob",
@@ -334,7 +334,7 @@ def test_v1_reference_vector(method: str, signature: str) -> None:
     assert caller.signature_version == "v1"
 
 
-# --- V3 ----------------------------------------------------------------------------------------------
+# --- V3 ------------------------------------------------------------------------------------------
 
 
 def v3_headers(entries: dict[str, str]) -> Headers:
