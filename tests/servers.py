@@ -31,6 +31,9 @@ def run_asgi_server(
         port=0,  # the OS picks a free port; it is read back from the bound socket
         lifespan=lifespan,
         ws="none",  # no websockets protocol import: its deprecation warnings would fail tests
+        # No dictConfig of its own: uvicorn's records go to the root logger, where pytest
+        # captures them (and shows them with a failing test).
+        log_config=None,
         log_level="warning",
         access_log=False,
     )

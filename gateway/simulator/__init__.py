@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from gateway.simulator.app import create_simulator_app
 from gateway.simulator.demo import DOC_EXAMPLE_JOB_ID, demo_job_ids
-from gateway.simulator.faults import ConnectionDropped
+from gateway.simulator.faults import ConnectionDropped, DroppedConnectionLogFilter
 from gateway.simulator.state import Simulator
 
 __all__ = [
     "DOC_EXAMPLE_JOB_ID",
     "ConnectionDropped",
+    "DroppedConnectionLogFilter",
     "Simulator",
     "create_simulator_app",
     "demo_job_ids",

@@ -9,8 +9,9 @@ action ran (so a submit whose answer is lost still created its job, as in real l
 How a drop looks to the caller:
 - over a real socket (uvicorn): the response head announces more bytes than are sent, then the
   ASGI app raises `ConnectionDropped`; the server closes the connection, and an HTTP client sees
-  the body cut short (`httpx.RemoteProtocolError`). Uvicorn logs the exception, as it does for any
-  application error.
+  the body cut short (`httpx.RemoteProtocolError`). Uvicorn logs the exception with a traceback,
+  as it does for any application error; `DroppedConnectionLogFilter` on the `uvicorn.error` logger
+  silences those records when drops are wanted.
 - in process (`httpx.ASGITransport`, which re-raises application exceptions): the same exception
   reaches the caller, and it *is* an `httpx.RemoteProtocolError`, so a client handles it like the
   real thing, without a hang. (With `raise_app_exceptions=False` the caller gets the truncated
@@ -21,8 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import logging
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import httpx
 from starlette.responses import Response
@@ -38,9 +40,6 @@ class Faults:
     error_rate: float = 0.0
     malformed_rate: float = 0.0
     drop_rate: float = 0.0
-
-    def as_dict(self) -> dict[str, float]:
-        return asdict(self)
 
 
 class Outcome(enum.Enum):
@@ -105,3 +104,15 @@ class DroppedResponse(Response):
             }
         )
         raise ConnectionDropped()
+
+
+class DroppedConnectionLogFilter(logging.Filter):
+    """Drops log records about a `ConnectionDropped`: a fault asked for, not a bug to report.
+
+    Install it on the server's error logger (`logging.getLogger("uvicorn.error")`) when serving
+    with a drop rate; other records pass.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, ConnectionDropped)

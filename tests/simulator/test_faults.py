@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
@@ -12,7 +13,12 @@ from starlette.applications import Starlette
 
 from gateway.mps.signing import RpcSignatureV1
 from gateway.settings import SimulatorSettings
-from gateway.simulator import DOC_EXAMPLE_JOB_ID, ConnectionDropped, create_simulator_app
+from gateway.simulator import (
+    DOC_EXAMPLE_JOB_ID,
+    ConnectionDropped,
+    DroppedConnectionLogFilter,
+    create_simulator_app,
+)
 from tests.servers import run_asgi_server
 from tests.simulator.conftest import AK, SECRET, ManualClock, query_params, simulator_of
 
@@ -85,15 +91,40 @@ async def test_drop_in_process_is_a_transport_error(
     assert simulator_of(app).meters[QUERY].calls == 1
 
 
-async def test_drop_on_a_real_port_cuts_the_connection() -> None:
+@pytest.fixture
+def quiet_drops() -> Iterator[None]:
+    server_log = logging.getLogger("uvicorn.error")
+    log_filter = DroppedConnectionLogFilter()
+    server_log.addFilter(log_filter)
+    yield
+    server_log.removeFilter(log_filter)
+
+
+@pytest.mark.usefixtures("quiet_drops")
+async def test_drop_on_a_real_port_cuts_the_connection(caplog: pytest.LogCaptureFixture) -> None:
     app = create_simulator_app(SimulatorSettings(drop_rate=1.0))
-    with run_asgi_server(app) as url:
+    with caplog.at_level(logging.ERROR), run_asgi_server(app) as url:
         async with httpx.AsyncClient(base_url=url, auth=RpcSignatureV1(AK, SECRET)) as client:
             with pytest.raises(httpx.RemoteProtocolError):
                 await query(client)
             # The server survives: turn the fault off and the next call is answered.
             await client.put("/_simulator/faults", json={"dropRate": 0})
             assert (await query(client)).status_code == 200
+    # The deliberate drop was not logged as an application error.
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
+
+
+def test_the_log_filter_passes_other_records() -> None:
+    log_filter = DroppedConnectionLogFilter()
+    other = logging.LogRecord("uvicorn.error", logging.ERROR, __file__, 1, "boom", None, None)
+    assert log_filter.filter(other)
+    try:
+        raise ConnectionDropped()
+    except ConnectionDropped as exc:
+        dropped = logging.LogRecord(
+            "uvicorn.error", logging.ERROR, __file__, 1, "x", None, (type(exc), exc, None)
+        )
+    assert not log_filter.filter(dropped)
 
 
 async def test_latency_is_added() -> None:
