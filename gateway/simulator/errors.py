@@ -105,6 +105,14 @@ def throttled() -> ApiError:
     return ApiError("Throttling.User", "Request was denied due to user flow control.")
 
 
+def internal_error() -> ApiError:
+    return ApiError(
+        "InternalError",
+        "The request processing has failed due to some unknown error, exception or failure.",
+        500,
+    )
+
+
 def service_unavailable() -> ApiError:
     return ApiError(
         "ServiceUnavailable",

@@ -90,6 +90,10 @@ async def rpc_endpoint(request: Request) -> Response:
         response = success_response(action, fields, body_format)
     except ApiError as error:
         response = error_response(error, request_id, body_format)
+    except Exception:
+        # A simulator bug still answers in the upstream's shape, as the cloud's own bugs do.
+        logger.exception("Simulator failed on %s (RequestId %s)", action, request_id)
+        response = error_response(errors.internal_error(), request_id, body_format)
     if outcome is Outcome.MALFORMED:
         return rpc_response(response.status_code, garble(bytes(response.body)), body_format)
     if outcome is Outcome.DROP:

@@ -272,3 +272,23 @@ async def test_planted_jobs_are_answered_verbatim(
         bad = await admin.put(f"/_simulator/jobs/{job_id}", content=b"[1, 2]")
         assert bad.status_code == 400
         assert bad.json() == {"error": "Expected a JSON object as the body, received list."}
+
+
+class BrokenJob:
+    job_id = "b" * 32
+
+    def fields(self, now: float) -> dict[str, Any]:
+        raise RuntimeError("a bug in the simulator")
+
+    def summary(self, now: float) -> dict[str, Any]:
+        return {"id": self.job_id}
+
+
+async def test_a_simulator_bug_answers_internal_error(
+    app: Starlette, client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    simulator_of(app).store.put(BrokenJob())
+    response = await client.get("/", params=query_params(BrokenJob.job_id))
+    assert response.status_code == 500
+    assert response.json()["Code"] == "InternalError"
+    assert "a bug in the simulator" in caplog.text
