@@ -176,3 +176,9 @@ class SimulatorSettings(BaseSettings):
     drop_rate: float = Field(
         default=0.0, ge=0, le=1, description="Share of calls whose connection is dropped."
     )
+    max_jobs: int = Field(
+        default=100_000,
+        ge=1,
+        description="Submitted and planted jobs kept in memory (the oldest go first; the demo "
+        "set is always kept).",
+    )

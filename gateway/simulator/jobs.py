@@ -196,10 +196,17 @@ def _wants_separate_captions(job_params: str | None) -> bool:
 
 
 class JobStore:
-    """Every job the simulator knows, in insertion order (demo set first)."""
+    """Every job the simulator knows, in insertion order (demo set first).
 
-    def __init__(self, jobs: Iterable[JobRecord] = ()) -> None:
+    The jobs given at construction (the demo set) are kept until deleted; of the jobs put later,
+    at most `max_added` are kept, the oldest forgotten first, so a long run stays bounded.
+    """
+
+    def __init__(self, jobs: Iterable[JobRecord] = (), *, max_added: int = 100_000) -> None:
         self._jobs: dict[str, JobRecord] = {job.job_id: job for job in jobs}
+        self._max_added = max_added
+        # Ids of the jobs put after construction, oldest first (a dict keeps insertion order).
+        self._added: dict[str, None] = {}
 
     def __len__(self) -> int:
         return len(self._jobs)
@@ -213,9 +220,16 @@ class JobStore:
     def put(self, job: JobRecord) -> None:
         """Store a job, replacing any job with the same id."""
         self._jobs[job.job_id] = job
+        self._added.pop(job.job_id, None)
+        self._added[job.job_id] = None
+        while len(self._added) > self._max_added:
+            oldest = next(iter(self._added))
+            del self._added[oldest]
+            del self._jobs[oldest]
 
     def delete(self, job_id: str) -> bool:
         """Forget a job; False if there was none with that id."""
+        self._added.pop(job_id, None)
         return self._jobs.pop(job_id, None) is not None
 
     def listing(self, now: float) -> list[dict[str, JsonValue]]:

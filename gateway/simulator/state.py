@@ -41,7 +41,7 @@ class Simulator:
         self.settings = settings
         self.clock = clock
         self.qps = settings.qps
-        self.store = JobStore(build_demo_jobs(settings.seed))
+        self.store = JobStore(build_demo_jobs(settings.seed), max_added=settings.max_jobs)
         self.meters = {action: ActionMeter() for action in ACTIONS}
         #: Authenticated calls per signature version ("v1", "v3"): shows which scheme clients use.
         self.signatures: dict[str, int] = {"v1": 0, "v3": 0}

@@ -292,3 +292,24 @@ async def test_a_simulator_bug_answers_internal_error(
     assert response.status_code == 500
     assert response.json()["Code"] == "InternalError"
     assert "a bug in the simulator" in caplog.text
+
+
+async def test_stored_jobs_are_bounded(
+    make_app: Callable[..., Starlette], clock: ManualClock
+) -> None:
+    app = make_app(max_jobs=2)
+    store = simulator_of(app).store
+    demo = len(store)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://simulator",
+        auth=RpcSignatureV1(AK, SECRET, clock=clock),
+    ) as client:
+        ids = [await submit(client, "Cover") for _ in range(3)]
+        # A demo job overwritten through the admin API counts as added, and is the newest.
+        await client.put(f"/_simulator/jobs/{DOC_EXAMPLE_JOB_ID}", json={"State": "Fail"})
+    assert len(store) == demo - 1 + 2
+    assert store.get(ids[0]) is None
+    assert store.get(ids[1]) is None
+    assert store.get(ids[2]) is not None
+    assert store.get(DOC_EXAMPLE_JOB_ID) is not None
