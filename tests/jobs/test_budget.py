@@ -383,10 +383,16 @@ async def _simulate(
         except errors.BudgetExhausted:
             refused.add(index)
 
+    def canceller(task: asyncio.Task[None]) -> Callable[[], None]:
+        def cancel() -> None:
+            task.cancel()
+
+        return cancel
+
     tasks = [asyncio.create_task(call(i, p)) for i, p in enumerate(plan)]
     for task, planned in zip(tasks, plan, strict=True):
         if planned.cancel_after is not None:
-            clock.call_later(planned.arrival + planned.cancel_after, task.cancel)
+            clock.call_later(planned.arrival + planned.cancel_after, canceller(task))
     await clock.run_until_idle()
     await asyncio.gather(*tasks, return_exceptions=True)
     return budget, spans, entered, granted, refused
