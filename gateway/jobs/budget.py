@@ -261,6 +261,9 @@ class LocalBudget:
         waiters = self._waiters
         while waiters:
             head = waiters[0]
+            if head.future.done():
+                # Its task was cancelled and has not run its handler yet: it leaves now.
+                self._drop(head)
             if not head.live:
                 waiters.popleft()
                 continue
@@ -292,6 +295,8 @@ class LocalBudget:
         if not waiter.live:
             return
         self._drop(waiter)
+        if waiter.future.done():
+            return  # cancelled at the same moment: it will see its cancellation, not this
         now = self._clock()
         # The hint for a retry: when a newcomer could be served, i.e. after the live queue.
         live_from = bisect.bisect_right(self._expiries, now, lo=self._head)

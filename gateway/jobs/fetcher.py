@@ -19,12 +19,14 @@ out, or cancelled because its request went away), the fetch is cancelled if it i
 budget. A fetch whose call is under way is left to finish: the call is paid for, and its answer
 goes to the cache.
 
-The budget is asked with the latest deadline among the fetch's waiters when it asks. A waiter
+The budget is asked with the latest deadline of the fetch's waiters when it asks. A waiter
 that joins later with a later deadline raises the fetch's deadline; if the budget then gives up
 at the older deadline, the fetch asks again with the newer one (at the back of the queue, which
 is where that later waiter would have queued anyway). We chose this over a deadline that the
 budget re-reads while waiting because it keeps the `Budget` protocol a plain `slot(deadline)`,
-which a Redis implementation can honour in one atomic script.
+which a Redis implementation can honour in one atomic script. The fetch's deadline never goes
+down when a waiter leaves; it need not, since the fetch is dropped when the last waiter leaves,
+so in effect it waits exactly as long as its most patient current waiter.
 
 Results: one entry per id, in order: a `Job`, None (no such job), a `GatewayError` (that id
 failed; the others are served), or, only for a bug, the unexpected exception itself (logged here
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -288,14 +291,17 @@ class JobFetcher:
                 woken.set_result(None)
 
         # One timer per request, not per id: a request of 100 ids costs one extra task.
-        timer = asyncio.ensure_future(self._sleep(remaining))
-        timer.add_done_callback(timer_done)
+        timer = None
+        if not math.isinf(remaining):
+            timer = asyncio.ensure_future(self._sleep(remaining))
+            timer.add_done_callback(timer_done)
         for future in pending:
             future.add_done_callback(one_done)
         try:
             await woken
         finally:
-            timer.cancel()
+            if timer is not None:
+                timer.cancel()
             for future in pending:
                 future.remove_done_callback(one_done)
 

@@ -285,6 +285,47 @@ async def test_waiter_cancelled_after_its_grant_gives_the_slot_back(
     await clock.run_until_idle()
 
 
+async def test_cancelled_at_the_instant_of_its_deadline(
+    make_budget: MakeBudget, clock: ManualClock
+) -> None:
+    budget = make_budget(1, 1.0)
+    rec = Recorder(budget, clock)
+    gate = asyncio.Event()
+    rec.start("holder", gate=gate)
+    await settle()
+    waiter = rec.start("waiter", deadline=clock() + 2.0)
+    await settle()
+    clock.now += 2.0
+    waiter.cancel()  # cancels the future it awaits at once; its handler has not run yet
+    assert clock.fire_due() == 1  # the deadline timer, before the task sees its cancellation
+    await settle()
+    assert waiter.cancelled()
+    assert budget.snapshot().waiting == 0
+    gate.set()
+    await clock.run_until_idle()
+
+
+async def test_cancelled_at_the_instant_its_slot_frees(
+    make_budget: MakeBudget, clock: ManualClock
+) -> None:
+    budget = make_budget(1, 1.0)
+    rec = Recorder(budget, clock)
+    t0 = clock()
+    rec.start("first")
+    await settle()
+    unlucky = rec.start("unlucky")
+    await settle()
+    rec.start("next")
+    await settle()
+    clock.now = t0 + 1.0
+    unlucky.cancel()
+    assert clock.fire_due() >= 1  # the slot frees; "unlucky" is cancelled but not yet unwound
+    await settle()
+    assert unlucky.cancelled()
+    assert rec.granted == ["first", "next"]
+    assert rec.grant_times["next"] == t0 + 1.0
+
+
 @pytest.mark.parametrize("ending", ["return", "error", "cancel"])
 async def test_every_ending_of_the_body_counts_as_a_completed_call(
     make_budget: MakeBudget, clock: ManualClock, ending: str
