@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -96,12 +97,16 @@ def _banner(settings: GatewaySettings, host: str, port: int) -> str:
             "      result { code files { name contentType url } }",
             "    }",
             "  }",
-            f"or: curl -s {url} -H 'content-type: application/json' "
-            f"""-d '{{"query":"{{ job(id: \\"{ids[0]}\\") {{ id state result {{ files {{ url }} }} }} }}"}}'""",
+            f"or: curl -s {url} -H 'content-type: application/json' -d '{_curl_body(ids[0])}'",
         ]
     else:
         lines.append(f"upstream: {settings.upstream_url} ({kind.value})")
     return "\n".join(lines)
+
+
+def _curl_body(job_id: str) -> str:
+    query = f'{{ job(id: "{job_id}") {{ id state result {{ files {{ url }} }} }} }}'
+    return json.dumps({"query": query})
 
 
 def _configure_logging(level: str) -> None:

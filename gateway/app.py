@@ -7,6 +7,7 @@ cache, one fetcher) and closes them; each GraphQL request gets its own loader (s
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -25,10 +26,11 @@ from strawberry.asgi import GraphQL
 
 from gateway.api.context import Context
 from gateway.api.schema import build_schema
-from gateway.jobs.budget import LocalBudget
-from gateway.jobs.cache import LocalSnapshotCache
-from gateway.jobs.fetcher import JobFetcher, RetryPolicy
+from gateway.jobs.budget import Budget, LocalBudget
+from gateway.jobs.cache import LocalSnapshotCache, SnapshotCache
+from gateway.jobs.fetcher import JobFetcher
 from gateway.jobs.loader import JobLoader
+from gateway.jobs.retry import RetryPolicy
 from gateway.middleware import BodySizeLimit
 from gateway.mps.client import MpsClient
 from gateway.settings import GatewaySettings
@@ -46,23 +48,16 @@ class Services:
 
     http: httpx.AsyncClient
     client: MpsClient
-    budget: LocalBudget
-    cache: LocalSnapshotCache
+    budget: Budget
+    cache: SnapshotCache
     fetcher: JobFetcher
 
     @classmethod
     def build(cls, settings: GatewaySettings) -> Services:
         http = open_upstream_http(settings)
-        client = MpsClient(http)
-        budget = LocalBudget(
-            limit=settings.upstream_qps, window=1.0 + settings.upstream_window_margin
-        )
-        cache = LocalSnapshotCache(
-            terminal_ttl=settings.cache_terminal_ttl,
-            running_ttl=settings.cache_running_ttl,
-            not_found_ttl=settings.cache_not_found_ttl,
-            max_entries=settings.cache_max_entries,
-        )
+        client = MpsClient(http, region=settings.region_id)
+        budget = LocalBudget.from_settings(settings)
+        cache = LocalSnapshotCache.from_settings(settings)
         fetcher = JobFetcher(
             client,
             budget,
@@ -93,10 +88,9 @@ class GatewayGraphQL(GraphQL[Context, None]):
         timeout = self._settings.request_deadline
         asked = request.headers.get(TIMEOUT_HEADER)
         if asked:
-            try:
+            # An unreadable header is ignored rather than failing the query.
+            with contextlib.suppress(ValueError):
                 timeout = min(timeout, max(0.0, float(asked)))
-            except ValueError:
-                pass  # an unreadable header is ignored rather than failing the query
         deadline = time.monotonic() + timeout
         return Context(
             jobs=JobLoader(services.fetcher, deadline),

@@ -25,7 +25,7 @@ class Query:
         "A malformed id (empty, over 64 characters, or characters other than letters, digits, "
         "- and _) is an INVALID_JOB_ID error."
     )
-    async def job(self, info: Info[Context, None], id: strawberry.ID) -> Job | None:  # noqa: A002
+    async def job(self, info: Info[Context, None], id: strawberry.ID) -> Job | None:
         return await _load(info.context, id)
 
     @strawberry.field(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import strawberry
 from strawberry.scalars import JSON
@@ -68,8 +68,9 @@ class Algorithm(enum.Enum):
     SPEECH_DENOISE = strawberry.enum_value("SpeechDenoise", description="Reduce speech noise.")
 
 
-_ALGORITHMS = {algorithm.value: algorithm for algorithm in Algorithm}
-_STATES = {state.value: state for state in JobState}
+# strawberry.enum_value() hides the plain values from type checkers; at run time they are strings.
+_ALGORITHMS: dict[str, Algorithm] = {cast(str, member.value): member for member in Algorithm}
+_STATES: dict[str, JobState] = {cast(str, member.value): member for member in JobState}
 
 
 @strawberry.type(description="An object, or an object-key template, in an OSS bucket.")
@@ -163,7 +164,7 @@ class JobResult:
             message=result.message,
             succeeded=result.succeeded,
             files=[ResultFile.from_model(file) for file in result.files],
-            data=result.data,
+            data=cast(JSON, result.data),
         )
 
 
@@ -233,7 +234,7 @@ class Job:
         'keeps (such as {mode:"gif"}).'
     )
     def params(self) -> JSON | None:
-        return self._decoded(self._model.params)
+        return cast(JSON | None, self._decoded(self._model.params))
 
     @strawberry.field(description="The outcome, once the job has one.")
     def result(self) -> JobResult | None:

@@ -92,8 +92,16 @@ class MpsClient:
     string; the signature covers both.
     """
 
-    def __init__(self, http: httpx.AsyncClient, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        region: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._http = http
+        # The MPS region called: OSS URLs without an endpoint (oss://bucket/key) are in it.
+        self._region = region
         self._clock = clock
 
     async def query_job(self, job_id: str) -> Job | None:
@@ -104,7 +112,7 @@ class MpsClient:
             if exc.upstream_code in NOT_FOUND_CODES:
                 return None
             raise
-        return decode_job(body, fetched_at=self._clock(), job_id=job_id)
+        return decode_job(body, fetched_at=self._clock(), job_id=job_id, region=self._region)
 
     async def submit_job(self, request: SubmitJobRequest) -> SubmittedJob:
         """Submits a job; the answer names the new job's id."""
@@ -163,30 +171,31 @@ def error_for(
 ) -> errors.UpstreamError:
     """The gateway error for an upstream error answer (reference section 4)."""
     code = _text(body.get("Code") or body.get("code")) or f"HTTP{status}"
-    context = {
-        "upstream_code": code,
-        "request_id": _text(body.get("RequestId") or body.get("requestId")),
-        "status_code": status,
-    }
+    request_id = _text(body.get("RequestId") or body.get("requestId"))
+
+    def make(kind: type[errors.UpstreamError], message: str) -> errors.UpstreamError:
+        return kind(message, upstream_code=code, request_id=request_id, status_code=status)
+
     if code.startswith("Throttling") or status == 429:
         return errors.UpstreamThrottled(
             f"The upstream throttled {action} ({code}).",
             retry_after=_retry_after(headers),
-            **context,
+            upstream_code=code,
+            request_id=request_id,
+            status_code=status,
         )
     if code.startswith(AUTH_CODE_PREFIXES + CLOCK_CODE_PREFIXES) or status in (401, 403):
         # The upstream message may quote the server's string to sign (with the AccessKeyId and
         # the security token): never pass it on.
-        return errors.UpstreamAuthFailed(
-            f"The upstream refused the gateway's credentials for {action} ({code}).", **context
+        return make(
+            errors.UpstreamAuthFailed,
+            f"The upstream refused the gateway's credentials for {action} ({code}).",
         )
     if status >= 500 or code in UNAVAILABLE_CODES:
-        return errors.UpstreamUnavailable(
-            f"The upstream failed to answer {action} ({code}).", **context
-        )
+        return make(errors.UpstreamUnavailable, f"The upstream failed to answer {action} ({code}).")
     message = _text(body.get("Message") or body.get("message")) or "no message"
-    return errors.UpstreamRejected(
-        f"The upstream rejected {action} ({code}): {message[:300]}", **context
+    return make(
+        errors.UpstreamRejected, f"The upstream rejected {action} ({code}): {message[:300]}"
     )
 
 
