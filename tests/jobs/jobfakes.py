@@ -154,6 +154,9 @@ class FakeSource:
         self.spans: list[tuple[float, float]] = []
         self.active = 0
         self.max_active = 0
+        #: Calls under way per id, and the most seen at once for any one id.
+        self.active_per_id: defaultdict[str, int] = defaultdict(int)
+        self.max_active_per_id = 0
         self._clock = clock or (lambda: 0.0)
         self._sleep = sleep
 
@@ -168,6 +171,8 @@ class FakeSource:
         self.calls.append(job_id)
         self.active += 1
         self.max_active = max(self.max_active, self.active)
+        self.active_per_id[job_id] += 1
+        self.max_active_per_id = max(self.max_active_per_id, self.active_per_id[job_id])
         start = self._clock()
         try:
             if self.gate is not None:
@@ -182,6 +187,7 @@ class FakeSource:
             return self.jobs.get(job_id)
         finally:
             self.active -= 1
+            self.active_per_id[job_id] -= 1
             self.spans.append((start, self._clock()))
 
 

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from gateway import errors
-from gateway.jobs.model import JobState
+from gateway.jobs.fetcher import FetchResult
+from gateway.jobs.model import Job, JobState
 from gateway.jobs.retry import RetryPolicy
 
-from .jobfakes import Rig, make_job, settle
+from .jobfakes import ManualClock, Rig, make_job, settle
+from .test_budget import max_arrivals_in_any_window
 
 
 async def test_serves_jobs_and_not_found_in_order() -> None:
@@ -320,3 +326,101 @@ async def test_past_deadline_serves_the_cache_and_sheds_the_rest() -> None:
     await settle()
     assert rig.source.calls == []
     assert rig.fetcher.stats().in_flight == 0
+
+
+# --- invariants under random traffic --------------------------------------------------------
+
+POOL = ["a", "b", "c", "d", "bad id"]
+
+
+@dataclass(frozen=True)
+class PlannedRequest:
+    arrival: float
+    ids: list[str]
+    patience: float
+    cancel_after: float | None
+
+
+planned_requests = st.builds(
+    PlannedRequest,
+    arrival=st.floats(0, 4).map(lambda x: round(x, 2)),
+    ids=st.lists(st.sampled_from(POOL), min_size=1, max_size=6),
+    patience=st.floats(0, 4).map(lambda x: round(x, 2)),
+    cancel_after=st.one_of(st.none(), st.floats(0, 4).map(lambda x: round(x, 2))),
+)
+
+
+async def _simulate(
+    limit: int, latency: float, failing: list[str], plan: list[PlannedRequest]
+) -> tuple[Rig, list[tuple[PlannedRequest, list[FetchResult] | None]]]:
+    rig = Rig(
+        limit=limit,
+        concurrency=3,
+        retry=RetryPolicy(max_retries=2, base_delay=0.1, max_delay=0.5),
+        clock=ManualClock(start=0.0),
+    )
+    rig.source.latency = latency
+    rig.source.add(*(make_job(i, JobState.QUEUING) for i in ("a", "b", "c")))  # "d": not found
+    for job_id in failing:
+        rig.source.fail(job_id, errors.UpstreamUnavailable("503"), errors.UpstreamTimeout("slow"))
+    outcomes: list[tuple[PlannedRequest, list[FetchResult] | None]] = []
+
+    async def request(planned: PlannedRequest) -> None:
+        try:
+            await rig.clock.sleep(planned.arrival)
+            results = await rig.fetcher.get_many(planned.ids, rig.deadline(planned.patience))
+        except asyncio.CancelledError:
+            outcomes.append((planned, None))
+            raise
+        outcomes.append((planned, results))
+
+    def canceller(task: asyncio.Task[None]) -> Callable[[], None]:
+        def cancel() -> None:
+            task.cancel()
+
+        return cancel
+
+    tasks = [asyncio.create_task(request(p)) for p in plan]
+    for task, planned in zip(tasks, plan, strict=True):
+        if planned.cancel_after is not None:
+            rig.clock.call_later(planned.arrival + planned.cancel_after, canceller(task))
+    await rig.clock.run_until_idle()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return rig, outcomes
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    limit=st.integers(1, 3),
+    latency=st.sampled_from([0.0, 0.3, 1.2]),
+    failing=st.lists(st.sampled_from(["a", "b", "c", "d"]), unique=True, max_size=2),
+    plan=st.lists(planned_requests, max_size=12),
+)
+def test_random_traffic_keeps_every_promise(
+    limit: int, latency: float, failing: list[str], plan: list[PlannedRequest]
+) -> None:
+    rig, outcomes = asyncio.run(_simulate(limit, latency, failing, plan))
+
+    # Every request ended: answered (one result per id, of the right kind) or cancelled.
+    assert len(outcomes) == len(plan)
+    for planned, results in outcomes:
+        if results is None:
+            assert planned.cancel_after is not None
+            continue
+        assert len(results) == len(planned.ids)
+        for job_id, result in zip(planned.ids, results, strict=True):
+            if job_id == "bad id":
+                assert isinstance(result, errors.InvalidJobId)
+            elif isinstance(result, Job):
+                assert result.id == job_id
+            else:
+                assert result is None or isinstance(result, errors.GatewayError)
+                assert result is not None or job_id == "d"
+    # One upstream call per id at a time, and the account's limit held for the receiver.
+    assert rig.source.max_active_per_id <= 1
+    assert max_arrivals_in_any_window(rig.source.spans, 1.0) <= limit
+    assert rig.source.max_active <= 3
+    # Nothing left behind.
+    assert rig.fetcher.stats().in_flight == 0
+    status = rig.budget.snapshot()
+    assert (status.in_flight, status.waiting) == (0, 0)
