@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import cast
+from typing import Annotated, cast
 
 import strawberry
 from strawberry.types import Info
@@ -25,7 +25,11 @@ class Query:
         "A malformed id (empty, over 64 characters, or characters other than letters, digits, "
         "- and _) is an INVALID_JOB_ID error."
     )
-    async def job(self, info: Info[Context, None], id: strawberry.ID) -> Job | None:
+    async def job(
+        self,
+        info: Info[Context, None],
+        id: Annotated[strawberry.ID, strawberry.argument(description="The job id.")],
+    ) -> Job | None:
         return await _load(info.context, id)
 
     @strawberry.field(
@@ -34,7 +38,14 @@ class Query:
         "entry's path says why, and the other entries are served. More ids than the gateway's "
         "limit (100 by default) is a TOO_MANY_IDS error."
     )
-    async def jobs(self, info: Info[Context, None], ids: list[strawberry.ID]) -> list[Job | None]:
+    async def jobs(
+        self,
+        info: Info[Context, None],
+        ids: Annotated[
+            list[strawberry.ID],
+            strawberry.argument(description="The job ids, in the order wanted."),
+        ],
+    ) -> list[Job | None]:
         context = info.context
         if len(ids) > context.max_ids:
             raise errors.TooManyIds(received=len(ids), limit=context.max_ids)
