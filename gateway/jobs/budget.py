@@ -17,6 +17,10 @@ wrong here: it lets 2N calls through in one second.
 
 `window` is 1 s plus `GatewaySettings.upstream_window_margin`, room for the two clocks' rounding.
 
+Why our own code rather than a library (DESIGN.md section 4 prefers one): `limits`' moving window
+logs a hit when it is *taken* and has no notion of completion, so it cannot express the
+completion-time rule; nor does it queue waiters fairly or shed load against a deadline.
+
 Waiting is fair: callers that cannot be served at once queue in FIFO order, and a caller that
 arrives later never takes a slot before an earlier one. A caller passes an absolute `deadline`;
 if the earliest moment it could possibly be served is after that deadline, it gets
