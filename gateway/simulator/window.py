@@ -4,6 +4,10 @@ Both are sliding logs of arrival times, not fixed buckets, so "at most N in any 
 holds whatever the alignment, and the peak is exact: the largest number of arrivals that ever fell
 in one half-open window `(t - 1 s, t]`. (For sorted arrivals that maximum is reached by a window
 ending on an arrival, which is exactly when it is measured.)
+
+Times are float seconds: two calls "exactly" one second apart may land on either side of the edge
+after rounding, so a client pacing itself against this limit should keep a few milliseconds of
+margin (the gateway's budget has `upstream_window_margin` for this).
 """
 
 from __future__ import annotations
