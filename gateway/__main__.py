@@ -16,7 +16,8 @@ from gateway.settings import GatewaySettings, SimulatorSettings, UpstreamKind
 logger = logging.getLogger("gateway")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: `serve` (the default), `simulator`, `export-schema`."""
     parser = argparse.ArgumentParser(
         prog="mps-gateway",
         description="GraphQL gateway over Alibaba Cloud MPS smart-production jobs.",
@@ -29,7 +30,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     simulator.add_argument("--host", default="127.0.0.1")
     simulator.add_argument("--port", type=int, default=9000)
     commands.add_parser("export-schema", help="print the GraphQL schema (SDL)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     if args.command == "export-schema":
         from gateway.api.schema import build_schema

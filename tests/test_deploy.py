@@ -1,0 +1,147 @@
+"""What a newcomer runs exists: the CLI, docker-compose's commands and variables, the README."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from pydantic import AliasChoices
+
+from gateway.__main__ import build_parser
+from gateway.settings import GatewaySettings, SimulatorSettings
+
+ROOT = Path(__file__).parent.parent
+
+
+def setting_env_names() -> set[str]:
+    names = set()
+    for settings_class, prefix in (
+        (GatewaySettings, "GATEWAY_"),
+        (SimulatorSettings, "SIMULATOR_"),
+    ):
+        for field_name, field in settings_class.model_fields.items():
+            alias = field.validation_alias
+            if isinstance(alias, AliasChoices):
+                names.add(str(alias.choices[0]))
+            else:
+                names.add(prefix + field_name.upper())
+    return names
+
+
+def test_console_script_is_the_module_entry_point() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert project["project"]["scripts"] == {"mps-gateway": "gateway.__main__:main"}
+
+
+def test_compose_commands_and_variables_exist() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    known = setting_env_names()
+    assert compose["services"], "docker-compose.yml defines no service"
+    for name, service in compose["services"].items():
+        command = service["command"]
+        assert command[0] == "mps-gateway", name
+        build_parser().parse_args(command[1:])  # exits (fails the test) on an unknown option
+        unknown = set(service.get("environment", {})) - known
+        assert unknown == set(), f"{name} sets variables no setting reads: {unknown}"
+
+
+def test_dockerfile_command_exists() -> None:
+    cmd = re.search(r"^CMD (\[.*\])$", (ROOT / "Dockerfile").read_text(), re.MULTILINE)
+    assert cmd is not None
+    command = yaml.safe_load(cmd.group(1))
+    assert command[0] == "mps-gateway"
+    build_parser().parse_args(command[1:])
+
+
+def test_readme_documents_every_setting() -> None:
+    readme = (ROOT / "README.md").read_text()
+    undocumented = {name for name in setting_env_names() if f"`{name}`" not in readme}
+    assert undocumented == set()
+
+
+def test_readme_starts_with_the_run_and_test_commands() -> None:
+    first_block = (ROOT / "README.md").read_text().split("```")[1]
+    commands = [line.split("#")[0].strip() for line in first_block.splitlines()[1:]]
+    assert commands[:2] == ["./scripts/serve", "./scripts/test"]
+    for command in commands[:2]:
+        assert os.access(ROOT / shlex.split(command)[0], os.X_OK)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def test_serve_with_no_credentials_runs_the_embedded_simulator_and_says_where() -> None:
+    port = free_port()
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("ALIBABA_CLOUD_", "GATEWAY_", "SIMULATOR_"))
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        banner = "".join(process.stdout.readline() for _ in range(12))
+        assert f"http://127.0.0.1:{port}/graphql" in banner
+        assert "EMBEDDED MPS SIMULATOR" in banner
+        sample_ids = re.findall(r'"([0-9a-f]{32})"', banner)
+        assert sample_ids
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                response = httpx.post(
+                    f"http://127.0.0.1:{port}/graphql",
+                    json={"query": f'{{ job(id: "{sample_ids[0]}") {{ id state }} }}'},
+                )
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise
+                time.sleep(0.1)
+        assert response.json() == {"data": {"job": {"id": sample_ids[0], "state": "SUCCESS"}}}
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def test_export_schema_prints_the_sdl() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "export-schema"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout == (ROOT / "schema.graphql").read_text()
+
+
+@pytest.mark.parametrize("argv", [["serve", "--port", "x"], ["nope"]])
+def test_bad_command_lines_are_refused(argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(argv)
+    assert exit_info.value.code == 2
