@@ -63,7 +63,7 @@ def run_gateway(host: str, port: int) -> int:
 
 
 def run_simulator(host: str, port: int) -> int:
-    from gateway.simulator.app import create_simulator_app
+    from gateway.simulator import DroppedConnectionLogFilter, create_simulator_app
 
     settings = SimulatorSettings()
     _configure_logging("INFO")
@@ -77,6 +77,8 @@ def run_simulator(host: str, port: int) -> int:
         f"  jobs: http://{host}:{port}/_simulator/jobs   stats: http://{host}:{port}/_simulator/stats",
         flush=True,
     )
+    # Dropped connections are a fault the simulator injects on purpose: no traceback for them.
+    logging.getLogger("uvicorn.error").addFilter(DroppedConnectionLogFilter())
     uvicorn.run(create_simulator_app(settings), host=host, port=port, log_level="warning")
     return 0
 
