@@ -58,7 +58,10 @@ def run_gateway(host: str, port: int) -> int:
     _configure_logging(settings.log_level)
     app = create_app(settings)
     print(_banner(settings, host, port), flush=True)
-    uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower())
+    # websockets-sansio: the websockets implementation without the library's deprecated API.
+    uvicorn.run(
+        app, host=host, port=port, log_level=settings.log_level.lower(), ws="websockets-sansio"
+    )
     return 0
 
 

@@ -96,6 +96,8 @@ class GatewayGraphQL(GraphQL[Context, None]):
             jobs=JobLoader(services.fetcher, deadline),
             deadline=deadline,
             max_ids=self._settings.max_ids,
+            fetcher=services.fetcher,
+            poll_deadline=self._settings.request_deadline,
         )
 
 

@@ -30,7 +30,9 @@ def run_asgi_server(
         host=host,
         port=0,  # the OS picks a free port; it is read back from the bound socket
         lifespan=lifespan,
-        ws="none",  # no websockets protocol import: its deprecation warnings would fail tests
+        # The sans-I/O implementation: the legacy one imports deprecated websockets APIs, whose
+        # warnings would fail tests.
+        ws="websockets-sansio",
         # No dictConfig of its own: uvicorn's records go to the root logger, where pytest
         # captures them (and shows them with a failing test).
         log_config=None,

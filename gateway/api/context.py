@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gateway.jobs.fetcher import JobFetcher
 from gateway.jobs.loader import JobLoader
 
 
@@ -15,3 +16,8 @@ class Context:
     jobs: JobLoader
     deadline: float
     max_ids: int
+    #: The process-wide fetcher, for subscriptions: they poll, and a loader's memo would
+    #: answer every poll with the first snapshot.
+    fetcher: JobFetcher
+    #: Seconds each poll of a subscription may wait for the upstream.
+    poll_deadline: float

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+
 import strawberry
+from graphql import GraphQLError
 from strawberry.extensions import (
     MaxAliasesLimiter,
     MaxTokensLimiter,
@@ -10,17 +13,34 @@ from strawberry.extensions import (
     QueryDepthLimiter,
     ValidationCache,
 )
+from strawberry.types import ExecutionContext
 
 from gateway.api.extensions import ErrorCodes, MaskUnexpectedErrors
 from gateway.api.query import Query
+from gateway.api.subscription import Subscription
 from gateway.settings import GatewaySettings
+
+logger = logging.getLogger(__name__)
+
+
+class GatewaySchema(strawberry.Schema):
+    """Strawberry's schema, minus its habit of logging every error with a traceback: expected
+    errors (a bad id, a throttled upstream) are answers, not incidents. Unexpected ones are
+    logged once, with their correlation id, by `MaskUnexpectedErrors`."""
+
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        for error in errors:
+            logger.debug("GraphQL error at %s: %s", error.path, error.message)
 
 
 def build_schema(settings: GatewaySettings) -> strawberry.Schema:
     """The schema. Parsing and validation results are cached (a bounded LRU keyed by the query
     text): on a warm gateway most requests skip both, the costliest steps of a small query."""
-    return strawberry.Schema(
+    return GatewaySchema(
         query=Query,
+        subscription=Subscription,
         extensions=[
             lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
             lambda: ParserCache(maxsize=1024),

@@ -1,0 +1,72 @@
+"""Subscriptions: follow a job until it finishes, over WebSocket (graphql-transport-ws).
+
+A subscription polls through the shared fetcher, so its cost is the cache's, not the number of
+subscribers: however many clients follow one running job, the upstream sees at most one call per
+`GATEWAY_CACHE_RUNNING_TTL`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncGenerator, Mapping
+from typing import Annotated
+
+import strawberry
+from strawberry.types import Info
+
+from gateway import errors
+from gateway.api.context import Context
+from gateway.api.types import Job
+from gateway.jobs import model
+
+MIN_INTERVAL = 0.5
+MAX_INTERVAL = 60.0
+
+
+def _fingerprint(job: model.Job) -> Mapping[str, str]:
+    """What makes two snapshots different to a client: every upstream field but RequestId."""
+    return {name: value for name, value in job.raw.items() if name != "RequestId"}
+
+
+@strawberry.type(description="Live updates of jobs.")
+class Subscription:
+    @strawberry.subscription(
+        description="The job now, then each time it changes, until it finishes (the last "
+        "event has isFinished true, then the subscription completes). A job that does not "
+        "exist gives one null event. Polls that fail for a passing reason (throttling, budget, "
+        "an unavailable upstream) are retried at the next interval; other failures end the "
+        "subscription with an error."
+    )
+    async def job_updates(
+        self,
+        info: Info[Context, None],
+        id: Annotated[strawberry.ID, strawberry.argument(description="The job id.")],
+        interval_seconds: Annotated[
+            float,
+            strawberry.argument(
+                description=f"Seconds between polls, from {MIN_INTERVAL} to {MAX_INTERVAL}."
+            ),
+        ] = 2.0,
+    ) -> AsyncGenerator[Job | None, None]:
+        context = info.context
+        interval = min(max(interval_seconds, MIN_INTERVAL), MAX_INTERVAL)
+        last: Mapping[str, str] | None = None
+        while True:
+            deadline = time.monotonic() + context.poll_deadline
+            [outcome] = await context.fetcher.get_many([id], deadline)
+            if isinstance(outcome, errors.GatewayError) and outcome.retryable:
+                await asyncio.sleep(interval)
+                continue
+            if isinstance(outcome, Exception):
+                raise outcome
+            if outcome is None:
+                yield None
+                return
+            fingerprint = _fingerprint(outcome)
+            if fingerprint != last:
+                last = fingerprint
+                yield Job.from_model(outcome)
+            if outcome.state.is_terminal:
+                return
+            await asyncio.sleep(interval)

@@ -1,0 +1,165 @@
+"""jobUpdates over a real WebSocket (graphql-transport-ws), against a real simulator."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+
+from gateway.mps.signing import RpcSignatureV1
+from gateway.settings import (
+    SIMULATOR_DEMO_ACCESS_KEY_ID,
+    SIMULATOR_DEMO_ACCESS_KEY_SECRET,
+    SimulatorSettings,
+)
+from tests.api.conftest import GatewayServer, SimulatorServer, StartGateway
+
+UPDATES = """
+subscription($id: ID!, $interval: Float!) {
+  jobUpdates(id: $id, intervalSeconds: $interval) { id state isFinished result { code } }
+}
+"""
+
+
+@asynccontextmanager
+async def graphql_ws(gateway: GatewayServer) -> AsyncIterator[ClientConnection]:
+    url = gateway.graphql_url.replace("http://", "ws://")
+    async with connect(url, subprotocols=["graphql-transport-ws"]) as socket:  # type: ignore[list-item]
+        await socket.send(json.dumps({"type": "connection_init"}))
+        assert json.loads(await socket.recv()) == {"type": "connection_ack"}
+        yield socket
+
+
+async def subscribe(
+    socket: ClientConnection, query: str, variables: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Every message of one subscription, up to and including its `complete`."""
+    await socket.send(
+        json.dumps(
+            {"id": "1", "type": "subscribe", "payload": {"query": query, "variables": variables}}
+        )
+    )
+    messages = []
+    while True:
+        message = json.loads(await asyncio.wait_for(socket.recv(), timeout=20))
+        messages.append(message)
+        if message["type"] in ("complete", "error"):
+            return messages
+
+
+def planted(job_id: str, state: str, result: str | None = None) -> dict[str, str]:
+    fields = {
+        "JobId": job_id,
+        "FunctionName": "ImageCartoonize",
+        "State": state,
+        "Input": "oss://demo.oss-cn-shanghai.aliyuncs.com/in/face.jpg",
+        "Output": "oss://demo.oss-cn-shanghai.aliyuncs.com/out/{source}.jpg",
+        "JobParams": '{mode:"gif"}',
+        "UserData": "null",
+    }
+    if result is not None:
+        fields["Result"] = result
+    return fields
+
+
+async def test_updates_follow_a_job_until_it_finishes(
+    simulator: SimulatorServer, start_gateway: StartGateway
+) -> None:
+    job_id = "5ab5c1de0000000000000000000000aa"
+    success = json.dumps({"Code": "Success", "Message": "Successful.", "Data": "{}"})
+    simulator.put_job(job_id, planted(job_id, "Queuing"))
+    with start_gateway(cache_running_ttl=0.1) as gateway:
+        async with graphql_ws(gateway) as socket:
+
+            async def move_job() -> None:
+                await asyncio.sleep(1.0)
+                simulator.put_job(job_id, planted(job_id, "Analysing"))
+                await asyncio.sleep(1.0)
+                simulator.put_job(job_id, planted(job_id, "Success", success))
+
+            mover = asyncio.create_task(move_job())
+            messages = await subscribe(socket, UPDATES, {"id": job_id, "interval": 0.5})
+            await mover
+
+    events = [message["payload"]["data"]["jobUpdates"] for message in messages[:-1]]
+    assert messages[-1] == {"id": "1", "type": "complete"}
+    # One event per change, not per poll; the last one is final.
+    assert events == [
+        {"id": job_id, "state": "QUEUING", "isFinished": False, "result": None},
+        {"id": job_id, "state": "ANALYSING", "isFinished": False, "result": None},
+        {"id": job_id, "state": "SUCCESS", "isFinished": True, "result": {"code": "Success"}},
+    ]
+
+
+async def test_updates_of_an_unknown_job_are_one_null(
+    simulator: SimulatorServer, gateway: GatewayServer
+) -> None:
+    async with graphql_ws(gateway) as socket:
+        messages = await subscribe(
+            socket, UPDATES, {"id": "0000000000000000000000000000dead", "interval": 1}
+        )
+    assert messages == [
+        {"id": "1", "type": "next", "payload": {"data": {"jobUpdates": None}}},
+        {"id": "1", "type": "complete"},
+    ]
+
+
+async def test_updates_of_a_malformed_id_end_with_its_error(
+    simulator: SimulatorServer, gateway: GatewayServer
+) -> None:
+    async with graphql_ws(gateway) as socket:
+        messages = await subscribe(socket, UPDATES, {"id": "not an id", "interval": 1})
+    message = "Job id 'not an id' is invalid: expected only letters, digits, '_' and '-', "
+    message += "received ' ' at position 3."
+    # Strawberry reports an error raised inside a subscription without a path.
+    assert messages == [
+        {
+            "id": "1",
+            "type": "next",
+            "payload": {
+                "data": None,
+                "errors": [
+                    {
+                        "message": message,
+                        "extensions": {"code": "INVALID_JOB_ID", "jobId": "not an id"},
+                    }
+                ],
+            },
+        },
+        {"id": "1", "type": "complete"},
+    ]
+    assert simulator.query_stats()["calls"] == 0
+
+
+@pytest.mark.parametrize(
+    "simulator_settings", [SimulatorSettings(queue_seconds=0.6, run_seconds=0.6)]
+)
+async def test_a_submitted_job_is_followed_through_its_real_lifecycle(
+    simulator: SimulatorServer, start_gateway: StartGateway
+) -> None:
+    auth = RpcSignatureV1(SIMULATOR_DEMO_ACCESS_KEY_ID, SIMULATOR_DEMO_ACCESS_KEY_SECRET)
+    async with httpx.AsyncClient(base_url=simulator.url, auth=auth) as mps:
+        response = await mps.post(
+            "/",
+            params={"Action": "SubmitIProductionJob", "Version": "2014-06-18", "Format": "JSON"},
+            data={
+                "FunctionName": "CaptionExtraction",
+                "Input": "oss://demo.oss-cn-shanghai.aliyuncs.com/in/talk.mp4",
+                "Output": "oss://demo.oss-cn-shanghai.aliyuncs.com/out/{source}-{sequenceId}.srt",
+            },
+        )
+    job_id = response.json()["JobId"]
+    with start_gateway(cache_running_ttl=0.1) as gateway:
+        async with graphql_ws(gateway) as socket:
+            messages = await subscribe(socket, UPDATES, {"id": job_id, "interval": 0.5})
+
+    states = [message["payload"]["data"]["jobUpdates"]["state"] for message in messages[:-1]]
+    assert states[-1] == "SUCCESS"
+    assert states == sorted(set(states), key=["QUEUING", "ANALYSING", "SUCCESS"].index)
+    assert messages[-1]["type"] == "complete"
