@@ -8,6 +8,7 @@ other knob is `GATEWAY_*` (or `SIMULATOR_*` for the simulator).
 from __future__ import annotations
 
 import enum
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -100,6 +101,31 @@ class GatewaySettings(BaseSettings):
         default=100_000, ge=1, description="Snapshots kept in memory (least recently used go)."
     )
 
+    # --- shared state (several processes) ---------------------------------------------------
+    redis_url: SecretStr | None = Field(
+        default=None,
+        description="Redis holding the budget and the snapshot cache shared by every gateway "
+        "process of the account (redis://[user:password@]host:port/db); unset: one process, "
+        "in memory. A secret, as it may hold a password.",
+    )
+    redis_prefix: str = Field(
+        default="mpsgw",
+        min_length=1,
+        pattern=r"^\S+$",
+        description="Prefix of every Redis key, so several gateways (or tests) share one Redis.",
+    )
+    redis_timeout: float = Field(
+        default=0.5,
+        gt=0,
+        description="Seconds to connect to Redis or wait for its answer before falling back.",
+    )
+    expected_replicas: int = Field(
+        default=1,
+        ge=1,
+        description="Gateway processes sharing the account: while Redis is unreachable each "
+        "one allows itself upstream_qps // expected_replicas calls per second (at least 1).",
+    )
+
     # --- GraphQL ----------------------------------------------------------------------------
     request_deadline: float = Field(
         default=10.0, gt=0, description="Seconds a GraphQL request may wait for upstream slots."
@@ -119,6 +145,26 @@ class GatewaySettings(BaseSettings):
 
     # --- process ----------------------------------------------------------------------------
     log_level: str = Field(default="INFO", description="Python logging level.")
+
+    @property
+    def fallback_qps(self) -> int:
+        """This process's share of `upstream_qps` while it cannot reach the shared budget."""
+        return max(1, self.upstream_qps // self.expected_replicas)
+
+    @property
+    def redis_location(self) -> str | None:
+        """Where Redis is, fit for a log line: `host:port` (or the socket path), never the
+        password the URL may hold. None when no Redis is configured."""
+        if self.redis_url is None:
+            return None
+        parts = urlsplit(self.redis_url.get_secret_value())
+        if parts.scheme == "unix":
+            return parts.path
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        return f"{parts.hostname or 'localhost'}:{port or 6379}"
 
     @property
     def upstream_kind(self) -> UpstreamKind:

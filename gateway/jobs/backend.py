@@ -1,0 +1,79 @@
+"""The shared backend (Redis): how the gateway connects to it, and the one error it raises.
+
+Shared implementations of the budget and of the snapshot cache translate their driver's
+connection failures into this exception, at exactly one place each; `gateway.jobs.failover`
+catches it and serves the call from a local fallback instead. A Redis budget raises a subclass
+of it (say `BudgetBackendError`), so the failover needs no knowledge of that module.
+
+Only "the backend did not answer" belongs here: a refused or dropped connection, a timeout, a
+server that is loading or read-only. A bug (a wrong command, a script error) is not turned
+into a failover: it stays a plain exception and surfaces as one.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import redis.asyncio
+import redis.exceptions
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+__all__ = ["REDIS_UNAVAILABLE", "BackendUnavailable", "open_redis", "redis_unavailable"]
+
+#: Seconds a pooled connection may sit idle before it is PINGed again before use.
+HEALTH_CHECK_INTERVAL: Final = 10
+
+
+class BackendUnavailable(Exception):
+    """A shared backend did not answer in time, or refused to serve; try a local fallback.
+
+    `backend` names it ("redis"), `reason` says what happened in words that hold no secret (a
+    host and port at most, never a URL with its password).
+    """
+
+    def __init__(self, backend: str, reason: str) -> None:
+        super().__init__(f"The {backend} backend is unavailable: {reason}.")
+        self.backend = backend
+        self.reason = reason
+
+
+#: redis-py errors that mean "Redis does not serve us now", as opposed to a bug on our side.
+#: ConnectionError covers refused and dropped connections, failed authentication, a server still
+#: loading its data, and an exhausted pool; a replica promoted away answers READONLY, and a full
+#: server OOM: both pass with time, like an outage.
+REDIS_UNAVAILABLE: Final[tuple[type[redis.exceptions.RedisError], ...]] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.OutOfMemoryError,
+)
+
+
+def redis_unavailable(exc: redis.exceptions.RedisError) -> BackendUnavailable:
+    """The `BackendUnavailable` for a redis-py error from `REDIS_UNAVAILABLE`.
+
+    redis-py's messages name the host and port ("Error 111 connecting to 10.0.0.5:6379.
+    Connection refused."), never the password, so they are safe to keep.
+    """
+    return BackendUnavailable("redis", f"{type(exc).__name__}: {exc}".rstrip(". "))
+
+
+def open_redis(url: str, *, timeout: float) -> redis.asyncio.Redis:
+    """A client for the Redis at `url` that never stalls a request for long.
+
+    `timeout` bounds connecting and each answer (redis-py's default is 5 s, far too long for a
+    call on the request path: a Redis that stops answering must cost a fallback, not a hang).
+    redis-py's default retries (10, with backoff) are replaced by one immediate retry on a
+    connection error only: that heals a pooled connection that Redis or a proxy closed while it
+    sat idle, and costs nothing when Redis is down (a refused connection fails at once); a
+    timeout is never retried, which would double the stall. The caller closes the client
+    (`await client.aclose()`).
+    """
+    return redis.asyncio.Redis.from_url(
+        url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        health_check_interval=HEALTH_CHECK_INTERVAL,
+        retry=Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,)),
+    )

@@ -1,0 +1,240 @@
+"""`RedisSnapshotCache`: the snapshot cache shared by every gateway process through Redis.
+
+Replicas see each other's snapshots: a job one process fetched is served by all of them
+without another upstream call, for as long as its state allows (the same `CacheTtls` rules as
+`LocalSnapshotCache`: terminal long, running briefly, "not found" briefly, 0 = not stored).
+
+Layout. One string key per job id, `{prefix}:job:{job_id}`, set with `PX` (the ttl in
+milliseconds, so Redis itself expires it). The value is versioned JSON:
+
+    {"v": 1, "fetchedAt": 1764096232.38, "raw": {"JobId": "...", "State": "Success", ...}}
+    {"v": 1, "notFound": true}
+
+`raw` is `Job.raw`, the upstream body as text; the job is rebuilt with `decode_job(raw,
+fetched_at=..., region=...)`, so a snapshot decodes with the current decoder whatever version
+stored it. A value of another version, or one that does not parse, is a miss (logged at debug
+level): a schema change can never misread an old value, it only costs one upstream call.
+
+In front of Redis sits a small in-process memo of TERMINAL snapshots only. A terminal snapshot
+never changes, so a local copy can never disagree with Redis, and it saves a round trip on the
+hot path (finished jobs are most of what frontends read). A local copy expires when the shared
+one does (`fetchedAt` + the terminal ttl, by the wall clock), so it never serves a snapshot
+older than the ttl allows. Running snapshots and "not found" are never kept locally: they must
+come from Redis, so that each replica sees the freshest snapshot any replica fetched.
+
+Errors. Redis not answering (refused, dropped, timed out, loading, read-only, out of memory)
+raises `BackendUnavailable`, which `FailoverCache` turns into a local fallback; anything else
+is a bug and propagates as it is.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Final
+
+import redis.asyncio
+
+from gateway.jobs.backend import REDIS_UNAVAILABLE, redis_unavailable
+from gateway.jobs.cache import CacheEntry, CacheTtls
+from gateway.jobs.model import Job
+from gateway.mps.decode import decode_job
+from gateway.settings import GatewaySettings
+
+__all__ = ["FORMAT_VERSION", "RedisSnapshotCache"]
+
+logger = logging.getLogger(__name__)
+
+#: The version of the stored JSON. Bump it whenever the value's meaning changes: values of any
+#: other version are misses, never misread.
+FORMAT_VERSION: Final = 1
+
+
+class RedisSnapshotCache:
+    """A `SnapshotCache` in Redis, shared by processes that use the same Redis and `prefix`.
+
+    `region` is passed to `decode_job` when a snapshot is rebuilt; every process sharing a
+    prefix must use the same one (they serve the same account, so they do). `memo_max_entries`
+    bounds the in-process memo of terminal snapshots (0 turns it off). `clock` is the wall clock
+    (`time.time`), the clock of `Job.fetched_at`.
+    """
+
+    def __init__(
+        self,
+        client: redis.asyncio.Redis,
+        *,
+        terminal_ttl: float,
+        running_ttl: float,
+        not_found_ttl: float,
+        prefix: str = "mpsgw",
+        region: str | None = None,
+        memo_max_entries: int = 10_000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if memo_max_entries < 0:
+            raise ValueError(
+                f"Expected memo_max_entries of at least 0, received {memo_max_entries}."
+            )
+        self._redis = client
+        self._ttls = CacheTtls(terminal=terminal_ttl, running=running_ttl, not_found=not_found_ttl)
+        self._prefix = prefix
+        self._region = region
+        self._memo_max_entries = memo_max_entries
+        self._clock = clock
+        # job id -> (wall-clock expiry, terminal snapshot); most recently used last.
+        self._memo: OrderedDict[str, tuple[float, Job]] = OrderedDict()
+
+    @classmethod
+    def from_settings(
+        cls,
+        client: redis.asyncio.Redis,
+        settings: GatewaySettings,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> RedisSnapshotCache:
+        return cls(
+            client,
+            terminal_ttl=settings.cache_terminal_ttl,
+            running_ttl=settings.cache_running_ttl,
+            not_found_ttl=settings.cache_not_found_ttl,
+            prefix=settings.redis_prefix,
+            region=settings.region_id,
+            memo_max_entries=settings.cache_max_entries,
+            clock=clock,
+        )
+
+    def key(self, job_id: str) -> str:
+        """The Redis key of `job_id`'s snapshot."""
+        return f"{self._prefix}:job:{job_id}"
+
+    @property
+    def memo_size(self) -> int:
+        """Terminal snapshots held in process memory (expired ones not yet dropped included)."""
+        return len(self._memo)
+
+    async def get(self, job_id: str) -> CacheEntry | None:
+        """The fresh entry for `job_id` (local memo first, then Redis), else None.
+
+        Raises `BackendUnavailable` when Redis does not answer and the memo cannot serve.
+        """
+        job = self._recall(job_id)
+        if job is not None:
+            return CacheEntry(job)
+        try:
+            value = await self._redis.get(self.key(job_id))
+        except REDIS_UNAVAILABLE as exc:
+            raise redis_unavailable(exc) from exc
+        if value is None:
+            return None
+        entry = self._decode(job_id, value)
+        if entry is not None and entry.job is not None:
+            self._remember(entry.job)
+        return entry
+
+    async def put(self, job_id: str, job: Job | None) -> None:
+        """Store `job` (None: not found) for the ttl its state calls for; a ttl of 0 deletes
+        any older value, so it cannot outlive this newer answer.
+
+        Raises `BackendUnavailable` when Redis does not answer (the memo is updated anyway),
+        and ValueError for a job that carries no upstream body (`Job.raw`) to store.
+        """
+        if job is not None and not job.raw:
+            raise ValueError(
+                f"Expected a snapshot of job {job_id} decoded from an upstream body, received "
+                "one without Job.raw: a shared cache stores the body, not the object."
+            )
+        ttl = self._ttls.for_job(job)
+        self._memo.pop(job_id, None)
+        if job is not None and ttl > 0:
+            self._remember(job)
+        key = self.key(job_id)
+        try:
+            if ttl <= 0:
+                await self._redis.delete(key)
+            else:
+                # Whole milliseconds, rounded up: a ttl of 0.0004 s must still store something.
+                await self._redis.set(key, _encode(job), px=max(1, math.ceil(ttl * 1000)))
+        except REDIS_UNAVAILABLE as exc:
+            raise redis_unavailable(exc) from exc
+
+    # --- the in-process memo of terminal snapshots ------------------------------------------
+
+    def _recall(self, job_id: str) -> Job | None:
+        item = self._memo.get(job_id)
+        if item is None:
+            return None
+        expires_at, job = item
+        if self._clock() >= expires_at:
+            del self._memo[job_id]
+            return None
+        self._memo.move_to_end(job_id)
+        return job
+
+    def _remember(self, job: Job) -> None:
+        if self._memo_max_entries == 0 or not job.state.is_terminal:
+            return
+        # The shared copy was stored when the job was fetched and lives `terminal` seconds:
+        # the local one must not outlive it.
+        expires_at = job.fetched_at + self._ttls.terminal
+        if self._clock() >= expires_at:
+            return
+        self._memo[job.id] = (expires_at, job)
+        self._memo.move_to_end(job.id)
+        while len(self._memo) > self._memo_max_entries:
+            self._memo.popitem(last=False)
+
+    # --- the stored value -------------------------------------------------------------------
+
+    def _decode(self, job_id: str, value: bytes | str) -> CacheEntry | None:
+        """The entry `value` holds, or None (a miss) for a value this version cannot read."""
+        try:
+            return self._parse(job_id, value)
+        except _Unreadable as exc:
+            # Debug only: after a format change every old value lands here once, as expected.
+            logger.debug("Cached snapshot of job %s ignored: %s", job_id, exc)
+            return None
+
+    def _parse(self, job_id: str, value: bytes | str) -> CacheEntry:
+        try:
+            document = json.loads(value)
+        except (ValueError, RecursionError):
+            raise _Unreadable("it is not JSON") from None
+        if not isinstance(document, dict):
+            raise _Unreadable("it is not a JSON object")
+        version = document.get("v")
+        # `True == 1` in Python: the version must be the integer itself.
+        if type(version) is not int or version != FORMAT_VERSION:
+            raise _Unreadable(f"its version is {version!r}, expected {FORMAT_VERSION}")
+        if document.get("notFound") is True:
+            return CacheEntry(None)
+        fetched_at = document.get("fetchedAt")
+        if not isinstance(fetched_at, int | float) or isinstance(fetched_at, bool):
+            raise _Unreadable("it has no numeric fetchedAt")
+        if not math.isfinite(fetched_at):
+            raise _Unreadable("its fetchedAt is not finite")
+        raw = document.get("raw")
+        if not isinstance(raw, dict) or not all(
+            isinstance(name, str) and isinstance(text, str) for name, text in raw.items()
+        ):
+            raise _Unreadable("its raw body is not an object of strings")
+        job = decode_job(raw, fetched_at=float(fetched_at), region=self._region)
+        if job is None or job.id != job_id:
+            raise _Unreadable("its raw body does not describe this job")
+        return CacheEntry(job)
+
+
+class _Unreadable(Exception):
+    """A stored value this version cannot read; the message says why."""
+
+
+def _encode(job: Job | None) -> str:
+    document: dict[str, object]
+    if job is None:
+        document = {"v": FORMAT_VERSION, "notFound": True}
+    else:
+        document = {"v": FORMAT_VERSION, "fetchedAt": job.fetched_at, "raw": dict(job.raw)}
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":"))
