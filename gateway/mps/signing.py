@@ -94,20 +94,47 @@ class RpcSignatureV1(httpx.Auth):
         return f"{type(self).__name__}(access_key_id={self._access_key_id!r})"
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        query = dict(parse_qsl(request.url.query.decode(), keep_blank_values=True))
-        query.update(
-            AccessKeyId=self._access_key_id,
-            SignatureMethod="HMAC-SHA1",
-            SignatureVersion="1.0",
-            SignatureNonce=self._nonce(),
-            Timestamp=utc_timestamp(self._clock()),
-        )
+        common = {
+            "AccessKeyId": self._access_key_id,
+            "SignatureMethod": "HMAC-SHA1",
+            "SignatureVersion": "1.0",
+            "SignatureNonce": self._nonce(),
+            "Timestamp": utc_timestamp(self._clock()),
+        }
         if self._security_token:
-            query["SecurityToken"] = self._security_token
-        request.url = request.url.copy_with(query=encode_query(query.items()).encode())
+            common["SecurityToken"] = self._security_token
         # Sign exactly what a server reads back (`request_params`: the form body over the query
-        # string, the merge the official SDK signs too), so that a name sent both in the query and
-        # in the body is signed with the value the server uses.
+        # string, the merge the official SDK signs too), so that a name sent both in the query
+        # and in the body is signed with the value the server uses.
+        if request.method == "POST" and _is_form(request):
+            # A form POST carries the credentials in its body: URLs end up in logs (httpx's own,
+            # proxies'), and the security token and signature have no business there.
+            body = dict(parse_qsl(request.content.decode(), keep_blank_values=True)) | common
+            request = _with_form_body(request, body)
+            body["Signature"] = sign(request.method, request_params(request), self._secret)
+            yield _with_form_body(request, body)
+            return
+        query = dict(parse_qsl(request.url.query.decode(), keep_blank_values=True)) | common
+        request.url = request.url.copy_with(query=encode_query(query.items()).encode())
         query["Signature"] = sign(request.method, request_params(request), self._secret)
         request.url = request.url.copy_with(query=encode_query(query.items()).encode())
         yield request
+
+
+def _is_form(request: httpx.Request) -> bool:
+    content_type: str = request.headers.get("content-type", "")
+    return content_type.startswith(FORM_CONTENT_TYPE)
+
+
+def _with_form_body(request: httpx.Request, params: Mapping[str, str]) -> httpx.Request:
+    """A copy of `request` whose form body is `params` (and whose Content-Length says so)."""
+    headers = [
+        (name, value) for name, value in request.headers.raw if name.lower() != b"content-length"
+    ]
+    return httpx.Request(
+        request.method,
+        request.url,
+        headers=headers,
+        content=encode_query(params.items()).encode(),
+        extensions=request.extensions,
+    )

@@ -221,19 +221,30 @@ async def test_auth_sends_the_common_parameters_and_the_vector_signature(
     assert verifies(request, "testsecret")
 
 
-async def test_auth_signs_form_body_parameters() -> None:
-    request = await send_async(fixed_auth(nonce="n1"), "POST", SUBMIT_JOB, data=SUBMIT_FORM)
+async def test_auth_signs_form_body_parameters_and_keeps_credentials_out_of_the_url() -> None:
+    request = await send_async(
+        fixed_auth("sts-token", nonce="n1"), "POST", SUBMIT_JOB, data=SUBMIT_FORM
+    )
 
+    # URLs end up in logs: a form POST carries the credentials in its body instead.
     query = dict(httpx.QueryParams(request.url.query.decode()).multi_items())
-    assert query == {
-        **SUBMIT_JOB,
+    assert query == SUBMIT_JOB
+    body = dict(parse_qsl(request.content.decode()))
+    assert body == {
+        **SUBMIT_FORM,
         **COMMON,
         "SignatureNonce": "n1",
-        "Signature": query["Signature"],
+        "SecurityToken": "sts-token",
+        "Signature": body["Signature"],
     }
-    assert dict(parse_qsl(request.content.decode())) == SUBMIT_FORM  # the body is left as it was
-    assert query["Signature"] == "XXYuRUHP+gmoBVelpcJLc3rakI4="
+    assert request.headers["content-length"] == str(len(request.content))
     assert verifies(request, "testsecret")
+
+
+async def test_form_body_signature_matches_the_vector() -> None:
+    request = await send_async(fixed_auth(nonce="n1"), "POST", SUBMIT_JOB, data=SUBMIT_FORM)
+
+    assert received_params(request)["Signature"] == "XXYuRUHP+gmoBVelpcJLc3rakI4="
 
 
 async def test_a_name_in_both_query_and_body_is_signed_with_the_body_value() -> None:
