@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from graphql import GraphQLEnumType, GraphQLObjectType, GraphQLScalarType
+from graphql import (
+    GraphQLEnumType,
+    GraphQLInterfaceType,
+    GraphQLObjectType,
+    GraphQLScalarType,
+)
 
 from gateway.__main__ import export_schema
 from gateway.api.schema import build_schema
@@ -28,7 +33,7 @@ def test_every_type_field_and_enum_value_has_a_description() -> None:
             continue
         if not graphql_type.description:
             missing.append(name)
-        if isinstance(graphql_type, GraphQLObjectType):
+        if isinstance(graphql_type, GraphQLObjectType | GraphQLInterfaceType):
             for field_name, field in graphql_type.fields.items():
                 if not field.description:
                     missing.append(f"{name}.{field_name}")
@@ -44,5 +49,5 @@ def test_every_type_field_and_enum_value_has_a_description() -> None:
                 if not value.description
             ]
         else:
-            assert isinstance(graphql_type, GraphQLScalarType | GraphQLObjectType | GraphQLEnumType)
+            assert isinstance(graphql_type, GraphQLScalarType), name
     assert missing == []

@@ -10,7 +10,7 @@ from strawberry.types import Info
 
 from gateway import errors
 from gateway.api.context import Context
-from gateway.api.types import Job
+from gateway.api.types import Job, Node
 
 
 async def _load(context: Context, job_id: str) -> Job | None:
@@ -30,6 +30,17 @@ class Query:
         info: Info[Context, None],
         id: Annotated[strawberry.ID, strawberry.argument(description="The job id.")],
     ) -> Job | None:
+        return await _load(info.context, id)
+
+    @strawberry.field(
+        description="Any object by its id (Relay's refetch entry point); jobs are the only "
+        "objects, so this is job(id) typed as a Node."
+    )
+    async def node(
+        self,
+        info: Info[Context, None],
+        id: Annotated[strawberry.ID, strawberry.argument(description="The object's id.")],
+    ) -> Node | None:
         return await _load(info.context, id)
 
     @strawberry.field(

@@ -168,8 +168,16 @@ class JobResult:
         )
 
 
+@strawberry.interface(
+    description="An object with a globally unique id, refetchable with Query.node (the Relay "
+    "convention; Apollo and urql caches normalize on it too)."
+)
+class Node:
+    id: strawberry.ID = strawberry.field(description="The object's unique id.")
+
+
 @strawberry.type(description="A smart-production job, as the upstream last described it.")
-class Job:
+class Job(Node):
     id: strawberry.ID = strawberry.field(description="The job id (32 hex characters).")
     state: JobState = strawberry.field(description="Where the job is in its life.")
     raw_state: str = strawberry.field(description="The State text as the upstream sent it.")
@@ -244,7 +252,8 @@ class Job:
     def _decoded(self, value: Any) -> Any:
         if isinstance(value, model.Malformed):
             raise errors.UpstreamBadResponse(
-                f"The upstream sent a {value.field} the gateway cannot decode: {value.reason}.",
+                # The reason is a sentence of its own, full stop included.
+                f"The upstream's {value.field} cannot be decoded: {value.reason}",
                 request_id=self._model.request_id,
             )
         return value

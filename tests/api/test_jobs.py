@@ -204,3 +204,18 @@ async def test_300_ids_under_a_limit_of_50_per_second_are_never_throttled(
     assert stats["calls"] == 300
     assert stats["throttled"] == 0
     assert 0 < stats["peakWindow"] <= 50
+
+
+async def test_node_refetches_a_job_as_relay_does(
+    simulator: SimulatorServer, gateway: GatewayServer, http: httpx.AsyncClient
+) -> None:
+    job_id = simulator.demo_ids()[0]
+    body = await graphql(
+        http,
+        gateway,
+        "query($id: ID!) { node(id: $id) { __typename id ... on Job { functionName } } }",
+        {"id": job_id},
+    )
+    assert body == {
+        "data": {"node": {"__typename": "Job", "id": job_id, "functionName": "ImageCartoonize"}}
+    }
