@@ -1,0 +1,546 @@
+"""FailoverBudget and FailoverCache: on plain fakes with a hand-moved clock, then on a real
+redis-server that the test stops and starts again."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Hashable, Iterator
+from contextlib import AbstractAsyncContextManager
+from types import TracebackType
+
+import pytest
+import redis.asyncio
+
+from gateway import errors
+from gateway.jobs.backend import BackendUnavailable, open_redis
+from gateway.jobs.budget import BudgetStatus
+from gateway.jobs.cache import CacheEntry, LocalSnapshotCache
+from gateway.jobs.failover import FailoverBudget, FailoverCache, FailoverStatus
+from gateway.jobs.model import Job
+from gateway.jobs.redis_cache import RedisSnapshotCache
+from gateway.mps.decode import decode_job
+
+LOGGER = "gateway.jobs.failover"
+#: When the test snapshots were fetched: now, so that caches keep them; fixed, so they compare.
+FETCHED_AT = time.time()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def outage() -> BackendUnavailable:
+    return BackendUnavailable("redis", "ConnectionError: Error 111 connecting to 10.0.0.5:6379")
+
+
+def job(job_id: str, state: str = "Success") -> Job:
+    decoded = decode_job({"JobId": job_id, "State": state}, fetched_at=FETCHED_AT)
+    assert decoded is not None
+    return decoded
+
+
+class FakeCache:
+    """A dict; raises BackendUnavailable while `down`; `gate`, when set, holds every call."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, Job | None] = {}
+        self.down = False
+        self.calls: list[str] = []
+        self.gate: asyncio.Event | None = None
+
+    async def get(self, job_id: str) -> CacheEntry | None:
+        await self._enter(f"get {job_id}")
+        return CacheEntry(self.entries[job_id]) if job_id in self.entries else None
+
+    async def put(self, job_id: str, job: Job | None) -> None:
+        await self._enter(f"put {job_id}")
+        self.entries[job_id] = job
+
+    async def _enter(self, call: str) -> None:
+        self.calls.append(call)
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.down:
+            raise outage()
+
+
+class FakeBudget:
+    """Grants every slot unless `down` (BackendUnavailable) or `full` (BudgetExhausted);
+    records grants and releases; `release_down` makes releases fail."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self.down = False
+        self.full = False
+        self.release_down = False
+        self.granted = 0
+        self.released = 0
+        self.asked = 0
+        self.throttles = 0
+        self.keys: list[Hashable | None] = []
+        self.gate: asyncio.Event | None = None
+
+    @property
+    def limit(self) -> int:
+        return self._limit
+
+    def slot(
+        self, deadline: float, *, key: Hashable | None = None
+    ) -> AbstractAsyncContextManager[None]:
+        self.keys.append(key)
+        return FakeSlot(self)
+
+    async def throttled(self) -> None:
+        if self.down:
+            raise outage()
+        self.throttles += 1
+
+    def snapshot(self) -> BudgetStatus:
+        return BudgetStatus(
+            limit=self._limit,
+            effective_limit=self._limit,
+            window=1.0,
+            in_flight=self.granted - self.released,
+            recent=0,
+            waiting=0,
+            next_free_in=0.0,
+        )
+
+
+class FakeSlot:
+    def __init__(self, budget: FakeBudget) -> None:
+        self.budget = budget
+
+    async def __aenter__(self) -> None:
+        budget = self.budget
+        budget.asked += 1
+        if budget.gate is not None:
+            await budget.gate.wait()
+        if budget.down:
+            raise outage()
+        if budget.full:
+            raise errors.BudgetExhausted(retry_after=0.5)
+        budget.granted += 1
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self.budget.release_down:
+            raise outage()
+        self.budget.released += 1
+
+
+def warnings_logged(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        record.getMessage()
+        for record in caplog.records
+        if record.name == LOGGER and record.levelno == logging.WARNING
+    ]
+
+
+# --- the cache ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def caches(clock: Clock) -> tuple[FakeCache, FakeCache, FailoverCache]:
+    primary, fallback = FakeCache(), FakeCache()
+    return primary, fallback, FailoverCache(primary, fallback, probe_interval=1.0, clock=clock)
+
+
+async def test_a_healthy_primary_serves_alone(
+    caches: tuple[FakeCache, FakeCache, FailoverCache],
+) -> None:
+    primary, fallback, cache = caches
+    await cache.put("a", job("a"))
+    assert await cache.get("a") == CacheEntry(job("a"))
+    assert primary.calls == ["put a", "get a"]
+    assert fallback.calls == []
+    assert not cache.degraded
+
+
+async def test_the_fallback_serves_at_once_when_the_primary_is_down_and_it_is_said_once(
+    caches: tuple[FakeCache, FakeCache, FailoverCache],
+    clock: Clock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    primary, fallback, cache = caches
+    primary.down = True
+
+    await cache.put("a", job("a"))  # fails on the primary, lands in the fallback
+    assert cache.degraded
+    assert await cache.get("a") == CacheEntry(job("a"))
+    clock.now += 0.9
+    assert await cache.get("b") is None
+
+    assert primary.calls == ["put a"]  # not asked again within the probe interval
+    assert fallback.calls == ["put a", "get a", "get b"]
+    assert warnings_logged(caplog) == [
+        "Redis unreachable (ConnectionError: Error 111 connecting to 10.0.0.5:6379), "
+        "caching job snapshots in this process only"
+    ]
+    assert cache.status() == FailoverStatus(
+        degraded=True,
+        serving="fallback",
+        degraded_for=clock.now - 100.0,
+        failovers=1,
+        last_error="ConnectionError: Error 111 connecting to 10.0.0.5:6379",
+    )
+
+
+async def test_the_primary_is_probed_once_per_interval_and_serves_again_when_it_answers(
+    caches: tuple[FakeCache, FakeCache, FailoverCache],
+    clock: Clock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    primary, fallback, cache = caches
+    primary.down = True
+    assert await cache.get("a") is None
+    primary.calls.clear()
+
+    clock.now += 1.0
+    assert await cache.get("b") is None  # the probe: still down, so the fallback answers
+    assert await cache.get("c") is None  # no second probe in the same interval
+    assert primary.calls == ["get b"]
+    assert fallback.calls == ["get a", "get b", "get c"]
+
+    primary.down = False
+    primary.entries["d"] = job("d")
+    clock.now += 0.5
+    assert await cache.get("d") is None  # the next probe waits a whole interval
+    clock.now += 0.5
+    assert await cache.get("d") == CacheEntry(job("d"))  # probe succeeds: primary again
+    assert not cache.degraded
+    await cache.put("e", None)
+    assert primary.calls == ["get b", "get d", "put e"]
+
+    assert [message.split(" (")[0] for message in warnings_logged(caplog)] == [
+        "Redis unreachable",
+        "Redis reachable again, back on the shared snapshot cache",
+    ]
+    assert cache.status().failovers == 1
+    assert cache.status().serving == "primary"
+
+
+async def test_while_a_probe_is_under_way_the_others_use_the_fallback(
+    caches: tuple[FakeCache, FakeCache, FailoverCache], clock: Clock
+) -> None:
+    primary, fallback, cache = caches
+    primary.down = True
+    await cache.get("a")
+    clock.now += 1.0
+    primary.gate = asyncio.Event()  # Redis hangs until its timeout
+    probe = asyncio.create_task(cache.get("probe"))
+    await asyncio.sleep(0)
+    assert await cache.get("other") is None  # not queued behind the hanging probe
+    assert fallback.calls == ["get a", "get other"]
+    primary.gate.set()
+    assert await probe is None
+    assert fallback.calls == ["get a", "get other", "get probe"]
+
+
+async def test_a_call_from_before_the_outage_does_not_end_it(
+    caches: tuple[FakeCache, FakeCache, FailoverCache],
+) -> None:
+    primary, _, cache = caches
+    gate = primary.gate = asyncio.Event()
+    slow = asyncio.create_task(cache.get("slow"))  # asked while healthy; Redis is slow
+    await asyncio.sleep(0)
+    primary.gate, primary.down = None, True
+    await cache.get("a")  # fails: degraded
+    primary.down = False
+    gate.set()
+    # `slow` succeeds on the primary, but it was asked before the outage: that proves nothing
+    # about now, so only a probe may end the outage.
+    assert await slow is None
+    assert cache.degraded
+    assert primary.calls == ["get slow", "get a"]
+
+
+async def test_a_cancelled_probe_leaves_the_next_to_the_next_interval(
+    caches: tuple[FakeCache, FakeCache, FailoverCache], clock: Clock
+) -> None:
+    primary, _, cache = caches
+    primary.down = True
+    await cache.get("a")
+    clock.now += 1.0
+    primary.gate = asyncio.Event()
+    probe = asyncio.create_task(cache.get("probe"))
+    await asyncio.sleep(0)
+    probe.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await probe
+    primary.gate = None
+    primary.down = False
+    assert await cache.get("b") is None  # within the interval: the fallback answers
+    assert cache.degraded
+    clock.now += 1.0
+    await cache.get("c")
+    assert not cache.degraded
+
+
+async def test_other_primary_errors_are_bugs_not_outages(
+    caches: tuple[FakeCache, FakeCache, FailoverCache],
+) -> None:
+    primary, fallback, cache = caches
+
+    async def broken(job_id: str) -> CacheEntry | None:
+        raise KeyError(job_id)
+
+    primary.get = broken  # type: ignore[method-assign]
+    with pytest.raises(KeyError):
+        await cache.get("a")
+    assert not cache.degraded
+    assert fallback.calls == []
+
+
+# --- the budget --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def budgets(clock: Clock) -> tuple[FakeBudget, FakeBudget, FailoverBudget]:
+    primary, fallback = FakeBudget(100), FakeBudget(25)
+    return primary, fallback, FailoverBudget(primary, fallback, probe_interval=1.0, clock=clock)
+
+
+async def test_the_budget_falls_back_at_once_and_says_its_local_limit_once(
+    budgets: tuple[FakeBudget, FakeBudget, FailoverBudget],
+    clock: Clock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    primary, fallback, budget = budgets
+    assert budget.limit == 100
+    primary.down = True
+    for _ in range(3):
+        async with budget.slot(clock.now + 5):
+            pass
+    assert (fallback.granted, fallback.released) == (3, 3)
+    assert primary.asked == 1
+    assert budget.degraded
+    assert budget.limit == 25
+    assert budget.snapshot().limit == 25
+    assert warnings_logged(caplog) == [
+        "Redis unreachable (ConnectionError: Error 111 connecting to 10.0.0.5:6379), "
+        "serving on a local budget of 25 calls/s"
+    ]
+
+    primary.down = False
+    clock.now += 1.0
+    async with budget.slot(clock.now + 5):
+        pass
+    assert (primary.granted, primary.released) == (1, 1)
+    assert not budget.degraded
+    assert budget.limit == 100
+    assert warnings_logged(caplog)[1:] == [
+        "Redis reachable again, serving on the shared budget of 100 calls/s"
+    ]
+
+
+async def test_a_slot_is_released_on_the_side_that_granted_it(
+    budgets: tuple[FakeBudget, FakeBudget, FailoverBudget], clock: Clock
+) -> None:
+    primary, fallback, budget = budgets
+    shared_slot = budget.slot(clock.now + 5)
+    await shared_slot.__aenter__()
+    primary.down = True
+    async with budget.slot(clock.now + 5):  # fails over
+        assert budget.degraded
+        primary.down = False
+        clock.now += 1.0
+        async with budget.slot(clock.now + 5):  # the probe: back on the primary
+            assert not budget.degraded
+    await shared_slot.__aexit__(None, None, None)
+    assert (primary.granted, primary.released) == (2, 2)
+    assert (fallback.granted, fallback.released) == (1, 1)
+
+
+async def test_a_full_shared_budget_is_an_answer_not_an_outage(
+    budgets: tuple[FakeBudget, FakeBudget, FailoverBudget], clock: Clock
+) -> None:
+    primary, fallback, budget = budgets
+    primary.full = True
+    with pytest.raises(errors.BudgetExhausted):
+        async with budget.slot(clock.now + 5):
+            pass
+    assert not budget.degraded
+    assert fallback.asked == 0
+
+    primary.down = True
+    async with budget.slot(clock.now + 5):
+        pass
+    primary.down = False
+    clock.now += 1.0
+    with pytest.raises(errors.BudgetExhausted):  # a probe answered "full": Redis is back
+        async with budget.slot(clock.now + 5):
+            pass
+    assert not budget.degraded
+
+
+async def test_a_release_that_cannot_reach_redis_does_not_fail_the_call(
+    budgets: tuple[FakeBudget, FakeBudget, FailoverBudget], clock: Clock
+) -> None:
+    primary, fallback, budget = budgets
+    primary.release_down = True
+    async with budget.slot(clock.now + 5):
+        pass
+    assert budget.degraded
+    assert (primary.granted, primary.released) == (1, 0)  # left to expire in Redis
+    async with budget.slot(clock.now + 5):
+        pass
+    assert fallback.granted == 1
+
+
+async def test_the_body_s_error_passes_through_and_the_slot_is_released(
+    budgets: tuple[FakeBudget, FakeBudget, FailoverBudget], clock: Clock
+) -> None:
+    primary, _, budget = budgets
+    with pytest.raises(errors.UpstreamTimeout):
+        async with budget.slot(clock.now + 5):
+            raise errors.UpstreamTimeout("The upstream did not answer in time.")
+    assert (primary.granted, primary.released) == (1, 1)
+    assert not budget.degraded
+
+
+async def test_keys_and_throttles_go_to_the_side_serving(
+    budgets: tuple[FakeBudget, FakeBudget, FailoverBudget], clock: Clock
+) -> None:
+    primary, fallback, budget = budgets
+    async with budget.slot(clock.now + 5, key="request-1"):
+        await budget.throttled()
+    assert (primary.keys, primary.throttles) == (["request-1"], 1)
+
+    primary.down = True
+    await budget.throttled()  # Redis fails here first: the local budget slows down instead
+    assert budget.degraded
+    async with budget.slot(clock.now + 5, key="request-2"):
+        await budget.throttled()
+    assert (fallback.keys, fallback.throttles) == (["request-2"], 2)
+    assert primary.keys == ["request-1"]
+
+
+async def test_a_slot_cannot_be_entered_twice(
+    budgets: tuple[FakeBudget, FakeBudget, FailoverBudget], clock: Clock
+) -> None:
+    _, _, budget = budgets
+    slot = budget.slot(clock.now + 5)
+    async with slot:
+        with pytest.raises(RuntimeError, match="twice"):
+            await slot.__aenter__()
+
+
+# --- a real Redis that goes away and comes back ------------------------------------------------
+
+
+class RedisProcess:
+    """A redis-server of the test's own, on a free port, that the test can stop and restart."""
+
+    def __init__(self) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port: int = sock.getsockname()[1]
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        executable = shutil.which("redis-server")
+        assert executable is not None, "these tests need redis-server on the PATH"
+        self._process = subprocess.Popen(
+            [executable, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as conn:
+                    conn.sendall(b"PING\r\n")
+                    if conn.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                pass
+            if time.monotonic() > deadline or self._process.poll() is not None:
+                raise RuntimeError(f"redis-server did not start on port {self.port}")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait(timeout=10)
+            self._process = None
+
+
+@pytest.fixture
+def redis_process() -> Iterator[RedisProcess]:
+    server = RedisProcess()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def redis_client(redis_process: RedisProcess) -> AsyncIterator[redis.asyncio.Redis]:
+    client = open_redis(redis_process.url, timeout=0.5)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+async def test_a_real_redis_that_stops_and_comes_back(
+    redis_process: RedisProcess,
+    redis_client: redis.asyncio.Redis,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    shared = RedisSnapshotCache(
+        redis_client,
+        terminal_ttl=60.0,
+        running_ttl=60.0,
+        not_found_ttl=60.0,
+        prefix="test",
+        memo_max_entries=0,
+    )
+    local = LocalSnapshotCache(
+        terminal_ttl=60.0, running_ttl=60.0, not_found_ttl=60.0, max_entries=10
+    )
+    cache = FailoverCache(shared, local, probe_interval=0.2)
+
+    await cache.put("before", job("before", "Analysing"))
+    assert await redis_client.exists("test:job:before") == 1
+
+    redis_process.stop()
+    started = time.monotonic()
+    assert await cache.get("before") is None  # Redis is gone: the local cache never had it
+    await cache.put("during", job("during", "Analysing"))
+    assert await cache.get("during") == CacheEntry(job("during", "Analysing"))
+    assert time.monotonic() - started < 1.0
+    assert cache.degraded
+    assert "127.0.0.1:" in (cache.status().last_error or "")
+
+    redis_process.start()  # empty again: --save "" keeps nothing
+    await asyncio.sleep(0.25)
+    assert await cache.get("during") is None  # the probe reached Redis, which has no such key
+    assert not cache.degraded
+    await cache.put("after", None)
+    assert await redis_client.get("test:job:after") == b'{"v":1,"notFound":true}'
+    assert [message.split(" (")[0] for message in warnings_logged(caplog)] == [
+        "Redis unreachable",
+        "Redis reachable again, back on the shared snapshot cache",
+    ]
