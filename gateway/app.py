@@ -15,6 +15,8 @@ from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 
 import httpx
+import redis.asyncio
+import redis.exceptions
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -26,10 +28,13 @@ from strawberry.asgi import GraphQL
 
 from gateway.api.context import Context
 from gateway.api.schema import build_schema
+from gateway.jobs.backend import open_redis
 from gateway.jobs.budget import Budget, LocalBudget
 from gateway.jobs.cache import LocalSnapshotCache, SnapshotCache
+from gateway.jobs.failover import FailoverBudget, FailoverCache
 from gateway.jobs.fetcher import JobFetcher
 from gateway.jobs.loader import JobLoader
+from gateway.jobs.redis_cache import RedisSnapshotCache
 from gateway.jobs.retry import RetryPolicy
 from gateway.middleware import BodySizeLimit
 from gateway.mps.client import MpsClient
@@ -44,20 +49,42 @@ TIMEOUT_HEADER = "x-request-timeout"
 
 @dataclass(slots=True)
 class Services:
-    """The parts all requests of one process share, alive from start-up to shutdown."""
+    """The parts all requests of one process share, alive from start-up to shutdown.
+
+    Without `redis_url` the budget and the cache live in this process. With it, they are shared
+    by every process using that Redis and prefix, each wrapped in a failover to a local one
+    (`gateway.jobs.failover`): when Redis does not answer, this process serves on its share of
+    the account's limit (`upstream_qps // expected_replicas`) and its own cache until Redis
+    answers again.
+    """
 
     http: httpx.AsyncClient
     client: MpsClient
     budget: Budget
     cache: SnapshotCache
     fetcher: JobFetcher
+    #: The Redis client behind the shared budget and cache; None when there is none.
+    redis: redis.asyncio.Redis | None = None
 
     @classmethod
     def build(cls, settings: GatewaySettings) -> Services:
         http = open_upstream_http(settings)
         client = MpsClient(http, region=settings.region_id)
-        budget = LocalBudget.from_settings(settings)
-        cache = LocalSnapshotCache.from_settings(settings)
+        shared: redis.asyncio.Redis | None = None
+        budget: Budget
+        cache: SnapshotCache
+        if settings.redis_url is None:
+            budget = LocalBudget.from_settings(settings)
+            cache = LocalSnapshotCache.from_settings(settings)
+        else:
+            shared = open_redis(
+                settings.redis_url.get_secret_value(), timeout=settings.redis_timeout
+            )
+            budget = _shared_budget(settings, shared)
+            cache = FailoverCache(
+                RedisSnapshotCache.from_settings(shared, settings),
+                LocalSnapshotCache.from_settings(settings),
+            )
         fetcher = JobFetcher(
             client,
             budget,
@@ -65,10 +92,63 @@ class Services:
             concurrency=settings.upstream_concurrency,
             retry=RetryPolicy.from_settings(settings),
         )
-        return cls(http=http, client=client, budget=budget, cache=cache, fetcher=fetcher)
+        return cls(
+            http=http, client=client, budget=budget, cache=cache, fetcher=fetcher, redis=shared
+        )
 
     async def aclose(self) -> None:
-        await self.http.aclose()
+        try:
+            await self.http.aclose()
+        finally:
+            if self.redis is not None:
+                await self.redis.aclose()
+
+    async def redis_reachable(self) -> bool:
+        """Whether Redis answers a PING now (within the Redis timeout); False without Redis."""
+        if self.redis is None:
+            return False
+        try:
+            return bool(await self.redis.ping())
+        except redis.exceptions.RedisError:
+            return False
+
+    def degraded(self) -> bool:
+        """Whether a shared part is being served locally because Redis did not answer."""
+        return any(
+            isinstance(part, FailoverBudget | FailoverCache) and part.degraded
+            for part in (self.budget, self.cache)
+        )
+
+
+def _local_share(settings: GatewaySettings) -> GatewaySettings:
+    """`settings` with `upstream_qps` cut to this process's share of the account's limit."""
+    return settings.model_copy(update={"upstream_qps": settings.fallback_qps})
+
+
+def _shared_budget(settings: GatewaySettings, shared: redis.asyncio.Redis) -> Budget:
+    """The budget of a process that shares the account with `expected_replicas - 1` others.
+
+    The Redis budget (`gateway.jobs.redis_budget`) is wired here when its module lands; until
+    then each process keeps to its share of the limit. That is safe with `expected_replicas`
+    processes (together they never exceed `upstream_qps`), though an idle process cannot lend
+    its share to a busy one.
+    """
+    return LocalBudget.from_settings(_local_share(settings))
+
+
+def _budget_report(budget: Budget) -> dict[str, object]:
+    report: dict[str, object] = {"shared": False}
+    if isinstance(budget, FailoverBudget):
+        status = budget.status()
+        report = {"shared": not status.degraded, "failover": asdict(status)}
+    return {**report, **asdict(budget.snapshot())}
+
+
+def _cache_report(cache: SnapshotCache) -> dict[str, object]:
+    if isinstance(cache, FailoverCache):
+        status = cache.status()
+        return {"shared": not status.degraded, "failover": asdict(status)}
+    return {"shared": False}
 
 
 class GatewayGraphQL(GraphQL[Context, None]):
@@ -137,6 +217,15 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
             settings.upstream_url,
             settings.upstream_qps,
         )
+        if settings.redis_url is not None:
+            # The location only: the URL may hold a password.
+            logger.info(
+                "Budget and snapshot cache shared through Redis at %s (keys %s:*); "
+                "%d calls/s for this process while Redis is unreachable",
+                settings.redis_location,
+                settings.redis_prefix,
+                settings.fallback_qps,
+            )
         try:
             yield
         finally:
@@ -150,11 +239,17 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
         if not state.started:
             return JSONResponse({"status": "starting"}, status_code=503)
         services = state.services
+        configured = services.redis is not None
+        reachable = await services.redis_reachable()
+        # Degraded still serves (HTTP 200): each process on its own budget share and cache.
+        degraded = configured and (not reachable or services.degraded())
         return JSONResponse(
             {
-                "status": "ready",
+                "status": "degraded" if degraded else "ready",
                 "upstream": settings.upstream_kind.value,
-                "budget": asdict(services.budget.snapshot()),
+                "redis": {"configured": configured, "reachable": reachable},
+                "budget": _budget_report(services.budget),
+                "cache": _cache_report(services.cache),
                 "fetcher": asdict(services.fetcher.stats()),
             }
         )

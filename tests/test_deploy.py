@@ -12,6 +12,8 @@ import sys
 import time
 import tomllib
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -44,16 +46,48 @@ def test_console_script_is_the_module_entry_point() -> None:
     assert project["project"]["scripts"] == {"mps-gateway": "gateway.__main__:main"}
 
 
+def compose_services() -> dict[str, dict[str, Any]]:
+    services: dict[str, dict[str, Any]] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())[
+        "services"
+    ]
+    return services
+
+
 def test_compose_commands_and_variables_exist() -> None:
-    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose_services()
     known = setting_env_names()
-    assert compose["services"], "docker-compose.yml defines no service"
-    for name, service in compose["services"].items():
+    assert services, "docker-compose.yml defines no service"
+    for name, service in services.items():
+        if "build" not in service:
+            # A third-party image (Redis): its command is its own, and it reads none of ours.
+            assert service["image"], name
+            assert "environment" not in service, name
+            continue
         command = service["command"]
         assert command[0] == "mps-gateway", name
         build_parser().parse_args(command[1:])  # exits (fails the test) on an unknown option
         unknown = set(service.get("environment", {})) - known
         assert unknown == set(), f"{name} sets variables no setting reads: {unknown}"
+
+
+def test_compose_replicas_share_one_redis_and_know_how_many_they_are() -> None:
+    services = compose_services()
+    gateways = {
+        name: service["environment"]
+        for name, service in services.items()
+        if service.get("command", [None])[:2] == ["mps-gateway", "serve"]
+    }
+    assert len(gateways) >= 2, "docker-compose.yml should show replicas sharing a budget"
+    urls = {env.get("GATEWAY_REDIS_URL") for env in gateways.values()}
+    assert len(urls) == 1, f"the replicas use different Redis URLs: {urls}"
+    (url,) = urls
+    assert url is not None
+    host = urlsplit(url).hostname
+    assert host in services, f"GATEWAY_REDIS_URL names {host}, which is no compose service"
+    assert services[host]["image"].startswith("redis:")
+    for name, env in gateways.items():
+        # Each replica's fallback share (qps // replicas) is only safe with the true count.
+        assert int(env["GATEWAY_EXPECTED_REPLICAS"]) == len(gateways), name
 
 
 def test_dockerfile_command_exists() -> None:

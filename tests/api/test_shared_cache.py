@@ -1,0 +1,205 @@
+"""Two gateways sharing one Redis (127.0.0.1:6379) in front of one simulator, on real ports.
+
+Each test uses a key prefix of its own, so runs never see each other's snapshots.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from tests.api.conftest import GatewayServer, SimulatorServer, StartGateway, graphql
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+QUERY = "query($id: ID!) { job(id: $id) { id state fetchedAt requestId } }"
+SUCCESS = json.dumps({"Code": "Success", "Message": "Successful.", "Data": "{}"})
+
+
+@pytest.fixture
+def prefix() -> Iterator[str]:
+    prefix = f"test-{uuid.uuid4().hex[:12]}"
+    yield prefix
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}:*"))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+def planted(job_id: str, state: str) -> dict[str, str]:
+    fields = {
+        "JobId": job_id,
+        "FunctionName": "ImageCartoonize",
+        "State": state,
+        "Input": "oss://demo.oss-cn-shanghai.aliyuncs.com/in/face.jpg",
+        "Output": "oss://demo.oss-cn-shanghai.aliyuncs.com/out/{source}.jpg",
+    }
+    if state in ("Success", "Fail"):
+        fields["Result"] = SUCCESS
+    return fields
+
+
+async def job_through(
+    http: httpx.AsyncClient, gateway: GatewayServer, job_id: str
+) -> dict[str, Any] | None:
+    body = await graphql(http, gateway, QUERY, {"id": job_id})
+    assert "errors" not in body, body
+    job: dict[str, Any] | None = body["data"]["job"]
+    return job
+
+
+async def readyz(http: httpx.AsyncClient, gateway: GatewayServer) -> dict[str, Any]:
+    response = await http.get(f"{gateway.url}/readyz")
+    assert response.status_code == 200, response.text
+    report: dict[str, Any] = response.json()
+    return report
+
+
+async def test_a_terminal_job_fetched_through_one_gateway_is_served_by_the_other_for_free(
+    simulator: SimulatorServer, start_gateway: StartGateway, http: httpx.AsyncClient, prefix: str
+) -> None:
+    job_id = "5ab5c1de00000000000000000000a001"
+    simulator.put_job(job_id, planted(job_id, "Success"))
+    with (
+        start_gateway(redis_url=REDIS_URL, redis_prefix=prefix) as a,
+        start_gateway(redis_url=REDIS_URL, redis_prefix=prefix) as b,
+    ):
+        calls = simulator.query_stats()["calls"]
+        through_a = await job_through(http, a, job_id)
+        assert simulator.query_stats()["calls"] == calls + 1
+
+        through_b = await job_through(http, b, job_id)
+
+    assert simulator.query_stats()["calls"] == calls + 1
+    # The very same snapshot: same upstream RequestId, same fetch time.
+    assert through_b == through_a
+    assert through_a is not None
+    assert through_a["state"] == "SUCCESS"
+
+
+async def test_a_running_job_is_shared_for_its_short_ttl(
+    simulator: SimulatorServer, start_gateway: StartGateway, http: httpx.AsyncClient, prefix: str
+) -> None:
+    job_id = "5ab5c1de00000000000000000000a002"
+    simulator.put_job(job_id, planted(job_id, "Analysing"))
+    settings = {"redis_url": REDIS_URL, "redis_prefix": prefix, "cache_running_ttl": 1.0}
+    with start_gateway(**settings) as a, start_gateway(**settings) as b:
+        calls = simulator.query_stats()["calls"]
+        through_a = await job_through(http, a, job_id)
+        simulator.put_job(job_id, planted(job_id, "Success"))  # moves on upstream
+
+        # Within the ttl, B serves A's snapshot: one call for the two gateways.
+        assert await job_through(http, b, job_id) == through_a
+        assert simulator.query_stats()["calls"] == calls + 1
+
+        await asyncio.sleep(1.1)
+        later = await job_through(http, b, job_id)
+
+    assert simulator.query_stats()["calls"] == calls + 2
+    assert through_a is not None
+    assert later is not None
+    assert (through_a["state"], later["state"]) == ("ANALYSING", "SUCCESS")
+
+
+async def test_an_unknown_id_is_remembered_by_both(
+    simulator: SimulatorServer, start_gateway: StartGateway, http: httpx.AsyncClient, prefix: str
+) -> None:
+    job_id = "0000000000000000000000000000dead"
+    with (
+        start_gateway(redis_url=REDIS_URL, redis_prefix=prefix) as a,
+        start_gateway(redis_url=REDIS_URL, redis_prefix=prefix) as b,
+    ):
+        calls = simulator.query_stats()["calls"]
+        assert await job_through(http, a, job_id) is None
+        assert await job_through(http, b, job_id) is None
+        assert await job_through(http, b, job_id) is None
+    assert simulator.query_stats()["calls"] == calls + 1
+
+
+async def test_gateways_with_other_prefixes_share_nothing(
+    simulator: SimulatorServer, start_gateway: StartGateway, http: httpx.AsyncClient, prefix: str
+) -> None:
+    job_id = "5ab5c1de00000000000000000000a003"
+    simulator.put_job(job_id, planted(job_id, "Fail"))
+    with (
+        start_gateway(redis_url=REDIS_URL, redis_prefix=prefix) as a,
+        start_gateway(redis_url=REDIS_URL, redis_prefix=f"{prefix}:other") as b,
+    ):
+        calls = simulator.query_stats()["calls"]
+        await job_through(http, a, job_id)
+        await job_through(http, b, job_id)
+    assert simulator.query_stats()["calls"] == calls + 2
+
+
+async def test_readyz_without_redis(gateway: GatewayServer, http: httpx.AsyncClient) -> None:
+    report = await readyz(http, gateway)
+    assert report["status"] == "ready"
+    assert report["redis"] == {"configured": False, "reachable": False}
+    assert report["cache"] == {"shared": False}
+    assert report["budget"]["shared"] is False
+    assert report["budget"]["limit"] == gateway.settings.upstream_qps
+
+
+async def test_readyz_with_redis(
+    start_gateway: StartGateway, http: httpx.AsyncClient, prefix: str
+) -> None:
+    with start_gateway(redis_url=REDIS_URL, redis_prefix=prefix) as gateway:
+        report = await readyz(http, gateway)
+    assert report["status"] == "ready"
+    assert report["redis"] == {"configured": True, "reachable": True}
+    assert report["cache"] == {
+        "shared": True,
+        "failover": {
+            "degraded": False,
+            "serving": "primary",
+            "degraded_for": None,
+            "failovers": 0,
+            "last_error": None,
+        },
+    }
+    assert {"limit", "effective_limit", "in_flight", "waiting"} <= set(report["budget"])
+
+
+async def test_an_unreachable_redis_degrades_but_serves(
+    simulator: SimulatorServer,
+    start_gateway: StartGateway,
+    http: httpx.AsyncClient,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    job_id = "5ab5c1de00000000000000000000a004"
+    simulator.put_job(job_id, planted(job_id, "Success"))
+    caplog.set_level(logging.INFO)
+    with start_gateway(
+        redis_url="redis://:hunter2@127.0.0.1:1/0",
+        redis_prefix="unused",
+        upstream_qps=60,
+        expected_replicas=4,
+    ) as gateway:
+        calls = simulator.query_stats()["calls"]
+        first = await job_through(http, gateway, job_id)
+        again = await job_through(http, gateway, job_id)  # from the local fallback cache
+        report = await readyz(http, gateway)
+        text = (await http.get(f"{gateway.url}/readyz")).text
+
+    assert first is not None
+    assert again == first
+    assert simulator.query_stats()["calls"] == calls + 1
+    assert report["status"] == "degraded"
+    assert report["redis"] == {"configured": True, "reachable": False}
+    assert report["cache"]["shared"] is False
+    assert report["cache"]["failover"]["degraded"] is True
+    assert "127.0.0.1:1" in report["cache"]["failover"]["last_error"]
+    assert report["budget"]["limit"] == 15  # 60 calls/s shared by 4 replicas
+    assert "hunter2" not in text
+    assert "hunter2" not in caplog.text
+    assert "Redis unreachable" in caplog.text
