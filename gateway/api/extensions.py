@@ -51,15 +51,26 @@ class ErrorCodes(SchemaExtension):
     branch on `extensions.code` for every error."""
 
     def on_operation(self) -> Iterator[None]:
-        yield
+        try:
+            yield
+        except GraphQLError as raised:
+            # A syntax error raised by ParserCache's `on_parse` hook (or by the parser it calls,
+            # MaxTokensLimiter's limit included) leaves the operation as an exception, before any
+            # result exists; Strawberry makes this same error object the result's only error.
+            _add_code(raised)
+            raise
         result = self.execution_context.result
         for error in getattr(result, "errors", None) or ():
-            if "code" in (error.extensions or {}):
-                continue
-            if isinstance(error, GraphQLSyntaxError):
-                code = "GRAPHQL_PARSE_FAILED"
-            elif error.original_error is None:
-                code = "GRAPHQL_VALIDATION_FAILED"
-            else:
-                code = "BAD_USER_INPUT"
-            error.extensions = {**(error.extensions or {}), "code": code}
+            _add_code(error)
+
+
+def _add_code(error: GraphQLError) -> None:
+    if "code" in (error.extensions or {}):
+        return
+    if isinstance(error, GraphQLSyntaxError):
+        code = "GRAPHQL_PARSE_FAILED"
+    elif error.original_error is None:
+        code = "GRAPHQL_VALIDATION_FAILED"
+    else:
+        code = "BAD_USER_INPUT"
+    error.extensions = {**(error.extensions or {}), "code": code}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -52,6 +53,8 @@ AUTH_CODE_PREFIXES = (
 #: same request fixes, and, as a clock problem of this host, worth naming as an auth failure.
 CLOCK_CODE_PREFIXES = ("InvalidTimeStamp", "SignatureNonceUsed")
 NOT_FOUND_CODES = ("InvalidParameter.ResourceNotFound",)
+#: Response header holding the RequestId (also in the body, when the body can be read).
+REQUEST_ID_HEADER = "x-acs-request-id"
 UNAVAILABLE_CODES = ("ServiceUnavailable", "InternalError", "UnknownError")
 
 
@@ -154,11 +157,14 @@ def _parse(action: str, response: httpx.Response) -> dict[str, object]:
     """The JSON object of a successful answer, or the `UpstreamError` its status and code name."""
     try:
         body = json.loads(response.content)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):
+        # RecursionError: nested deeper than the parser's stack, a garbled answer like any other.
         body = None
     if not isinstance(body, dict):
         raise errors.UpstreamBadResponse(
             f"{action} answered HTTP {response.status_code} with a body that is not a JSON object.",
+            # The header carries the RequestId too: support tickets need it most for such bodies.
+            request_id=_text(response.headers.get(REQUEST_ID_HEADER)),
             status_code=response.status_code,
         )
     if response.is_success:
@@ -171,7 +177,9 @@ def error_for(
 ) -> errors.UpstreamError:
     """The gateway error for an upstream error answer (reference section 4)."""
     code = _text(body.get("Code") or body.get("code")) or f"HTTP{status}"
-    request_id = _text(body.get("RequestId") or body.get("requestId"))
+    request_id = _text(body.get("RequestId") or body.get("requestId")) or _text(
+        headers.get(REQUEST_ID_HEADER)
+    )
 
     def make(kind: type[errors.UpstreamError], message: str) -> errors.UpstreamError:
         return kind(message, upstream_code=code, request_id=request_id, status_code=status)
@@ -211,7 +219,8 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
         # x-acs-retry-after is in milliseconds (tea_openapi divides by 1000); Retry-After is in
         # seconds.
         seconds = seconds / 1000 if name == "x-acs-retry-after" else seconds
-        if seconds > 0:
+        # Only a finite delay is a hint (and only a finite number can go out as JSON).
+        if seconds > 0 and math.isfinite(seconds):
             return seconds
     return None
 

@@ -250,7 +250,7 @@ def _decode_params(text: str | None) -> JsonValue | Malformed:
     except (ValueError, RecursionError):
         pass
     else:
-        return strict
+        return _carried_params(strict)
     try:
         relaxed: JsonValue = json5.loads(text)
     except RecursionError:
@@ -261,7 +261,32 @@ def _decode_params(text: str | None) -> JsonValue | Malformed:
         return Malformed(
             field="params", reason=f"JobParams is neither JSON nor relaxed JSON (JSON5): {detail}."
         )
-    return relaxed
+    return _carried_params(relaxed)
+
+
+def _carried_params(value: JsonValue) -> JsonValue | Malformed:
+    """Decoded JobParams, or Malformed when they cannot go out in a JSON response.
+
+    Both parsers accept numbers JSON has no text for: `NaN` and `Infinity` (and `1e400`, which
+    reads as infinity), and json5 reads hex integers of any length, which Python refuses to print
+    in decimal beyond 4300 digits. Passed on, the first would make the whole GraphQL response
+    invalid JSON and the second would fail it outright, for every job in it.
+    """
+    if _fits_json(value):
+        return value
+    return Malformed(
+        field="params",
+        reason="JobParams holds a number JSON cannot carry (NaN, an infinity, or an integer of "
+        "more than 4300 digits).",
+    )
+
+
+def _fits_json(value: JsonValue) -> bool:
+    try:
+        json.dumps(value, allow_nan=False)
+    except (ValueError, RecursionError):
+        return False
+    return True
 
 
 def _decode_user_data(text: str | None) -> str | None:
@@ -277,9 +302,10 @@ def _decode_result(
     """`Result`: a JSON string of `{"Code", "Message", "Data"}`, whose Data is a JSON string too.
 
     None for a job without a Result yet (running). Data is decoded when it is a JSON string, taken
-    as it is when already decoded, and kept as the string when it is not JSON (not an error: Data
-    is free-form per algorithm). Files are `Data.result[].file` keys, placed in the bucket of the
-    job's Output; a missing or odd `result` gives no files, entries without a `file` are skipped.
+    as it is when already decoded, and kept as text when it is not JSON or holds a number JSON
+    cannot carry (not an error: Data is free-form per algorithm). Files are `Data.result[].file`
+    keys, placed in the bucket of the job's Output; a missing or odd `result` gives no files,
+    entries without a `file` are skipped.
     """
     if text is None:
         return None
@@ -306,12 +332,12 @@ def _decode_result(
 
 def _decode_data(value: JsonValue) -> JsonValue:
     if not isinstance(value, str):
-        return value
+        return value if _fits_json(value) else _json_text(value)
     try:
         decoded: JsonValue = json.loads(value)
     except (ValueError, RecursionError):
         return value
-    return decoded
+    return decoded if _fits_json(decoded) else value
 
 
 def _result_files(data: JsonValue, output: OssObject | Malformed | None) -> tuple[ResultFile, ...]:

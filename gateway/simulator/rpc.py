@@ -95,7 +95,13 @@ async def rpc_endpoint(request: Request) -> Response:
         logger.exception("Simulator failed on %s (RequestId %s)", action, request_id)
         response = error_response(errors.internal_error(), request_id, body_format)
     if outcome is Outcome.MALFORMED:
-        return rpc_response(response.status_code, garble(bytes(response.body)), body_format)
+        # Only the body is garbled: the head, RequestId header included, arrives as sent.
+        return rpc_response(
+            response.status_code,
+            garble(bytes(response.body)),
+            body_format,
+            request_id=request_id,
+        )
     if outcome is Outcome.DROP:
         return DroppedResponse(response)
     return response
