@@ -22,6 +22,9 @@ implementation) and a `fallback` (the local one) and follows these rules:
 A word on safety: while degraded, each process allows itself its local fallback's limit (the
 account's limit divided by the expected number of replicas), so all of them together stay under
 the account's limit when they all lose Redis, which is what an outage of the shared Redis does.
+A process that alone loses Redis (a partition) adds its share on top of what the others take
+through Redis, until its next successful probe: the account can then see up to that share too
+many calls, which the upstream answers with Throttling and the budgets slow down for.
 """
 
 from __future__ import annotations
