@@ -6,9 +6,15 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
 
+import httpx
 import uvicorn
 from starlette.types import ASGIApp
+
+from gateway.settings import SimulatorSettings
+from gateway.simulator.demo import demo_job_ids
 
 
 @contextmanager
@@ -56,3 +62,36 @@ def run_asgi_server(
     finally:
         server.should_exit = True
         thread.join(timeout=startup_timeout)
+
+
+@dataclass(frozen=True)
+class SimulatorServer:
+    url: str
+    settings: SimulatorSettings
+
+    def stats(self) -> dict[str, Any]:
+        response = httpx.get(f"{self.url}/_simulator/stats")
+        response.raise_for_status()
+        stats: dict[str, Any] = response.json()
+        return stats
+
+    def query_stats(self) -> dict[str, int]:
+        """calls / throttled / peakWindow of QueryIProductionJob."""
+        action: dict[str, int] = self.stats()["actions"]["QueryIProductionJob"]
+        return action
+
+    def reset_stats(self) -> None:
+        httpx.post(f"{self.url}/_simulator/stats/reset").raise_for_status()
+
+    def set_faults(self, **faults: float) -> None:
+        httpx.put(f"{self.url}/_simulator/faults", json=faults).raise_for_status()
+
+    def put_job(self, job_id: str, fields: dict[str, Any]) -> None:
+        httpx.put(f"{self.url}/_simulator/jobs/{job_id}", json=fields).raise_for_status()
+
+    def jobs(self) -> list[dict[str, Any]]:
+        listing: list[dict[str, Any]] = httpx.get(f"{self.url}/_simulator/jobs").json()["jobs"]
+        return listing
+
+    def demo_ids(self) -> list[str]:
+        return demo_job_ids(self.settings)

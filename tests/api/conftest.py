@@ -1,8 +1,7 @@
-"""Real servers for gateway tests: a simulator on a real port and gateways in front of it.
+"""Real gateways for tests, in front of the real simulator of `tests/conftest.py`.
 
-`simulator` serves the MPS simulator (limit `SIMULATOR_QPS` below unless a test parametrizes
-`simulator_settings`); `start_gateway(**settings)` serves a gateway pointed at it over HTTP, with
-the simulator's demo key pair, exactly as a deployment would point it at the cloud.
+`start_gateway(**settings)` serves a gateway pointed at the simulator over HTTP, with the
+simulator's demo key pair, exactly as a deployment would point it at the cloud.
 """
 
 from __future__ import annotations
@@ -20,55 +19,8 @@ from gateway.settings import (
     SIMULATOR_DEMO_ACCESS_KEY_ID,
     SIMULATOR_DEMO_ACCESS_KEY_SECRET,
     GatewaySettings,
-    SimulatorSettings,
 )
-from gateway.simulator import create_simulator_app
-from gateway.simulator.demo import demo_job_ids
-from tests.servers import run_asgi_server
-
-
-@dataclass(frozen=True)
-class SimulatorServer:
-    url: str
-    settings: SimulatorSettings
-
-    def stats(self) -> dict[str, Any]:
-        response = httpx.get(f"{self.url}/_simulator/stats")
-        response.raise_for_status()
-        stats: dict[str, Any] = response.json()
-        return stats
-
-    def query_stats(self) -> dict[str, int]:
-        """calls / throttled / peakWindow of QueryIProductionJob."""
-        action: dict[str, int] = self.stats()["actions"]["QueryIProductionJob"]
-        return action
-
-    def reset_stats(self) -> None:
-        httpx.post(f"{self.url}/_simulator/stats/reset").raise_for_status()
-
-    def set_faults(self, **faults: float) -> None:
-        httpx.put(f"{self.url}/_simulator/faults", json=faults).raise_for_status()
-
-    def put_job(self, job_id: str, fields: dict[str, Any]) -> None:
-        httpx.put(f"{self.url}/_simulator/jobs/{job_id}", json=fields).raise_for_status()
-
-    def jobs(self) -> list[dict[str, Any]]:
-        listing: list[dict[str, Any]] = httpx.get(f"{self.url}/_simulator/jobs").json()["jobs"]
-        return listing
-
-    def demo_ids(self) -> list[str]:
-        return demo_job_ids(self.settings)
-
-
-@pytest.fixture
-def simulator_settings() -> SimulatorSettings:
-    return SimulatorSettings(qps=100)
-
-
-@pytest.fixture
-def simulator(simulator_settings: SimulatorSettings) -> Iterator[SimulatorServer]:
-    with run_asgi_server(create_simulator_app(simulator_settings)) as url:
-        yield SimulatorServer(url=url, settings=simulator_settings)
+from tests.servers import SimulatorServer, run_asgi_server
 
 
 def gateway_settings(simulator: SimulatorServer, **overrides: Any) -> GatewaySettings:
