@@ -6,8 +6,8 @@ One fetcher serves the whole process. For each id it asks, in order:
     snapshot cache         -> a fresh snapshot (or a fresh "not found"), no call
     in-flight map          -> an id being fetched for ANY request is joined: one call per id at
                               a time, duplicates within one request included
-    concurrency semaphore  -> at most `concurrency` fetches past this point
-    budget slot            -> the account-wide rate limit; may shed load (BudgetExhausted)
+    budget slot            -> the account-wide rate limit and the process's calls in flight,
+                              shared fairly between requesters; may shed load (BudgetExhausted)
     source.query_job       -> one upstream call; retryable errors go round again, budget included
     cache.put              -> the answer (never a failure) is kept for the ttl its state allows
 
@@ -15,9 +15,9 @@ Deadlines, cancellation and coalescing. Every `get_many` call has its own deadli
 waiting at it: an id still pending then is a `BudgetExhausted` with a retry hint, whatever the
 fetch behind it is doing. A fetch is shared by all its waiters; when the last one leaves (timed
 out, or cancelled because its request went away), the fetch is cancelled if it is still waiting
-(for the semaphore, for a budget slot, or between retries), so an abandoned fetch never spends
-budget. A fetch whose call is under way is left to finish: the call is paid for, and its answer
-goes to the cache.
+(for a budget slot, or between retries), so an abandoned fetch never spends budget. A fetch
+whose call is under way is left to finish: the call is paid for, and its answer goes to the
+cache.
 
 The budget is asked with the latest deadline of the fetch's waiters when it asks. A waiter
 that joins later with a later deadline raises the fetch's deadline; if the budget then gives up
@@ -27,6 +27,14 @@ budget re-reads while waiting because it keeps the `Budget` protocol a plain `sl
 which a Redis implementation can honour in one atomic script. The fetch's deadline never goes
 down when a waiter leaves; it need not, since the fetch is dropped when the last waiter leaves,
 so in effect it waits exactly as long as its most patient current waiter.
+
+Fairness. Each `get_many` call names its `requester` (the loader passes one token per GraphQL
+request), and every budget slot a fetch asks for is asked under the key of the requester that
+started it: its retries too, and requests that join it share it. The budget serves keys
+round-robin, so a request for one id is not queued behind another request's thousand. There is
+no other queue in front of the budget's (the per-process limit on calls in flight is the
+budget's `max_in_flight`), so nothing undoes that order. When a call inside a slot is
+throttled by the upstream, the fetcher tells the budget (`Budget.throttled`), which slows down.
 
 Results: one entry per id, in order: a `Job`, None (no such job), a `GatewayError` (that id
 failed; the others are served), or, only for a bug, the unexpected exception itself (logged here
@@ -40,11 +48,12 @@ import logging
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeAlias
 
 from gateway import errors
+from gateway.jobs.backend import BackendUnavailable
 from gateway.jobs.budget import Budget
 from gateway.jobs.cache import CacheEntry, SnapshotCache
 from gateway.jobs.ids import validate_job_id
@@ -114,16 +123,24 @@ class _Counters:
 class _Fetch:
     """One fetch of one id, shared by every request waiting for that id."""
 
-    __slots__ = ("cancellable", "deadline", "future", "job_id", "task", "waiters")
+    __slots__ = ("cancellable", "deadline", "future", "job_id", "key", "task", "waiters")
 
-    def __init__(self, job_id: str, deadline: float, future: asyncio.Future[FetchResult]) -> None:
+    def __init__(
+        self,
+        job_id: str,
+        deadline: float,
+        key: Hashable,
+        future: asyncio.Future[FetchResult],
+    ) -> None:
         self.job_id = job_id
+        #: The budget key of the requester that started the fetch (joiners share it).
+        self.key = key
         #: The latest deadline of any waiter that joined: what the budget is asked with.
         self.deadline = deadline
         #: Resolved with the outcome (never with an exception, never cancelled on purpose).
         self.future = future
         self.waiters = 1
-        #: True while the fetch only waits (semaphore, budget, backoff) and may be dropped.
+        #: True while the fetch only waits (budget, backoff) and may be dropped.
         self.cancellable = True
         self.task: asyncio.Task[None] | None = None
 
@@ -134,6 +151,10 @@ class JobFetcher:
     `clock` must be the clock of `budget` and of the deadlines passed to `get_many`; `sleep`
     waits on that clock (retry backoff, deadlines). Both are injectable so tests move time by
     hand. `uniform` draws the retry jitter.
+
+    `concurrency` is accepted and ignored: the limit on calls in flight moved into the budget
+    (`max_in_flight`; `LocalBudget.from_settings` reads `upstream_concurrency`), so that no FIFO
+    stands in front of its fair queue. It goes once no caller passes it.
     """
 
     def __init__(
@@ -142,14 +163,12 @@ class JobFetcher:
         budget: Budget,
         cache: SnapshotCache,
         *,
-        concurrency: int,
+        concurrency: int | None = None,
         retry: RetryPolicy,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         uniform: Callable[[float, float], float] = random.uniform,
     ) -> None:
-        if concurrency < 1:
-            raise ValueError(f"Expected a concurrency of at least 1, received {concurrency}.")
         self._source = source
         self._budget = budget
         self._cache = cache
@@ -157,7 +176,6 @@ class JobFetcher:
         self._clock = clock
         self._sleep = sleep
         self._uniform = uniform
-        self._semaphore = asyncio.Semaphore(concurrency)
         self._in_flight: dict[str, _Fetch] = {}
         # The loop keeps only weak references to tasks: hold them until they end.
         self._tasks: set[asyncio.Task[None]] = set()
@@ -179,12 +197,20 @@ class JobFetcher:
             in_flight=len(self._in_flight),
         )
 
-    async def get_many(self, job_ids: Sequence[str], deadline: float) -> list[FetchResult]:
+    async def get_many(
+        self,
+        job_ids: Sequence[str],
+        deadline: float,
+        *,
+        requester: Hashable | None = None,
+    ) -> list[FetchResult]:
         """One result per id of `job_ids`, in the same order, by `deadline` (on the clock).
 
-        Never raises for one id's failure; raises only CancelledError when cancelled, after
-        leaving every fetch it joined.
+        `requester` is the budget key of the fetches this call starts (None: a key of its own,
+        for this call alone). Never raises for one id's failure; raises only CancelledError
+        when cancelled, after leaving every fetch it joined.
         """
+        key: Hashable = object() if requester is None else requester
         results: list[FetchResult] = [None] * len(job_ids)
         positions: dict[str, list[int]] = {}
         for index, job_id in enumerate(job_ids):
@@ -211,7 +237,7 @@ class JobFetcher:
                     continue
                 # No await between the cache miss and the join: with a local cache, no fetch of
                 # this id can complete in between.
-                joined[job_id] = self._join(job_id, deadline)
+                joined[job_id] = self._join(job_id, deadline, key)
             if joined:
                 await self._wait(joined.values(), deadline)
         except BaseException:
@@ -243,14 +269,14 @@ class JobFetcher:
             self._counts.cache_hits += 1
         return hit
 
-    def _join(self, job_id: str, deadline: float) -> _Fetch:
+    def _join(self, job_id: str, deadline: float, key: Hashable) -> _Fetch:
         fetch = self._in_flight.get(job_id)
         if fetch is not None:
             self._counts.coalesced += 1
             fetch.waiters += 1
             fetch.deadline = max(fetch.deadline, deadline)
             return fetch
-        fetch = _Fetch(job_id, deadline, asyncio.get_running_loop().create_future())
+        fetch = _Fetch(job_id, deadline, key, asyncio.get_running_loop().create_future())
         self._in_flight[job_id] = fetch
         task = asyncio.create_task(self._run(fetch), name=f"fetch job {job_id}")
         fetch.task = task
@@ -377,21 +403,32 @@ class JobFetcher:
             return job
 
     async def _call(self, fetch: _Fetch) -> Job | None:
-        """One upstream call, inside the concurrency limit and one budget slot."""
-        async with self._semaphore:
-            while True:
-                asked = fetch.deadline
-                entered = False
-                try:
-                    async with self._budget.slot(asked):
-                        entered = True
-                        # From here the call is paid for: the fetch finishes even if nobody
-                        # waits any more, and its answer goes to the cache.
-                        fetch.cancellable = False
-                        self._counts.upstream_calls += 1
-                        return await self._source.query_job(fetch.job_id)
-                except errors.BudgetExhausted:
-                    if entered or fetch.deadline <= asked:
-                        raise
-                    # A waiter with a later deadline joined while this fetch queued: ask again
-                    # for that one.
+        """One upstream call, inside one budget slot asked under the fetch's key."""
+        while True:
+            asked = fetch.deadline
+            entered = False
+            try:
+                async with self._budget.slot(asked, key=fetch.key):
+                    entered = True
+                    # From here the call is paid for: the fetch finishes even if nobody
+                    # waits any more, and its answer goes to the cache.
+                    fetch.cancellable = False
+                    self._counts.upstream_calls += 1
+                    return await self._source.query_job(fetch.job_id)
+            except errors.UpstreamThrottled:
+                # The budget held, yet the upstream throttled: someone else uses the account.
+                await self._report_throttled()
+                raise
+            except errors.BudgetExhausted:
+                if entered or fetch.deadline <= asked:
+                    raise
+                # A waiter with a later deadline joined while this fetch queued: ask again
+                # for that one.
+
+    async def _report_throttled(self) -> None:
+        try:
+            await self._budget.throttled()
+        except BackendUnavailable as exc:
+            # The report is advice: without it the budget keeps its rate, and the retry still
+            # goes through the budget. The caller must get the upstream's answer, not this.
+            logger.warning("Could not report upstream throttling to the budget: %s", exc.reason)

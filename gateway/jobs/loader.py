@@ -36,9 +36,11 @@ class JobLoader(DataLoader[str, Job | None]):
     - within the request, a key is loaded once and its outcome memoized (a repeated `load(id)`
       gets the same answer, which keeps one GraphQL response consistent).
 
-    All loads of one request share `deadline` (on the fetcher's clock). When every load of a
-    batch has been cancelled (the request went away), the batch stops waiting, so the fetches it
-    started may be dropped before they spend budget.
+    All loads of one request share `deadline` (on the fetcher's clock) and one budget key (a
+    token of this loader), so the budget shares its slots fairly between requests, whatever
+    the number of ids each asks for. When every load of a batch has been cancelled (the
+    request went away), the batch stops waiting, so the fetches it started may be dropped
+    before they spend budget.
     """
 
     def __init__(
@@ -48,6 +50,8 @@ class JobLoader(DataLoader[str, Job | None]):
         super().__init__(max_batch_size=max_batch_size, loop=asyncio.get_running_loop())
         self._fetcher = fetcher
         self.deadline = deadline
+        #: This request's key in the budget's round-robin (identity only, never shown).
+        self.requester = object()
 
     # aiodataloader types the batch as List[ReturnT] although it rejects Exception values (its
     # documented contract), hence the ignore.
@@ -73,7 +77,7 @@ class JobLoader(DataLoader[str, Job | None]):
         for future in loads:
             future.add_done_callback(load_done)
         try:
-            return await self._fetcher.get_many(keys, self.deadline)
+            return await self._fetcher.get_many(keys, self.deadline, requester=self.requester)
         finally:
             for future in loads:
                 future.remove_done_callback(load_done)

@@ -207,7 +207,11 @@ class Rig:
     def __post_init__(self) -> None:
         self.source = FakeSource(clock=self.clock, sleep=self.clock.sleep)
         self.budget = LocalBudget(
-            self.limit, 1.0, clock=self.clock, call_later=self.clock.call_later
+            self.limit,
+            1.0,
+            max_in_flight=self.concurrency,
+            clock=self.clock,
+            call_later=self.clock.call_later,
         )
         self.cache = LocalSnapshotCache(
             terminal_ttl=100.0,
@@ -220,7 +224,6 @@ class Rig:
             self.source,
             self.budget,
             self.cache,
-            concurrency=self.concurrency,
             retry=self.retry,
             clock=self.clock,
             sleep=self.clock.sleep,
@@ -230,8 +233,12 @@ class Rig:
     def deadline(self, seconds: float = 10.0) -> float:
         return self.clock() + seconds
 
-    def start(self, ids: list[str], seconds: float = 10.0) -> asyncio.Task[list[FetchResult]]:
-        return asyncio.create_task(self.fetcher.get_many(ids, self.deadline(seconds)))
+    def start(
+        self, ids: list[str], seconds: float = 10.0, *, requester: object = None
+    ) -> asyncio.Task[list[FetchResult]]:
+        return asyncio.create_task(
+            self.fetcher.get_many(ids, self.deadline(seconds), requester=requester)
+        )
 
     async def hold_budget(self, gate: asyncio.Event) -> asyncio.Task[None]:
         """Take one budget slot until `gate` opens (another caller's call, from the budget's

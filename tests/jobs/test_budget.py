@@ -1,7 +1,9 @@
 """Behaviour of the upstream call budget.
 
-The behaviour tests take a `make_budget(limit, window)` fixture, parametrized by implementation,
-so that a shared (Redis) budget can run the same tests later. Time is a `ManualClock`.
+The behaviour tests take a `harness` fixture, parametrized by implementation: it makes budgets
+and moves time. For `local`, time is a `ManualClock` and the window 1 s, so every instant is
+exact. Tests written against the harness state times in windows (`w`) and check them within
+the harness's tolerance, so that an implementation on real time (a shared one) runs them too.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -22,7 +25,69 @@ from gateway.settings import GatewaySettings
 
 from .jobfakes import FOREVER, ManualClock, settle
 
-MakeBudget = Callable[[int, float], Budget]
+
+class Harness(Protocol):
+    """Makes budgets of one implementation and moves their time."""
+
+    #: Seconds of one budget window.
+    window: float
+    #: How far (s) a measured instant may be from the one the test states.
+    tolerance: float
+
+    def make(
+        self, limit: int, *, max_in_flight: int | None = None, recovery_rate: float = 0.05
+    ) -> Budget: ...
+
+    def now(self) -> float: ...
+
+    async def advance(self, seconds: float) -> None:
+        """Let `seconds` pass, with everything due meanwhile run."""
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait `seconds` inside a task (a call's duration)."""
+
+    async def settle(self) -> None:
+        """Let everything that can run now, run."""
+
+    async def drain(self) -> None:
+        """Let time pass until nothing is left to do."""
+
+
+class ManualHarness:
+    """A `LocalBudget` on a manual clock: exact instants, no sleeping."""
+
+    window = 1.0
+    tolerance = 1e-9
+
+    def __init__(self, clock: ManualClock) -> None:
+        self.clock = clock
+
+    def make(
+        self, limit: int, *, max_in_flight: int | None = None, recovery_rate: float = 0.05
+    ) -> Budget:
+        return LocalBudget(
+            limit,
+            self.window,
+            max_in_flight=max_in_flight,
+            recovery_rate=recovery_rate,
+            clock=self.clock,
+            call_later=self.clock.call_later,
+        )
+
+    def now(self) -> float:
+        return self.clock()
+
+    async def advance(self, seconds: float) -> None:
+        await self.clock.advance(seconds)
+
+    async def sleep(self, seconds: float) -> None:
+        await self.clock.sleep(seconds)
+
+    async def settle(self) -> None:
+        await settle()
+
+    async def drain(self) -> None:
+        await self.clock.run_until_idle()
 
 
 @pytest.fixture
@@ -31,13 +96,10 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture(params=["local"])
-def make_budget(request: pytest.FixtureRequest, clock: ManualClock) -> MakeBudget:
-    def make(limit: int, window: float) -> Budget:
-        if request.param == "local":
-            return LocalBudget(limit, window, clock=clock, call_later=clock.call_later)
-        raise AssertionError(request.param)
-
-    return make
+def harness(request: pytest.FixtureRequest, clock: ManualClock) -> Harness:
+    if request.param == "local":
+        return ManualHarness(clock)
+    raise AssertionError(request.param)
 
 
 def max_arrivals_in_any_window(spans: list[tuple[float, float]], window: float) -> int:
@@ -56,9 +118,9 @@ def max_arrivals_in_any_window(spans: list[tuple[float, float]], window: float) 
 class Recorder:
     """Runs calls through a budget and records when each was granted and completed."""
 
-    def __init__(self, budget: Budget, clock: ManualClock) -> None:
+    def __init__(self, budget: Budget, harness: Harness) -> None:
         self.budget = budget
-        self.clock = clock
+        self.harness = harness
         self.granted: list[str] = []
         self.grant_times: dict[str, float] = {}
         self.spans: list[tuple[float, float]] = []
@@ -68,206 +130,397 @@ class Recorder:
         self,
         name: str,
         *,
+        key: object = None,
         duration: float = 0.0,
         deadline: float = FOREVER,
         gate: asyncio.Event | None = None,
     ) -> asyncio.Task[None]:
         async def call() -> None:
-            async with self.budget.slot(deadline):
-                start = self.clock()
+            async with self.budget.slot(deadline, key=key):
+                start = self.harness.now()
                 self.granted.append(name)
                 self.grant_times[name] = start
                 try:
                     if gate is not None:
                         await gate.wait()
                     if duration:
-                        await self.clock.sleep(duration)
+                        await self.harness.sleep(duration)
                 finally:
-                    self.spans.append((start, self.clock()))
+                    self.spans.append((start, self.harness.now()))
 
         task = asyncio.create_task(call(), name=name)
         self.tasks[name] = task
         return task
 
+    def offsets(self, t0: float, names: list[str]) -> list[float]:
+        """Grant times of `names`, in windows after `t0`."""
+        return [(self.grant_times[name] - t0) / self.harness.window for name in names]
 
-async def test_burst_of_limit_then_pacing(make_budget: MakeBudget, clock: ManualClock) -> None:
-    budget = make_budget(3, 1.0)
-    rec = Recorder(budget, clock)
-    t0 = clock()
+    async def finish(self) -> None:
+        """Run every call to its end (they must all end)."""
+        await self.harness.drain()
+        await asyncio.wait_for(
+            asyncio.gather(*self.tasks.values(), return_exceptions=True), timeout=10.0
+        )
+
+
+def about(value: float, harness: Harness) -> object:
+    """`value` (in windows) within the harness's tolerance."""
+    return pytest.approx(value, abs=harness.tolerance / harness.window)
+
+
+async def refused(budget: Budget, deadline: float, *, key: object = None) -> float:
+    """Ask for a slot that must be refused at once; the refusal's retry_after."""
+    with pytest.raises(errors.BudgetExhausted) as caught:
+        async with budget.slot(deadline, key=key):
+            raise AssertionError("must not be granted")
+    return caught.value.retry_after
+
+
+# --- behaviour (every implementation) ----------------------------------------------------------
+
+
+async def test_burst_of_limit_then_pacing(harness: Harness) -> None:
+    w = harness.window
+    budget = harness.make(3)
+    rec = Recorder(budget, harness)
+    t0 = harness.now()
     for i in range(7):
         rec.start(f"c{i}")
-    await settle()
+    await harness.settle()
     assert rec.granted == ["c0", "c1", "c2"]
     assert budget.snapshot().waiting == 4
 
-    await clock.advance(0.999)
+    await harness.advance(0.75 * w)
     assert len(rec.granted) == 3
-    await clock.advance(0.001)
+    await harness.advance(0.5 * w)
     assert rec.granted == ["c0", "c1", "c2", "c3", "c4", "c5"]
-    await clock.advance(1.0)
+    await harness.advance(1.0 * w)
     assert rec.granted == [f"c{i}" for i in range(7)]
-    assert [rec.grant_times[f"c{i}"] - t0 for i in range(7)] == [0, 0, 0, 1, 1, 1, 2]
+    assert rec.offsets(t0, rec.granted) == [about(x, harness) for x in (0, 0, 0, 1, 1, 1, 2)]
+    await rec.finish()
 
 
-async def test_slow_call_holds_its_slot_until_window_after_completion(
-    make_budget: MakeBudget, clock: ManualClock
-) -> None:
-    budget = make_budget(1, 1.0)
-    rec = Recorder(budget, clock)
-    t0 = clock()
-    rec.start("slow", duration=2.0)
-    await settle()
+async def test_slow_call_holds_its_slot_until_window_after_completion(harness: Harness) -> None:
+    w = harness.window
+    budget = harness.make(1)
+    rec = Recorder(budget, harness)
+    t0 = harness.now()
+    rec.start("slow", duration=2.0 * w)
+    await harness.settle()
     rec.start("next")
-    await clock.advance(2.999)
-    # A send-time log would have let "next" go at t0 + 1; it waits for completion + window.
+    await harness.advance(2.75 * w)
+    # A send-time log would have let "next" go at t0 + w; it waits for completion + window.
     assert rec.granted == ["slow"]
     status = budget.snapshot()
     assert (status.in_flight, status.recent, status.waiting) == (0, 1, 1)
-    await clock.advance(0.001)
+    await harness.advance(0.5 * w)
     assert rec.granted == ["slow", "next"]
-    assert rec.grant_times["next"] == t0 + 3.0
+    assert rec.offsets(t0, ["next"]) == [about(3.0, harness)]
+    await rec.finish()
 
 
-async def test_waiters_are_served_in_arrival_order(
-    make_budget: MakeBudget, clock: ManualClock
-) -> None:
-    budget = make_budget(2, 1.0)
-    rec = Recorder(budget, clock)
+async def test_waiters_of_one_key_are_served_in_arrival_order(harness: Harness) -> None:
+    budget = harness.make(2)
+    rec = Recorder(budget, harness)
     for i in range(9):
-        rec.start(f"w{i}", duration=random.Random(i).uniform(0, 0.5))
-        await settle()
-    await clock.run_until_idle()
+        rec.start(f"w{i}", duration=random.Random(i).uniform(0, 0.5) * harness.window)
+        await harness.settle()
+    await rec.finish()
     assert rec.granted == [f"w{i}" for i in range(9)]
 
 
-async def test_newcomer_never_takes_a_freed_slot_ahead_of_a_waiter(
-    make_budget: MakeBudget, clock: ManualClock
-) -> None:
-    budget = make_budget(1, 1.0)
-    rec = Recorder(budget, clock)
-    t0 = clock()
+async def test_keys_are_served_round_robin(harness: Harness) -> None:
+    budget = harness.make(1)
+    rec = Recorder(budget, harness)
+    gate = asyncio.Event()
+    rec.start("holder", key="x", gate=gate)
+    await harness.settle()
+    for name in ["a1", "a2", "a3"]:
+        rec.start(name, key="a")
+    for name in ["b1", "b2"]:
+        rec.start(name, key="b")
+    await harness.settle()
+    rec.start("c1", key="c")
+    await harness.settle()
+    assert budget.snapshot().waiting == 6
+    gate.set()
+    await rec.finish()
+    assert rec.granted == ["holder", "a1", "b1", "c1", "a2", "b2", "a3"]
+
+
+async def test_one_id_is_not_stuck_behind_another_keys_backlog(harness: Harness) -> None:
+    w = harness.window
+    budget = harness.make(10)
+    rec = Recorder(budget, harness)
+    t0 = harness.now()
+    for i in range(1000):
+        rec.start(f"big{i}", key="big")
+    await harness.settle()
+    assert len(rec.granted) == 10
+    # Behind 990 waiters (99 windows in arrival order), with a deadline of 1.5 windows: not
+    # refused, since the round-robin serves it in the next turn.
+    small = rec.start("small", key="small", deadline=t0 + 1.5 * w)
+    await harness.settle()
+    await harness.advance(1.25 * w)
+    assert small.done()
+    assert small.exception() is None
+    assert rec.offsets(t0, ["small"]) == [about(1.0, harness)]
+    assert rec.granted.index("small") <= 11
+    assert len(rec.granted) == 20
+    for task in rec.tasks.values():
+        task.cancel()
+    await rec.finish()
+    assert budget.snapshot().waiting == 0
+
+
+async def test_newcomer_never_takes_a_freed_slot_ahead_of_a_waiter(harness: Harness) -> None:
+    w = harness.window
+    budget = harness.make(1)
+    rec = Recorder(budget, harness)
+    t0 = harness.now()
     rec.start("first")
-    await settle()
+    await harness.settle()
     rec.start("waiter")
-    await settle()
-    # The slot frees at t0 + 1; a newcomer arrives exactly then, before the budget's timer fired.
-    clock.now = t0 + 1.0
+    await harness.advance(0.9 * w)
     rec.start("newcomer")
-    await settle()
+    await harness.advance(0.35 * w)
     assert rec.granted == ["first", "waiter"]
-    await clock.run_until_idle()
+    await rec.finish()
     assert rec.granted == ["first", "waiter", "newcomer"]
+    assert rec.offsets(t0, rec.granted) == [about(x, harness) for x in (0, 1, 2)]
 
 
-async def test_fails_fast_when_the_deadline_cannot_be_met(
-    make_budget: MakeBudget, clock: ManualClock
-) -> None:
-    budget = make_budget(2, 1.0)
-    rec = Recorder(budget, clock)
+async def test_fails_fast_when_the_deadline_cannot_be_met(harness: Harness) -> None:
+    w = harness.window
+    budget = harness.make(2)
+    rec = Recorder(budget, harness)
     gate = asyncio.Event()
     rec.start("a", gate=gate)
     rec.start("b", gate=gate)
-    await settle()
-    now = clock()
+    await harness.settle()
+    now = harness.now()
 
-    # Both slots in flight: the earliest grant is if one completed now, so now + 1.
-    with pytest.raises(errors.BudgetExhausted) as caught:
-        async with budget.slot(now + 0.5):
-            raise AssertionError("must not be granted")
-    assert caught.value.retry_after == pytest.approx(1.0)
+    # Both slots in flight: the earliest grant is if one completed now, so now + w.
+    assert await refused(budget, now + 0.5 * w) / w == about(1.0, harness)
     assert budget.snapshot().waiting == 0
 
-    # Two waiters ahead with two slots in flight: the third newcomer would need a slot that
-    # one of those waiters used first, so at least now + 2.
-    rec.start("w1")
-    rec.start("w2")
-    await settle()
-    with pytest.raises(errors.BudgetExhausted) as caught:
-        async with budget.slot(now + 1.9):
-            raise AssertionError("must not be granted")
-    assert caught.value.retry_after == pytest.approx(2.0)
-    assert budget.snapshot().next_free_in == pytest.approx(2.0)
+    # Two waiters of one key ahead, with two slots in flight: another waiter of that key would
+    # need a slot that one of those waiters used first, so at least now + 2 w.
+    rec.start("w1", key="k")
+    rec.start("w2", key="k")
+    await harness.settle()
+    assert await refused(budget, now + 1.9 * w, key="k") / w == about(2.0, harness)
+    # A waiter of another key is next after one turn: the first slot to free, now + w.
+    assert await refused(budget, now + 0.9 * w, key="other") / w == about(1.0, harness)
+    assert budget.snapshot().next_free_in / w == about(1.0, harness)
     gate.set()
-    await clock.run_until_idle()
+    await rec.finish()
 
 
-async def test_fail_fast_estimate_counts_recent_slots(
-    make_budget: MakeBudget, clock: ManualClock
-) -> None:
-    budget = make_budget(2, 1.0)
-    rec = Recorder(budget, clock)
+async def test_fail_fast_counts_turns_of_every_waiting_key(harness: Harness) -> None:
+    w = harness.window
+    budget = harness.make(2)
+    rec = Recorder(budget, harness)
     gate = asyncio.Event()
+    rec.start("a", gate=gate)
+    rec.start("b", gate=gate)
+    for i in range(3):
+        rec.start(f"x{i}", key="x")
+        rec.start(f"y{i}", key="y")
+    await harness.settle()
+    now = harness.now()
+    # A fourth "x" waits for x0..x2 and at least y0..y2: 6 grants at 2 per window, after the
+    # slots in flight free (now + w): at least now + 4 w.
+    assert await refused(budget, now + 3.9 * w, key="x") / w == about(4.0, harness)
+    # A new key waits for one turn of "x" and one of "y": the third grant, at now + 2 w.
+    assert await refused(budget, now + 1.9 * w, key="z") / w == about(2.0, harness)
+    gate.set()
+    await rec.finish()
+
+
+async def test_fail_fast_estimate_counts_recent_slots(harness: Harness) -> None:
+    w = harness.window
+    budget = harness.make(2)
+    rec = Recorder(budget, harness)
+    gate = asyncio.Event()
+    t0 = harness.now()
     rec.start("done")
     rec.start("busy", gate=gate)
-    await settle()
-    await clock.advance(0.4)
-    # "done" completed at t0 (its slot frees at t0 + 1): 0.6 s from now.
-    with pytest.raises(errors.BudgetExhausted) as caught:
-        async with budget.slot(clock() + 0.5):
-            raise AssertionError("must not be granted")
-    assert caught.value.retry_after == pytest.approx(0.6)
+    await harness.settle()
+    await harness.advance(0.4 * w)
+    # "done" completed at t0 (its slot frees at t0 + w): 0.6 w from now.
+    retry_after = await refused(budget, harness.now() + 0.3 * w)
+    assert (harness.now() + retry_after - t0) / w == about(1.0, harness)
     gate.set()
-    await clock.run_until_idle()
+    await rec.finish()
 
 
-async def test_deadline_passing_while_waiting_raises(
-    make_budget: MakeBudget, clock: ManualClock
-) -> None:
-    budget = make_budget(1, 1.0)
-    rec = Recorder(budget, clock)
+async def test_deadline_passing_while_waiting_raises(harness: Harness) -> None:
+    w = harness.window
+    budget = harness.make(1)
+    rec = Recorder(budget, harness)
     gate = asyncio.Event()
     rec.start("holder", gate=gate)
-    await settle()
+    await harness.settle()
     outcome: list[BaseException] = []
 
     async def wait_for_slot() -> None:
         try:
-            async with budget.slot(clock() + 2.0):
+            async with budget.slot(harness.now() + 2.0 * w):
                 raise AssertionError("must not be granted")
         except errors.BudgetExhausted as exc:
             outcome.append(exc)
 
     task = asyncio.create_task(wait_for_slot())
-    await clock.advance(1.999)
+    await harness.advance(1.75 * w)
     assert not outcome
     assert budget.snapshot().waiting == 1
-    await clock.advance(0.001)
+    await harness.advance(0.5 * w)
     assert task.done()
     assert isinstance(outcome[0], errors.BudgetExhausted)
-    assert outcome[0].retry_after == pytest.approx(1.0)  # the holder, if it completed now
+    assert outcome[0].retry_after / w == about(1.0, harness)  # the holder, if it ended now
     assert budget.snapshot().waiting == 0
     gate.set()
-    await clock.run_until_idle()
+    await rec.finish()
 
 
-async def test_cancelled_waiter_consumes_nothing(
-    make_budget: MakeBudget, clock: ManualClock
-) -> None:
-    budget = make_budget(1, 1.0)
-    rec = Recorder(budget, clock)
-    t0 = clock()
+async def test_cancelled_waiter_consumes_nothing(harness: Harness) -> None:
+    budget = harness.make(1)
+    rec = Recorder(budget, harness)
+    t0 = harness.now()
     rec.start("first")
-    await settle()
+    await harness.settle()
     cancelled = rec.start("cancelled")
-    await settle()
+    await harness.settle()
     rec.start("after")
-    await settle()
+    await harness.settle()
     cancelled.cancel()
-    await settle()
+    await harness.settle()
     assert budget.snapshot().waiting == 1
-    await clock.run_until_idle()
+    await rec.finish()
     # "after" got the slot "cancelled" would have had, at the first moment it freed.
     assert rec.granted == ["first", "after"]
-    assert rec.grant_times["after"] == t0 + 1.0
+    assert rec.offsets(t0, ["after"]) == [about(1.0, harness)]
     status = budget.snapshot()
-    assert (status.in_flight, status.recent, status.waiting) == (0, 1, 0)
+    assert (status.in_flight, status.waiting) == (0, 0)
 
 
-async def test_waiter_cancelled_after_its_grant_gives_the_slot_back(
-    make_budget: MakeBudget, clock: ManualClock
+@pytest.mark.parametrize("ending", ["return", "error", "cancel"])
+async def test_every_ending_of_the_body_counts_as_a_completed_call(
+    harness: Harness, ending: str
 ) -> None:
-    budget = make_budget(1, 1.0)
-    rec = Recorder(budget, clock)
+    w = harness.window
+    budget = harness.make(1)
+    t0 = harness.now()
+
+    async def call() -> None:
+        async with budget.slot(FOREVER):
+            await harness.sleep(0.5 * w)
+            if ending == "error":
+                raise errors.UpstreamUnavailable("The upstream answered 503.")
+
+    task = asyncio.create_task(call())
+    await harness.advance(0.25 * w)
+    if ending == "cancel":
+        task.cancel()
+    await harness.advance(0.5 * w)
+    assert task.done()
+    status = budget.snapshot()
+    assert (status.in_flight, status.recent) == (0, 1)
+    # The slot is held until window after the completion.
+    done_at = t0 + (0.25 if ending == "cancel" else 0.5) * w
+    assert (status.next_free_in + harness.now() - done_at) / w == about(1.0, harness)
+    if not task.cancelled():
+        if ending == "error":
+            assert isinstance(task.exception(), errors.UpstreamUnavailable)
+        else:
+            assert task.exception() is None
+
+
+async def test_past_deadline_is_refused_even_with_free_slots(harness: Harness) -> None:
+    budget = harness.make(5)
+    await refused(budget, harness.now() - 0.001)
+    assert budget.snapshot().in_flight == 0
+
+
+async def test_max_in_flight_holds_back_grants_until_a_call_ends(harness: Harness) -> None:
+    budget = harness.make(10, max_in_flight=2)
+    rec = Recorder(budget, harness)
+    gates = [asyncio.Event() for _ in range(5)]
+    for i, gate in enumerate(gates):
+        rec.start(f"c{i}", gate=gate)
+    await harness.settle()
+    assert rec.granted == ["c0", "c1"]
+    status = budget.snapshot()
+    assert (status.in_flight, status.waiting) == (2, 3)
+    # A completion lets the next one go at once: no window to wait, the budget has room.
+    gates[0].set()
+    await harness.settle()
+    assert rec.granted == ["c0", "c1", "c2"]
+    for gate in gates:
+        gate.set()
+    await rec.finish()
+    assert rec.granted == [f"c{i}" for i in range(5)]
+
+
+async def test_throttles_halve_the_limit_once_per_burst_and_it_recovers(
+    harness: Harness,
+) -> None:
+    w = harness.window
+    # 10 calls per window, regaining 10% of that per window: 1 call per window.
+    budget = harness.make(10, recovery_rate=0.1 / w)
+    rec = Recorder(budget, harness)
+    t0 = harness.now()
+    for i in range(10):
+        rec.start(f"c{i}")
+    await harness.settle()
+    # Every call of the burst comes back throttled: one decrease.
+    for _ in range(10):
+        await budget.throttled()
+    status = budget.snapshot()
+    assert (status.limit, status.effective_limit) == (10, 5)
+    for i in range(10):
+        rec.start(f"d{i}", key="d")
+    await harness.advance(1.25 * w)
+    # The ten slots freed at t0 + w, but only 5 (then 6, from t0 + w) may be held.
+    assert len(rec.granted) == 10 + 6
+    assert budget.snapshot().effective_limit == 6
+    await harness.advance(1.0 * w)
+    assert budget.snapshot().effective_limit == 7
+    await rec.finish()
+    assert rec.offsets(t0, ["d0", "d5", "d6", "d9"]) == [about(x, harness) for x in (1, 1, 2, 2)]
+    assert max_arrivals_in_any_window(rec.spans, w) <= 10
+
+
+async def test_throttles_never_go_below_one_call_and_recover_to_the_limit(
+    harness: Harness,
+) -> None:
+    w = harness.window
+    # 2 calls per window, regaining 0.5 call per window each window.
+    budget = harness.make(2, recovery_rate=0.25 / w)
+    await budget.throttled()
+    assert budget.snapshot().effective_limit == 1
+    await harness.advance(1.1 * w)  # past the holdoff: a new burst (at 1.55 calls)
+    await budget.throttled()
+    assert budget.snapshot().effective_limit == 1
+    await harness.advance(1.0 * w)  # 1.5 calls
+    assert budget.snapshot().effective_limit == 1
+    await harness.advance(1.25 * w)  # 2.1 calls, capped at the limit
+    status = budget.snapshot()
+    assert (status.limit, status.effective_limit) == (2, 2)
+
+
+# --- races at one instant (a manual clock can stage them) --------------------------------------
+
+
+def local_budget(clock: ManualClock, limit: int) -> LocalBudget:
+    return LocalBudget(limit, 1.0, clock=clock, call_later=clock.call_later)
+
+
+async def test_waiter_cancelled_after_its_grant_gives_the_slot_back(clock: ManualClock) -> None:
+    budget = local_budget(clock, 1)
+    rec = Recorder(budget, ManualHarness(clock))
     t0 = clock()
     rec.start("first")
     await settle()
@@ -285,11 +538,9 @@ async def test_waiter_cancelled_after_its_grant_gives_the_slot_back(
     await clock.run_until_idle()
 
 
-async def test_cancelled_at_the_instant_of_its_deadline(
-    make_budget: MakeBudget, clock: ManualClock
-) -> None:
-    budget = make_budget(1, 1.0)
-    rec = Recorder(budget, clock)
+async def test_cancelled_at_the_instant_of_its_deadline(clock: ManualClock) -> None:
+    budget = local_budget(clock, 1)
+    rec = Recorder(budget, ManualHarness(clock))
     gate = asyncio.Event()
     rec.start("holder", gate=gate)
     await settle()
@@ -305,11 +556,9 @@ async def test_cancelled_at_the_instant_of_its_deadline(
     await clock.run_until_idle()
 
 
-async def test_cancelled_at_the_instant_its_slot_frees(
-    make_budget: MakeBudget, clock: ManualClock
-) -> None:
-    budget = make_budget(1, 1.0)
-    rec = Recorder(budget, clock)
+async def test_cancelled_at_the_instant_its_slot_frees(clock: ManualClock) -> None:
+    budget = local_budget(clock, 1)
+    rec = Recorder(budget, ManualHarness(clock))
     t0 = clock()
     rec.start("first")
     await settle()
@@ -326,58 +575,45 @@ async def test_cancelled_at_the_instant_its_slot_frees(
     assert rec.grant_times["next"] == t0 + 1.0
 
 
-@pytest.mark.parametrize("ending", ["return", "error", "cancel"])
-async def test_every_ending_of_the_body_counts_as_a_completed_call(
-    make_budget: MakeBudget, clock: ManualClock, ending: str
-) -> None:
-    budget = make_budget(1, 1.0)
+async def test_a_limit_step_wakes_waiters_even_when_no_slot_expires(clock: ManualClock) -> None:
+    # Limit 1 regains 0.05 call per second: the step from 1 to... is 20 s away, so take 10.
+    budget = LocalBudget(10, 1.0, recovery_rate=0.1, clock=clock, call_later=clock.call_later)
+    rec = Recorder(budget, ManualHarness(clock))
     t0 = clock()
-
-    async def call() -> None:
-        async with budget.slot(FOREVER):
-            await clock.sleep(0.5)
-            if ending == "error":
-                raise errors.UpstreamUnavailable("The upstream answered 503.")
-
-    task = asyncio.create_task(call())
-    await clock.advance(0.25)
-    if ending == "cancel":
-        task.cancel()
-    await clock.advance(0.25)
-    assert task.done()
-    status = budget.snapshot()
-    assert (status.in_flight, status.recent) == (0, 1)
-    # The slot is held until window after the completion.
-    done_at = t0 + (0.25 if ending == "cancel" else 0.5)
-    assert status.next_free_in == pytest.approx(done_at + 1.0 - clock())
-    if not task.cancelled():
-        if ending == "error":
-            assert isinstance(task.exception(), errors.UpstreamUnavailable)
-        else:
-            assert task.exception() is None
+    await budget.throttled()  # 5 calls, one more each second
+    for i in range(7):
+        rec.start(f"c{i}", duration=100.0)  # all in flight for long: no expiry to time
+    await settle()
+    assert len(rec.granted) == 5
+    await clock.advance(1.0)
+    assert len(rec.granted) == 6
+    await clock.advance(1.0)
+    assert len(rec.granted) == 7
+    assert rec.offsets(t0, ["c5", "c6"]) == [1.0, 2.0]
+    await clock.run_until_idle()
 
 
-async def test_past_deadline_is_refused_even_with_free_slots(
-    make_budget: MakeBudget, clock: ManualClock
-) -> None:
-    budget = make_budget(5, 1.0)
-    with pytest.raises(errors.BudgetExhausted):
-        async with budget.slot(clock() - 0.001):
-            raise AssertionError("must not be granted")
-    assert budget.snapshot().in_flight == 0
-
-
-def test_from_settings_uses_qps_and_margin() -> None:
+def test_from_settings_uses_qps_margin_and_concurrency() -> None:
     budget = LocalBudget.from_settings(
-        GatewaySettings(upstream_qps=42, upstream_window_margin=0.01)
+        GatewaySettings(upstream_qps=42, upstream_window_margin=0.01, upstream_concurrency=7)
     )
     assert budget.limit == 42
     assert budget.window == pytest.approx(1.01)
+    assert budget.max_in_flight == 7
 
 
-def test_rejects_a_nonsense_limit() -> None:
-    with pytest.raises(ValueError, match="limit of at least 1"):
-        LocalBudget(0)
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"limit": 0}, "limit of at least 1"),
+        ({"limit": 1, "window": 0.0}, "window of more than 0"),
+        ({"limit": 1, "max_in_flight": 0}, "max_in_flight of at least 1"),
+        ({"limit": 1, "decrease_factor": 0.0}, "decrease factor"),
+    ],
+)
+def test_rejects_nonsense(options: dict[str, float], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        LocalBudget(**options)  # type: ignore[arg-type]
 
 
 # --- the limit holds whatever the traffic ---------------------------------------------------
@@ -389,6 +625,8 @@ class PlannedCall:
     duration: float
     patience: float  # deadline = arrival + patience
     cancel_after: float | None
+    key: str
+    throttled: bool  # reports a throttle when its call ends
 
 
 planned_calls = st.builds(
@@ -397,14 +635,23 @@ planned_calls = st.builds(
     duration=st.floats(0, 1.5, allow_nan=False).map(lambda x: round(x, 2)),
     patience=st.one_of(st.just(FOREVER), st.floats(0, 3).map(lambda x: round(x, 2))),
     cancel_after=st.one_of(st.none(), st.floats(0, 3).map(lambda x: round(x, 2))),
+    key=st.sampled_from("abc"),
+    throttled=st.sampled_from([False, False, True]),
 )
 
 
 async def _simulate(
-    limit: int, window: float, plan: list[PlannedCall]
+    limit: int, window: float, max_in_flight: int, plan: list[PlannedCall]
 ) -> tuple[LocalBudget, list[tuple[float, float]], list[int], dict[int, float], set[int]]:
     clock = ManualClock(start=0.0)
-    budget = LocalBudget(limit, window, clock=clock, call_later=clock.call_later)
+    budget = LocalBudget(
+        limit,
+        window,
+        max_in_flight=max_in_flight,
+        recovery_rate=0.5,
+        clock=clock,
+        call_later=clock.call_later,
+    )
     spans: list[tuple[float, float]] = []
     entered: list[int] = []
     granted: dict[int, float] = {}
@@ -414,13 +661,15 @@ async def _simulate(
         await clock.sleep(planned.arrival)
         entered.append(index)
         try:
-            async with budget.slot(planned.arrival + planned.patience):
+            async with budget.slot(planned.arrival + planned.patience, key=planned.key):
                 start = clock()
                 granted[index] = start
                 try:
                     await clock.sleep(planned.duration)
                 finally:
                     spans.append((start, clock()))
+            if planned.throttled:
+                await budget.throttled()
         except errors.BudgetExhausted:
             refused.add(index)
 
@@ -443,19 +692,25 @@ async def _simulate(
 @given(
     limit=st.integers(1, 4),
     window=st.sampled_from([0.5, 1.0]),
+    max_in_flight=st.integers(1, 4),
     plan=st.lists(planned_calls, max_size=25),
 )
 def test_never_more_than_limit_calls_in_any_window(
-    limit: int, window: float, plan: list[PlannedCall]
+    limit: int, window: float, max_in_flight: int, plan: list[PlannedCall]
 ) -> None:
-    budget, spans, entered, granted, refused = asyncio.run(_simulate(limit, window, plan))
+    budget, spans, entered, granted, refused = asyncio.run(
+        _simulate(limit, window, max_in_flight, plan)
+    )
 
-    # Receiver side: however the network delayed them, no window saw more than `limit` calls.
+    # Receiver side: however the network delayed them, no window saw more than `limit` calls
+    # (throttles only lower the limit), nor more than max_in_flight at once.
     assert max_arrivals_in_any_window(spans, window) <= limit
-    # FIFO: a call that asked earlier was granted no later. (Grant times, not the order in
-    # which tasks resumed: two calls granted at one instant may resume in either order.)
-    times = [granted[i] for i in entered if i in granted]
-    assert times == sorted(times)
+    assert max_arrivals_in_any_window(spans, 0.0) <= max_in_flight
+    # FIFO within a key: a call that asked earlier was granted no later. (Grant times, not the
+    # order in which tasks resumed: two calls granted at one instant may resume in either order.)
+    for key in "abc":
+        times = [granted[i] for i in entered if i in granted and plan[i].key == key]
+        assert times == sorted(times)
     # Nothing leaks: no waiter or call left over.
     status = budget.snapshot()
     assert (status.in_flight, status.waiting) == (0, 0)

@@ -183,6 +183,47 @@ async def test_concurrency_limit_bounds_calls_in_flight() -> None:
     assert rig.source.max_active == 2
 
 
+@pytest.mark.parametrize("requesters", [("big", "small"), (None, None)])
+async def test_one_id_is_served_within_a_window_behind_another_requesters_thousand(
+    requesters: tuple[str | None, str | None],
+) -> None:
+    big_requester, small_requester = requesters  # None: each call is a requester of its own
+    rig = Rig(limit=100, concurrency=100)
+    t0 = rig.clock()
+    big = rig.start([f"j{i}" for i in range(1000)], seconds=60.0, requester=big_requester)
+    await settle()
+    assert len(rig.source.calls) == 100
+    # Arrival order would put "x" behind 900 ids, 9 windows away: past its 2 s deadline.
+    small = rig.start(["x"], seconds=2.0, requester=small_requester)
+    await settle()
+    await rig.clock.advance(1.0)
+    assert small.done()
+    assert await small == [None]
+    assert rig.source.calls.index("x") <= 101
+    assert rig.source.spans[rig.source.calls.index("x")][0] == t0 + 1.0
+    assert not big.done()
+    await rig.clock.run_until_idle()
+    assert await big == [None] * 1000
+    assert max_arrivals_in_any_window(rig.source.spans, 1.0) <= 100
+
+
+async def test_a_throttled_call_slows_the_budget_down() -> None:
+    rig = Rig(retry=RetryPolicy(max_retries=2, base_delay=0.1, max_delay=1.0))
+    job = make_job("a")
+    rig.source.add(job)
+    for job_id in ("a", "b"):
+        rig.source.fail(job_id, errors.UpstreamThrottled("Throttling.User"))
+    task = rig.start(["a", "b"])
+    await settle()
+    # Two throttles of one burst: one decrease.
+    status = rig.budget.snapshot()
+    assert (status.limit, status.effective_limit) == (100, 50)
+    await rig.clock.advance(1.0)
+    assert await task == [job, None]
+    assert rig.source.calls == ["a", "b", "a", "b"]
+    assert rig.budget.snapshot().effective_limit == 55  # recovering, 5 calls per second
+
+
 async def test_shed_at_once_when_the_budget_cannot_make_the_deadline() -> None:
     rig = Rig(limit=1)
     gate = asyncio.Event()
@@ -238,21 +279,25 @@ async def test_fetch_abandoned_by_its_last_waiter_consumes_no_budget() -> None:
     assert rig.source.calls == []
 
 
-async def test_fetch_waiting_for_the_concurrency_limit_is_abandoned_at_the_deadline() -> None:
+async def test_fetch_waiting_for_max_in_flight_ends_at_the_deadline_without_a_call() -> None:
     rig = Rig(concurrency=1)
     rig.source.add(make_job("slow"), make_job("a"))
     rig.source.gate = asyncio.Event()
     slow = rig.start(["slow"], seconds=60.0)
     await settle()
     task = rig.start(["a"], seconds=2.0)
+    await settle()
+    # The budget is far from its limit: only the process's one call in flight holds "a" back.
+    assert rig.budget.snapshot().waiting == 1
     await rig.clock.advance(2.0)
     (result,) = await task
     assert isinstance(result, errors.BudgetExhausted)
+    assert rig.budget.snapshot().waiting == 0
     rig.source.gate.set()
     assert await slow == [make_job("slow")]
-    await settle()
+    await rig.clock.advance(5.0)
     assert rig.source.calls == ["slow"]
-    assert rig.fetcher.stats().abandoned == 1
+    assert rig.fetcher.stats().in_flight == 0
 
 
 async def test_cancelled_request_leaves_its_fetch_and_the_budget_queue() -> None:

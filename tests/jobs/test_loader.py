@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 
 import pytest
 
@@ -20,16 +20,22 @@ class RecordingFetcher(JobFetcher):
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.batches: list[list[str]] = []
+        self.requesters: list[Hashable | None] = []
 
-    async def get_many(self, job_ids: Sequence[str], deadline: float) -> list[FetchResult]:
+    async def get_many(
+        self, job_ids: Sequence[str], deadline: float, *, requester: Hashable | None = None
+    ) -> list[FetchResult]:
         self.batches.append(list(job_ids))
-        return await super().get_many(job_ids, deadline)
+        self.requesters.append(requester)
+        return await super().get_many(job_ids, deadline, requester=requester)
 
 
 class BrokenFetcher(RecordingFetcher):
     """A fetcher whose whole batch fails (as a bug would make it)."""
 
-    async def get_many(self, job_ids: Sequence[str], deadline: float) -> list[FetchResult]:
+    async def get_many(
+        self, job_ids: Sequence[str], deadline: float, *, requester: Hashable | None = None
+    ) -> list[FetchResult]:
         self.batches.append(list(job_ids))
         raise RuntimeError("the batch broke")
 
@@ -107,6 +113,19 @@ async def test_batches_hold_up_to_100_keys(keys: int, sizes: list[int]) -> None:
     loader = JobLoader(fetcher, rig.deadline())
     assert await loader.load_many(ids) == [None] * keys
     assert [len(batch) for batch in fetcher.batches] == sizes
+
+
+async def test_all_batches_of_a_loader_share_one_requester() -> None:
+    rig, fetcher = recording_rig(limit=152)
+    first = JobLoader(fetcher, rig.deadline())
+    second = JobLoader(fetcher, rig.deadline())
+    await asyncio.gather(
+        first.load_many([f"j{i}" for i in range(150)]), second.load_many(["a", "b"])
+    )
+    assert [len(batch) for batch in fetcher.batches] == [100, 50, 2]
+    assert fetcher.requesters == [first.requester, first.requester, second.requester]
+    assert first.requester is not None
+    assert first.requester != second.requester
 
 
 async def test_a_request_that_goes_away_stops_its_batch() -> None:
