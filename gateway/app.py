@@ -151,6 +151,19 @@ def _cache_report(cache: SnapshotCache) -> dict[str, object]:
     return {"shared": False}
 
 
+def _camel_keys(value: object) -> object:
+    """`value` with every dict key in camelCase (`in_flight` -> `inFlight`), as the rest of
+    what the gateway answers (GraphQL fields, error extensions) is spelled."""
+    if isinstance(value, dict):
+        return {_camel(str(key)): _camel_keys(item) for key, item in value.items()}
+    return value
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(word.capitalize() for word in rest)
+
+
 class GatewayGraphQL(GraphQL[Context, None]):
     """Strawberry's ASGI app, giving each operation a fresh `Context`."""
 
@@ -244,14 +257,16 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
         # Degraded still serves (HTTP 200): each process on its own budget share and cache.
         degraded = configured and (not reachable or services.degraded())
         return JSONResponse(
-            {
-                "status": "degraded" if degraded else "ready",
-                "upstream": settings.upstream_kind.value,
-                "redis": {"configured": configured, "reachable": reachable},
-                "budget": _budget_report(services.budget),
-                "cache": _cache_report(services.cache),
-                "fetcher": asdict(services.fetcher.stats()),
-            }
+            _camel_keys(
+                {
+                    "status": "degraded" if degraded else "ready",
+                    "upstream": settings.upstream_kind.value,
+                    "redis": {"configured": configured, "reachable": reachable},
+                    "budget": _budget_report(services.budget),
+                    "cache": _cache_report(services.cache),
+                    "fetcher": asdict(services.fetcher.stats()),
+                }
+            )
         )
 
     middleware = [Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)]

@@ -162,12 +162,12 @@ async def test_readyz_with_redis(
         "failover": {
             "degraded": False,
             "serving": "primary",
-            "degraded_for": None,
+            "degradedFor": None,
             "failovers": 0,
-            "last_error": None,
+            "lastError": None,
         },
     }
-    assert {"limit", "effective_limit", "in_flight", "waiting"} <= set(report["budget"])
+    assert {"limit", "effectiveLimit", "inFlight", "waiting"} <= set(report["budget"])
 
 
 async def test_an_unreachable_redis_degrades_but_serves(
@@ -198,7 +198,7 @@ async def test_an_unreachable_redis_degrades_but_serves(
     assert report["redis"] == {"configured": True, "reachable": False}
     assert report["cache"]["shared"] is False
     assert report["cache"]["failover"]["degraded"] is True
-    assert "127.0.0.1:1" in report["cache"]["failover"]["last_error"]
+    assert "127.0.0.1:1" in report["cache"]["failover"]["lastError"]
     assert report["budget"]["limit"] == 15  # 60 calls/s shared by 4 replicas
     assert "hunter2" not in text
     assert "hunter2" not in caplog.text
