@@ -7,6 +7,7 @@ import logging
 import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import (
+    AddValidationRules,
     MaxAliasesLimiter,
     MaxTokensLimiter,
     ParserCache,
@@ -38,6 +39,14 @@ class GatewaySchema(strawberry.Schema):
 def build_schema(settings: GatewaySettings) -> strawberry.Schema:
     """The schema. Parsing and validation results are cached (a bounded LRU keyed by the query
     text): on a warm gateway most requests skip both, the costliest steps of a small query."""
+    # The limits' validation rules are made once, here. Each QueryDepthLimiter or
+    # MaxAliasesLimiter makes a new rule class when it is constructed, and the validation cache
+    # is keyed by the document AND the rules: limiters constructed per request (as factories
+    # are) would make every request miss the cache and validate again.
+    limit_rules = [
+        *QueryDepthLimiter(max_depth=settings.max_query_depth).validation_rules,
+        *MaxAliasesLimiter(max_alias_count=settings.max_aliases).validation_rules,
+    ]
     return GatewaySchema(
         query=Query,
         subscription=Subscription,
@@ -45,8 +54,7 @@ def build_schema(settings: GatewaySettings) -> strawberry.Schema:
             lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
             lambda: ParserCache(maxsize=1024),
             lambda: ValidationCache(maxsize=1024),
-            lambda: QueryDepthLimiter(max_depth=settings.max_query_depth),
-            lambda: MaxAliasesLimiter(max_alias_count=settings.max_aliases),
+            lambda: AddValidationRules(limit_rules),
             MaskUnexpectedErrors,
             ErrorCodes,
         ],

@@ -1,0 +1,201 @@
+"""A closed-loop HTTP/1.1 load generator: C keep-alive connections, one request in flight each.
+
+Written on bare `asyncio.Protocol` (on uvloop when installed) rather than httpx, because it must
+be far faster than the servers it measures: httpx spends tens of microseconds of Python per
+request, about as much as a small GraphQL server, and both figures would then measure the client.
+This one costs a few microseconds per request; `cpu_per_request` in its result says how many,
+and `bench.trivial_server` gives its ceiling against a server that does nothing.
+
+Every response is checked: status 200 and a body byte-for-byte equal to the expected one (the
+caller validates that body once, as JSON). Anything else is a failure, counted by reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import statistics
+import time
+from collections import Counter
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, cast
+
+T = TypeVar("T")
+
+
+def post_request(host: str, port: int, path: str, body: bytes) -> bytes:
+    """The bytes of one keep-alive POST of a JSON body: sent as they are, again and again."""
+    head = (
+        f"POST {path} HTTP/1.1\r\n"
+        f"host: {host}:{port}\r\n"
+        "content-type: application/json\r\n"
+        "accept: application/json\r\n"
+        f"content-length: {len(body)}\r\n"
+        "\r\n"
+    )
+    return head.encode("ascii") + body
+
+
+def run(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a coroutine on uvloop when it is installed (the servers use it too), else asyncio."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard]
+        return asyncio.run(main())
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main())
+
+
+@dataclass(slots=True)
+class _Tally:
+    ok: int = 0
+    failures: Counter[str] = field(default_factory=Counter)
+    recording: bool = False
+    latencies: list[float] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class LoadResult:
+    """What one measured period gave."""
+
+    #: Responses that passed the check within the measured period.
+    requests: int
+    seconds: float
+    #: Failures over the whole run, warm-up included, by reason; any failure voids the run.
+    failures: dict[str, int]
+    latency_p50_ms: float
+    latency_p99_ms: float
+    #: CPU seconds this process spent per checked response in the measured period.
+    cpu_per_request: float
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def failed(self) -> int:
+        return sum(self.failures.values())
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection that sends the next request as soon as a response is read."""
+
+    def __init__(
+        self, request: bytes, expected_body: bytes, tally: _Tally, closed: asyncio.Future[None]
+    ) -> None:
+        self._request = request
+        self._expected = expected_body
+        self._tally = tally
+        self._closed = closed
+        self._buffer = bytearray()
+        self._transport: asyncio.Transport | None = None
+        self._sent_at = 0.0
+        self.stopping = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self._transport = cast(asyncio.Transport, transport)
+        self._send()
+
+    def _send(self) -> None:
+        assert self._transport is not None
+        self._sent_at = time.perf_counter()
+        self._transport.write(self._request)
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer
+        buffer += data
+        end = buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        # Header names are case-insensitive; uvicorn writes them in lower case already.
+        head = bytes(buffer[:end]).lower()
+        start = head.find(b"\r\ncontent-length:")
+        if start < 0:
+            # Chunked or close-delimited: neither server sends that for a JSON answer.
+            self._fail("response without content-length")
+            return
+        stop = head.find(b"\r\n", start + 2)
+        length = int(head[start + 17 : stop if stop >= 0 else len(head)])
+        total = end + 4 + length
+        if len(buffer) < total:
+            return
+        status = head[9:12]
+        good = status == b"200" and buffer[end + 4 : total] == self._expected
+        del buffer[:total]
+        tally = self._tally
+        if good:
+            tally.ok += 1
+            if tally.recording:
+                tally.latencies.append(time.perf_counter() - self._sent_at)
+        else:
+            reason = "unexpected body" if status == b"200" else "HTTP " + status.decode()
+            tally.failures[reason] += 1
+        if self.stopping:
+            self._close()
+        else:
+            self._send()
+
+    def _fail(self, reason: str) -> None:
+        self._tally.failures[reason] += 1
+        self._close()
+
+    def _close(self) -> None:
+        self.stopping = True
+        if self._transport is not None:
+            self._transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.stopping:
+            self._tally.failures["connection lost"] += 1
+        if not self._closed.done():
+            self._closed.set_result(None)
+
+
+async def closed_loop(
+    host: str,
+    port: int,
+    request: bytes,
+    expected_body: bytes,
+    *,
+    connections: int,
+    warmup: float,
+    duration: float,
+    cpu_clock: Callable[[], float] = time.process_time,
+) -> LoadResult:
+    """Keep `connections` connections busy for `warmup + duration` seconds; measure the last
+    `duration`. Ends by letting every connection finish its request in flight."""
+    loop = asyncio.get_running_loop()
+    tally = _Tally()
+    clients: list[_Connection] = []
+    closed: list[asyncio.Future[None]] = []
+    try:
+        for _ in range(connections):
+            done: asyncio.Future[None] = loop.create_future()
+            _, client = await loop.create_connection(
+                functools.partial(_Connection, request, expected_body, tally, done), host, port
+            )
+            clients.append(client)
+            closed.append(done)
+        await asyncio.sleep(warmup)
+        tally.recording = True
+        ok_before, cpu_before, started = tally.ok, cpu_clock(), time.perf_counter()
+        await asyncio.sleep(duration)
+        ok_after, cpu_after, ended = tally.ok, cpu_clock(), time.perf_counter()
+        tally.recording = False
+    finally:
+        for client in clients:
+            client.stopping = True
+        if closed:
+            await asyncio.wait(closed, timeout=10.0)
+    requests = ok_after - ok_before
+    latencies = sorted(tally.latencies)
+    return LoadResult(
+        requests=requests,
+        seconds=ended - started,
+        failures=dict(tally.failures),
+        latency_p50_ms=1000 * statistics.median(latencies) if latencies else 0.0,
+        latency_p99_ms=1000 * latencies[int(0.99 * (len(latencies) - 1))] if latencies else 0.0,
+        cpu_per_request=(cpu_after - cpu_before) / requests if requests else 0.0,
+    )

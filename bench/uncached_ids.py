@@ -1,0 +1,293 @@
+"""2,000 distinct uncached ids at an upstream limit of 100 calls/s: how close to the limit?
+
+    .venv/bin/python -m bench.uncached_ids [--ids 2000] [--per-query 100] [--qps 100]
+
+A standalone simulator (`python -m gateway simulator`, SIMULATOR_QPS) and one gateway pointed at
+it (GATEWAY_MPS_ENDPOINT, GATEWAY_UPSTREAM_QPS, the simulator's demo key pair) run as child
+processes. At t=0 this process sends all the ids at once, as `jobs(ids: [...])` queries of
+`--per-query` ids each, and measures the time until the last answer. Each id costs exactly one
+upstream call, so the ideal is ids / qps seconds (the baseline of the ratio); the budget lets a
+first burst of qps calls through at once, so the true floor is a little lower (printed too).
+
+The simulator's own meter (GET /_simulator/stats, reset just before the run) proves the limit
+held: its peak in any rolling second must not exceed the limit, nothing may be throttled, and it
+must have seen one call per id. Any of those broken, an id answered with an error, or a wrong
+answer makes the run FAILED (exit 1). Missing the speed goal (elapsed / ideal <= 1.05) is
+reported, not an exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import math
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+if not __package__:  # run as `python bench/uncached_ids.py`: make `bench` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.processes import HOST, Server, ServerGroup, scrub_environment
+from bench.readouts import fetcher_stats, simulator_action_stats
+from gateway.settings import (
+    SIMULATOR_DEMO_ACCESS_KEY_ID,
+    SIMULATOR_DEMO_ACCESS_KEY_SECRET,
+    GatewaySettings,
+    SimulatorSettings,
+)
+from gateway.simulator.demo import demo_job_ids
+
+GOAL = 1.05
+ACTION = "QueryIProductionJob"
+QUERY = "query Jobs($ids: [ID!]!) { jobs(ids: $ids) { id state } }"
+
+
+@dataclass(slots=True)
+class Tally:
+    """What the answers held, over all queries."""
+
+    found: int = 0
+    #: Ids answered null without an error: no such job (expected for the made-up ids).
+    not_found: int = 0
+    #: Ids with an error at their path (or in a query that failed as a whole).
+    errors: int = 0
+    #: Ids whose answer was not the expected one (a demo job missing, or another id).
+    wrong: int = 0
+    error_codes: dict[str, int] = field(default_factory=dict)
+    #: Queries answered with something other than HTTP 200 and a JSON body.
+    http_failures: list[str] = field(default_factory=list)
+    #: Seconds from t=0 to each query's answer.
+    answered_at: list[float] = field(default_factory=list)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--ids", type=int, default=2000, help="distinct ids in all")
+    parser.add_argument("--per-query", type=int, default=100, help="ids per jobs(ids) query")
+    parser.add_argument("--qps", type=int, default=100, help="simulator and gateway limit")
+    parser.add_argument("--deadline", type=float, default=60.0, help="GATEWAY_REQUEST_DEADLINE")
+    args = parser.parse_args(argv)
+    try:
+        return run_benchmark(args)
+    except RuntimeError as exc:  # a server failed to start or answered wrongly: no figures
+        print(f"SETUP FAILED: {exc}")
+        print("RESULT uncached_ids valid=no reason=setup")
+        return 2
+    except KeyboardInterrupt:
+        # ServerGroup has stopped every server by the time the interrupt gets here.
+        print("interrupted: no result", file=sys.stderr)
+        return 130
+
+
+def run_benchmark(args: argparse.Namespace) -> int:
+    removed = scrub_environment()
+    if removed:
+        print(f"ignoring (removed from the children's environment): {', '.join(removed)}")
+    demo = demo_job_ids(SimulatorSettings())
+    ids = make_ids(args.ids, demo)
+    known = set(demo)
+    margin = GatewaySettings().upstream_window_margin
+
+    with ServerGroup() as group:
+        simulator = group.start(
+            "simulator",
+            ["-m", "gateway", "simulator", "--host", HOST, "--port", "{port}"],
+            env={"SIMULATOR_QPS": str(args.qps)},
+            ready_path="/_simulator/health",
+        )
+        gateway = group.start(
+            "gateway",
+            ["-m", "gateway", "serve", "--host", HOST, "--port", "{port}"],
+            env={
+                "GATEWAY_MPS_ENDPOINT": simulator.url,
+                "GATEWAY_UPSTREAM_QPS": str(args.qps),
+                "GATEWAY_REQUEST_DEADLINE": str(args.deadline),
+                # The simulator's published demo key pair (public on purpose, not a secret).
+                "ALIBABA_CLOUD_ACCESS_KEY_ID": SIMULATOR_DEMO_ACCESS_KEY_ID,
+                "ALIBABA_CLOUD_ACCESS_KEY_SECRET": SIMULATOR_DEMO_ACCESS_KEY_SECRET,
+            },
+            ready_path="/readyz",
+        )
+        queries = [ids[i : i + args.per_query] for i in range(0, len(ids), args.per_query)]
+        print(
+            f"uncached_ids: {len(ids)} distinct ids ({len(known & set(ids))} demo jobs, the "
+            f"rest unknown to the simulator) in {len(queries)} concurrent queries of "
+            f"{args.per_query}; limit {args.qps} calls/s on both sides"
+        )
+        latency = warm_up(group, gateway, simulator, margin)
+        elapsed, tally = asyncio.run(send_all(gateway, queries, known, args.deadline + 30))
+        stats = simulator_action_stats(simulator, ACTION)
+        fetcher = fetcher_stats(gateway)
+
+    return report(args, elapsed, tally, stats, fetcher, latency, margin, len(ids))
+
+
+def make_ids(count: int, demo: list[str]) -> list[str]:
+    """`count` distinct well-formed ids: the demo jobs first (they exist), then made-up ones
+    (32 hex characters, unknown to the simulator: each still costs one upstream call)."""
+    ids = list(dict.fromkeys(demo))[:count]
+    taken = set(ids)
+    number = 0
+    while len(ids) < count:
+        candidate = hashlib.sha256(f"bench-uncached-{number}".encode()).hexdigest()[:32]
+        number += 1
+        if candidate not in taken:
+            taken.add(candidate)
+            ids.append(candidate)
+    return ids
+
+
+def warm_up(group: ServerGroup, gateway: Server, simulator: Server, margin: float) -> float:
+    """Two uncached ids through the gateway, one after the other: the first opens the upstream
+    connection, the second tells the latency of one call on a warm path. Then a pause until
+    their budget slots are free again, and zeroed simulator stats."""
+    latency = 0.0
+    with httpx.Client(timeout=30.0, trust_env=False) as client:
+        for name in (b"bench-uncached-warm-up-1", b"bench-uncached-warm-up-2"):
+            warm_id = hashlib.sha256(name).hexdigest()[:32]
+            started = time.perf_counter()
+            response = client.post(
+                f"{gateway.url}/graphql", json={"query": QUERY, "variables": {"ids": [warm_id]}}
+            )
+            latency = time.perf_counter() - started
+            if response.status_code != 200 or "errors" in response.json():
+                raise group.fail(gateway, f"The warm-up query failed: {response.text}")
+        # The budget holds a slot for a window after its call completes.
+        time.sleep(1.0 + margin + 0.2)
+        client.post(f"{simulator.url}/_simulator/stats/reset").raise_for_status()
+    return latency
+
+
+async def send_all(
+    gateway: Server, queries: list[list[str]], known: set[str], http_timeout: float
+) -> tuple[float, Tally]:
+    tally = Tally()
+    limits = httpx.Limits(max_connections=len(queries), max_keepalive_connections=len(queries))
+    async with httpx.AsyncClient(
+        base_url=gateway.url, timeout=http_timeout, limits=limits, trust_env=False
+    ) as client:
+        # Open every connection first, so that t=0 is the moment all queries leave.
+        await asyncio.gather(*(client.get("/healthz") for _ in queries))
+        started = time.perf_counter()
+
+        async def one(ids: list[str]) -> None:
+            try:
+                response = await client.post(
+                    "/graphql", json={"query": QUERY, "variables": {"ids": ids}}
+                )
+            except httpx.HTTPError as exc:
+                tally.http_failures.append(f"{type(exc).__name__}: {exc}")
+                tally.errors += len(ids)
+                return
+            tally.answered_at.append(time.perf_counter() - started)
+            check(response, ids, known, tally)
+
+        await asyncio.gather(*(one(ids) for ids in queries))
+        elapsed = time.perf_counter() - started
+    return elapsed, tally
+
+
+def check(response: httpx.Response, ids: list[str], known: set[str], tally: Tally) -> None:
+    """Count each id of one query as found, not found, error or wrong."""
+    try:
+        answer: dict[str, Any] = response.json()
+    except ValueError:
+        answer = {}
+    jobs = (answer.get("data") or {}).get("jobs")
+    if response.status_code != 200 or not isinstance(jobs, list) or len(jobs) != len(ids):
+        tally.http_failures.append(f"HTTP {response.status_code}: {response.text[:300]}")
+        tally.errors += len(ids)
+        return
+    failed: set[int] = set()
+    for error in answer.get("errors") or ():
+        path = error.get("path") or []
+        code = (error.get("extensions") or {}).get("code", "no code")
+        tally.error_codes[code] = tally.error_codes.get(code, 0) + 1
+        if len(path) >= 2 and isinstance(path[1], int):
+            failed.add(path[1])
+        else:  # an error about the whole query fails every id of it
+            failed.update(range(len(ids)))
+    for index, (job_id, job) in enumerate(zip(ids, jobs, strict=True)):
+        if index in failed:
+            tally.errors += 1
+        elif job is None:
+            tally.not_found += 1
+            tally.wrong += job_id in known
+        else:
+            tally.found += 1
+            tally.wrong += job.get("id") != job_id or job_id not in known
+
+
+def report(
+    args: argparse.Namespace,
+    elapsed: float,
+    tally: Tally,
+    stats: dict[str, int],
+    fetcher: dict[str, int],
+    latency: float,
+    margin: float,
+    count: int,
+) -> int:
+    ideal = count / args.qps
+    # A burst of qps calls at t=0, then each further wave of qps waits for the slots of the
+    # previous one: freed one window (1 s + margin) after each call completes.
+    waves = math.ceil(count / args.qps)
+    floor = (waves - 1) * (1.0 + margin)
+    ratio = elapsed / ideal
+    calls, throttled, peak = stats["calls"], stats["throttled"], stats["peakWindow"]
+    answered = sorted(tally.answered_at)
+    print(
+        f"answers at (s): first {answered[0] if answered else 0:.2f}, "
+        f"median {answered[len(answered) // 2] if answered else 0:.2f}, last {elapsed:.2f}"
+    )
+    print(
+        f"ids: {tally.found} found, {tally.not_found} not found (null), {tally.errors} with "
+        f"errors{f' {tally.error_codes}' if tally.error_codes else ''}, {tally.wrong} wrong"
+    )
+    print(
+        f"simulator {ACTION}: {calls} calls (expected {count}), {throttled} throttled, "
+        f"peak {peak} in a rolling second (limit {args.qps})"
+    )
+    print(
+        f"gateway fetcher: {fetcher.get('upstream_calls', '?')} upstream calls (2 of them at "
+        f"warm-up), {fetcher.get('retries', '?')} retries, {fetcher.get('failures', '?')} "
+        f"failures, {fetcher.get('timeouts', '?')} timeouts"
+    )
+    print(
+        f"elapsed {elapsed:.2f} s; ideal {ideal:.2f} s ({count} calls at {args.qps}/s); floor "
+        f"about {floor:.2f} s + {waves} upstream round trips (one took {1000 * latency:.0f} ms "
+        f"through the gateway, warm), i.e. ~{floor + waves * latency:.2f} s"
+    )
+    problems = [
+        text
+        for failed, text in (
+            (bool(tally.http_failures), f"failed queries: {tally.http_failures[:3]}"),
+            (tally.errors > 0, f"{tally.errors} ids with errors"),
+            (tally.wrong > 0, f"{tally.wrong} wrong answers"),
+            (calls != count, f"{calls} upstream calls instead of {count}"),
+            (throttled > 0, f"{throttled} calls throttled by the simulator"),
+            (peak > args.qps, f"peak window {peak} over the limit {args.qps}"),
+        )
+        if failed
+    ]
+    verdict = "meets" if ratio <= GOAL else "MISSES"
+    print(f"elapsed / ideal = {ratio:.3f}: {verdict} the goal of <= {GOAL}")
+    if problems:
+        print("FAILED: " + "; ".join(problems))
+    print(
+        f"RESULT uncached_ids elapsed_over_ideal={ratio:.3f} elapsed={elapsed:.2f} "
+        f"floor={floor:.2f} peak_window={peak} throttled={throttled} upstream_calls={calls} "
+        f"errors={tally.errors} valid={'no' if problems else 'yes'}"
+    )
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
