@@ -28,6 +28,7 @@ from strawberry.asgi import GraphQL
 
 from gateway.api.context import Context
 from gateway.api.schema import build_schema
+from gateway.credentials import account_credentials
 from gateway.jobs.backend import open_redis
 from gateway.jobs.budget import Budget, LocalBudget
 from gateway.jobs.cache import LocalSnapshotCache, SnapshotCache
@@ -38,6 +39,7 @@ from gateway.jobs.redis_cache import RedisSnapshotCache
 from gateway.jobs.retry import RetryPolicy
 from gateway.middleware import BodySizeLimit
 from gateway.mps.client import MpsClient
+from gateway.oss import OssPresigner
 from gateway.settings import GatewaySettings
 from gateway.upstream import open_upstream_http
 
@@ -63,12 +65,16 @@ class Services:
     budget: Budget
     cache: SnapshotCache
     fetcher: JobFetcher
+    #: Signs OSS download URLs with the key the upstream calls use (no I/O).
+    presigner: OssPresigner
     #: The Redis client behind the shared budget and cache; None when there is none.
     redis: redis.asyncio.Redis | None = None
 
     @classmethod
     def build(cls, settings: GatewaySettings) -> Services:
-        http = open_upstream_http(settings)
+        # One credential choice for both signers: MPS calls and OSS download URLs.
+        credentials = account_credentials(settings)
+        http = open_upstream_http(settings, credentials)
         client = MpsClient(http, region=settings.region_id)
         shared: redis.asyncio.Redis | None = None
         budget: Budget
@@ -93,7 +99,13 @@ class Services:
             retry=RetryPolicy.from_settings(settings),
         )
         return cls(
-            http=http, client=client, budget=budget, cache=cache, fetcher=fetcher, redis=shared
+            http=http,
+            client=client,
+            budget=budget,
+            cache=cache,
+            fetcher=fetcher,
+            redis=shared,
+            presigner=OssPresigner(credentials),
         )
 
     async def aclose(self) -> None:
@@ -191,6 +203,7 @@ class GatewayGraphQL(GraphQL[Context, None]):
             max_ids=self._settings.max_ids,
             fetcher=services.fetcher,
             poll_deadline=self._settings.request_deadline,
+            presigner=services.presigner,
         )
 
 

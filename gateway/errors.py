@@ -3,6 +3,7 @@
     GatewayError                 (code: each subclass has one; ends up in extensions.code)
     ├── InvalidJobId             INVALID_JOB_ID        a job id the upstream could never accept
     ├── TooManyIds               TOO_MANY_IDS          a jobs(ids) list over the limit
+    ├── InvalidArgument          INVALID_ARGUMENT      a field argument outside its documented range
     ├── JobNotFound              JOB_NOT_FOUND         no such job (most fields return null instead)
     ├── BudgetExhausted          BUDGET_EXHAUSTED      no upstream call slot before the deadline
     └── UpstreamError                                  the upstream call failed; carries requestId
@@ -66,6 +67,20 @@ class TooManyIds(GatewayError):
 
     def context(self) -> dict[str, Any]:
         return {"limit": self.limit, "received": self.received}
+
+
+class InvalidArgument(GatewayError):
+    """A field argument the schema types correctly but whose value is out of range."""
+
+    code = "INVALID_ARGUMENT"
+
+    def __init__(self, argument: str, expected: str, received: object) -> None:
+        super().__init__(f"Expected {argument} {expected}, received {received!r}.")
+        self.argument = argument
+        self.received = received
+
+    def context(self) -> dict[str, Any]:
+        return {"argument": self.argument}
 
 
 class JobNotFound(GatewayError):

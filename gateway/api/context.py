@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from gateway.jobs.fetcher import JobFetcher
 from gateway.jobs.loader import JobLoader
+from gateway.oss import OssPresigner
 
 
 @dataclass(slots=True)
@@ -21,3 +22,5 @@ class Context:
     fetcher: JobFetcher
     #: Seconds each poll of a subscription may wait for the upstream.
     poll_deadline: float
+    #: The process-wide signer of OSS download URLs (`signedUrl` fields); None signs nothing.
+    presigner: OssPresigner | None = None

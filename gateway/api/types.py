@@ -10,13 +10,16 @@ from __future__ import annotations
 import enum
 import time
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Annotated, Any, cast
 
 import strawberry
 from strawberry.scalars import JSON
+from strawberry.types import Info
 
 from gateway import errors
+from gateway.api.context import Context
 from gateway.jobs import model
+from gateway.oss import MAX_EXPIRES_SECONDS, MIN_EXPIRES_SECONDS
 
 
 @strawberry.enum(description="Where a job is in its life. SUCCESS and FAIL are final.")
@@ -73,6 +76,37 @@ _ALGORITHMS: dict[str, Algorithm] = {cast(str, member.value): member for member 
 _STATES: dict[str, JobState] = {cast(str, member.value): member for member in JobState}
 
 
+_SIGNED_URL = (
+    "A presigned https URL (OSS signature V4) that downloads {what} until it expires, for "
+    "private buckets too; null {null}. Signed by the gateway: no credential reaches the client, "
+    "only the gateway's AccessKey id appears in the URL (and the STS token when the gateway runs "
+    "on temporary credentials), as OSS requires. It opens only if the gateway's key may "
+    "oss:GetObject on the bucket, and stops working after expiresInSeconds (or when the "
+    "gateway's STS token expires, if sooner). Computed locally: costs no upstream call."
+)
+_EXPIRES_IN = (
+    f"How long the URL stays valid, in seconds: {MIN_EXPIRES_SECONDS} to {MAX_EXPIRES_SECONDS} "
+    "(7 days); outside that range the field fails with INVALID_ARGUMENT."
+)
+
+
+def _signed_url(
+    info: Info[Context, None], obj: model.OssObject | None, expires_in: int
+) -> str | None:
+    """The presigned URL of `obj`, or None; the argument is checked even when there is no URL, so
+    a bad value is reported the same way for every object."""
+    if not MIN_EXPIRES_SECONDS <= expires_in <= MAX_EXPIRES_SECONDS:
+        raise errors.InvalidArgument(
+            "expiresInSeconds",
+            f"from {MIN_EXPIRES_SECONDS} to {MAX_EXPIRES_SECONDS} seconds (7 days)",
+            expires_in,
+        )
+    presigner = info.context.presigner
+    if obj is None or presigner is None:
+        return None
+    return presigner.presign_get(obj, expires_in)
+
+
 @strawberry.type(description="An object, or an object-key template, in an OSS bucket.")
 class OssObject:
     bucket: str = strawberry.field(description="The bucket name.")
@@ -95,8 +129,23 @@ class OssObject:
     oss_url: str = strawberry.field(description="The oss:// URL, as MPS writes it.")
     url: str | None = strawberry.field(
         description="The https URL (virtual-host style), null for a template. It opens only "
-        "public-read objects; private ones need a presigned URL."
+        "public-read objects; private ones need signedUrl."
     )
+    _object: strawberry.Private[model.OssObject]
+
+    @strawberry.field(
+        description=_SIGNED_URL.format(
+            what="the object",
+            null="for a template or an object the gateway cannot sign (its region is unknown)",
+        )
+    )
+    def signed_url(
+        self,
+        info: Info[Context, None],
+        expires_in_seconds: Annotated[int, strawberry.argument(description=_EXPIRES_IN)] = 3600,
+    ) -> str | None:
+        obj = None if self._object.is_template else self._object
+        return _signed_url(info, obj, expires_in_seconds)
 
     @classmethod
     def from_model(cls, obj: model.OssObject) -> OssObject:
@@ -110,6 +159,7 @@ class OssObject:
             is_template=obj.is_template,
             oss_url=obj.oss_url,
             url=None if obj.is_template else obj.https_url,
+            _object=obj,
         )
 
 
@@ -125,10 +175,24 @@ class ResultFile:
     )
     region: str | None = strawberry.field(description="The region of that bucket.")
     url: str | None = strawberry.field(
-        description="The https URL of the file (public-read objects only), null when the "
-        "bucket is unknown."
+        description="The https URL of the file (public-read objects only; private ones need "
+        "signedUrl), null when the bucket is unknown."
     )
     oss_url: str | None = strawberry.field(description="The oss:// URL of the file.")
+    _object: strawberry.Private[model.OssObject | None]
+
+    @strawberry.field(
+        description=_SIGNED_URL.format(
+            what="the file",
+            null="when the bucket is unknown or the gateway cannot sign it (its region is unknown)",
+        )
+    )
+    def signed_url(
+        self,
+        info: Info[Context, None],
+        expires_in_seconds: Annotated[int, strawberry.argument(description=_EXPIRES_IN)] = 3600,
+    ) -> str | None:
+        return _signed_url(info, self._object, expires_in_seconds)
 
     @classmethod
     def from_model(cls, file: model.ResultFile) -> ResultFile:
@@ -142,6 +206,7 @@ class ResultFile:
             region=obj.region if obj else None,
             url=obj.https_url if obj else None,
             oss_url=obj.oss_url if obj else None,
+            _object=obj,
         )
 
 
