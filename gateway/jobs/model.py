@@ -95,7 +95,9 @@ class OssObject:
     def https_url(self) -> str:
         """Virtual-host style URL; it only opens public-read objects (private ones need a
         presigned URL)."""
-        return f"https://{self.bucket}.{self.endpoint}/{quote(self.key, safe='/')}"
+        # surrogatepass: a key decoded from JSON may hold a lone surrogate; it must not crash here.
+        path = quote(self.key, safe="/", errors="surrogatepass")
+        return f"https://{self.bucket}.{self.endpoint}/{path}"
 
     @property
     def name(self) -> str:

@@ -764,3 +764,21 @@ def test_non_json_shaped_values_do_not_raise_either() -> None:
     assert isinstance(job.params, Malformed)
     assert isinstance(job.result, Malformed)
     assert job.user_data == "Infinity"
+
+
+def test_a_key_with_a_lone_surrogate_still_has_an_https_url() -> None:
+    # JSON can carry "\ud800"; the URL of such a key must not fail the whole result.
+    body = {
+        "JobId": "j",
+        "State": "Success",
+        "Output": "oss://b.oss-cn-shanghai.aliyuncs.com/out/{source}.jpg",
+        "Result": json.dumps(
+            {"Code": "Success", "Data": json.dumps({"result": [{"file": "out/\ud800.jpg"}]})}
+        ),
+    }
+    job = decode_job(body, fetched_at=0.0)
+    assert job is not None
+    assert isinstance(job.result, JobResult)
+    [file] = job.result.files
+    assert file.object is not None
+    assert file.object.https_url == "https://b.oss-cn-shanghai.aliyuncs.com/out/%ED%A0%80.jpg"
