@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Iterator
 
 from graphql import GraphQLError, GraphQLSyntaxError
-from strawberry.extensions import MaskErrors, SchemaExtension
+from strawberry.extensions import MaskErrors
 
 from gateway.errors import GatewayError
 
@@ -26,12 +26,30 @@ def is_unexpected(error: GraphQLError) -> bool:
     return original is not None and not isinstance(original, GatewayError | GraphQLError)
 
 
-class MaskUnexpectedErrors(MaskErrors):
-    """Strawberry's MaskErrors, masking only unexpected errors, each logged with a correlation id
-    that the masked error carries too."""
+class GatewayErrors(MaskErrors):
+    """What clients see of errors, in one pass over the result.
+
+    - Unexpected errors are masked (Strawberry's MaskErrors), each logged with a correlation id
+      that the masked error carries too.
+    - Errors raised by GraphQL itself get a code, as Apollo Server gives them, so that clients can
+      branch on `extensions.code` for every error.
+    """
 
     def __init__(self) -> None:
         super().__init__(should_mask_error=is_unexpected, error_message="Unexpected error.")
+
+    def on_operation(self) -> Iterator[None]:
+        try:
+            yield from super().on_operation()
+        except GraphQLError as raised:
+            # A syntax error raised by ParserCache's `on_parse` hook (or by the parser it calls,
+            # MaxTokensLimiter's limit included) leaves the operation as an exception, before any
+            # result exists; Strawberry makes this same error object the result's only error.
+            _add_code(raised)
+            raise
+        result = self.execution_context.result
+        for error in getattr(result, "errors", None) or ():
+            _add_code(error)
 
     def anonymise_error(self, error: GraphQLError) -> GraphQLError:
         correlation_id = uuid.uuid4().hex
@@ -44,24 +62,6 @@ class MaskUnexpectedErrors(MaskErrors):
         masked = super().anonymise_error(error)
         masked.extensions = {"code": "INTERNAL_ERROR", "correlationId": correlation_id}
         return masked
-
-
-class ErrorCodes(SchemaExtension):
-    """Gives errors raised by GraphQL itself a code, as Apollo Server does: clients can then
-    branch on `extensions.code` for every error."""
-
-    def on_operation(self) -> Iterator[None]:
-        try:
-            yield
-        except GraphQLError as raised:
-            # A syntax error raised by ParserCache's `on_parse` hook (or by the parser it calls,
-            # MaxTokensLimiter's limit included) leaves the operation as an exception, before any
-            # result exists; Strawberry makes this same error object the result's only error.
-            _add_code(raised)
-            raise
-        result = self.execution_context.result
-        for error in getattr(result, "errors", None) or ():
-            _add_code(error)
 
 
 def _add_code(error: GraphQLError) -> None:

@@ -16,7 +16,7 @@ from strawberry.extensions import (
 )
 from strawberry.types import ExecutionContext
 
-from gateway.api.extensions import ErrorCodes, MaskUnexpectedErrors
+from gateway.api.extensions import GatewayErrors
 from gateway.api.query import Query
 from gateway.api.subscription import Subscription
 from gateway.settings import GatewaySettings
@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 class GatewaySchema(strawberry.Schema):
     """Strawberry's schema, minus its habit of logging every error with a traceback: expected
     errors (a bad id, a throttled upstream) are answers, not incidents. Unexpected ones are
-    logged once, with their correlation id, by `MaskUnexpectedErrors`."""
+    logged once, with their correlation id, by `GatewayErrors`."""
 
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
@@ -55,7 +55,6 @@ def build_schema(settings: GatewaySettings) -> strawberry.Schema:
             lambda: ParserCache(maxsize=1024),
             lambda: ValidationCache(maxsize=1024),
             lambda: AddValidationRules(limit_rules),
-            MaskUnexpectedErrors,
-            ErrorCodes,
+            GatewayErrors,
         ],
     )
