@@ -34,7 +34,6 @@ from gateway.jobs.budget import Budget, LocalBudget
 from gateway.jobs.cache import LocalSnapshotCache, SnapshotCache
 from gateway.jobs.failover import FailoverBudget, FailoverCache
 from gateway.jobs.fetcher import JobFetcher
-from gateway.jobs.loader import JobLoader
 from gateway.jobs.redis_cache import RedisSnapshotCache
 from gateway.jobs.retry import RetryPolicy
 from gateway.middleware import BodySizeLimit
@@ -198,7 +197,6 @@ class GatewayGraphQL(GraphQL[Context, None]):
                 timeout = min(timeout, max(0.0, float(asked)))
         deadline = time.monotonic() + timeout
         return Context(
-            jobs=JobLoader(services.fetcher, deadline),
             deadline=deadline,
             max_ids=self._settings.max_ids,
             fetcher=services.fetcher,

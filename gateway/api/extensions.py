@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
-from graphql import GraphQLError, GraphQLSyntaxError
+from graphql import ASTValidationRule, GraphQLError, GraphQLSyntaxError
 from strawberry.extensions import MaskErrors
 
 from gateway.errors import GatewayError
@@ -26,19 +26,33 @@ def is_unexpected(error: GraphQLError) -> bool:
     return original is not None and not isinstance(original, GatewayError | GraphQLError)
 
 
-class GatewayErrors(MaskErrors):
-    """What clients see of errors, in one pass over the result.
+class OperationPolicy(MaskErrors):
+    """What the gateway enforces on every operation, and what clients see of its errors.
 
+    - Limits: the document's token count (parser option, as MaxTokensLimiter sets it) and the
+      given validation rules (query depth, aliases), added as AddValidationRules adds them. The
+      rule classes must be made once and passed in: the validation cache is keyed by them.
     - Unexpected errors are masked (Strawberry's MaskErrors), each logged with a correlation id
       that the masked error carries too.
     - Errors raised by GraphQL itself get a code, as Apollo Server gives them, so that clients can
       branch on `extensions.code` for every error.
+
+    One extension rather than four (MaxTokensLimiter, AddValidationRules, MaskErrors, codes):
+    Strawberry pays for every extension on every request, at every step of the operation, and on
+    a cached query that overhead measured as large as the query's own execution.
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self, max_tokens: int, validation_rules: Sequence[type[ASTValidationRule]]
+    ) -> None:
         super().__init__(should_mask_error=is_unexpected, error_message="Unexpected error.")
+        self.max_tokens = max_tokens
+        self.validation_rules = tuple(validation_rules)
 
     def on_operation(self) -> Iterator[None]:
+        context = self.execution_context
+        context.parse_options["max_tokens"] = self.max_tokens
+        context.validation_rules = context.validation_rules + self.validation_rules
         try:
             yield from super().on_operation()
         except GraphQLError as raised:

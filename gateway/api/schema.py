@@ -7,16 +7,14 @@ import logging
 import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import (
-    AddValidationRules,
     MaxAliasesLimiter,
-    MaxTokensLimiter,
     ParserCache,
     QueryDepthLimiter,
     ValidationCache,
 )
 from strawberry.types import ExecutionContext
 
-from gateway.api.extensions import GatewayErrors
+from gateway.api.extensions import OperationPolicy
 from gateway.api.query import Query
 from gateway.api.subscription import Subscription
 from gateway.settings import GatewaySettings
@@ -27,7 +25,7 @@ logger = logging.getLogger(__name__)
 class GatewaySchema(strawberry.Schema):
     """Strawberry's schema, minus its habit of logging every error with a traceback: expected
     errors (a bad id, a throttled upstream) are answers, not incidents. Unexpected ones are
-    logged once, with their correlation id, by `GatewayErrors`."""
+    logged once, with their correlation id, by `OperationPolicy`."""
 
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
@@ -51,10 +49,8 @@ def build_schema(settings: GatewaySettings) -> strawberry.Schema:
         query=Query,
         subscription=Subscription,
         extensions=[
-            lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
             lambda: ParserCache(maxsize=1024),
             lambda: ValidationCache(maxsize=1024),
-            lambda: AddValidationRules(limit_rules),
-            GatewayErrors,
+            lambda: OperationPolicy(settings.max_tokens, limit_rules),
         ],
     )

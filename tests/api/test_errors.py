@@ -24,7 +24,7 @@ from graphql import build_schema as build_graphql_schema
 from strawberry.asgi import GraphQL
 
 from gateway import errors
-from gateway.api.extensions import GatewayErrors
+from gateway.api.extensions import OperationPolicy
 from gateway.api.schema import build_schema
 from gateway.app import TIMEOUT_HEADER
 from gateway.jobs.ids import validate_job_id
@@ -907,7 +907,9 @@ class BuggyQuery:
 async def test_an_unexpected_error_is_masked_and_logged_with_a_correlation_id(
     http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
 ) -> None:
-    schema = strawberry.Schema(query=BuggyQuery, extensions=[GatewayErrors])
+    schema = strawberry.Schema(
+        query=BuggyQuery, extensions=[lambda: OperationPolicy(max_tokens=1000, validation_rules=())]
+    )
     query = "{ broken missing items { value } }"
     with (
         caplog.at_level(logging.ERROR, logger="gateway.api.extensions"),
