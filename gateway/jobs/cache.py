@@ -42,6 +42,12 @@ class SnapshotCache(Protocol):
         """Remember `job` (None: not found) for the ttl its state calls for."""
         ...
 
+    def peek_finished(self, job_id: str) -> Job | None:
+        """A fresh snapshot of `job_id` in a final state held in this process's memory, else
+        None; no I/O. A final snapshot never changes, so serving it this way (without a loader
+        batch or a round trip) can never make an answer staler or inconsistent."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class CacheTtls:
@@ -115,6 +121,16 @@ class LocalSnapshotCache:
             return None
         self._entries.move_to_end(job_id)
         return entry
+
+    def peek_finished(self, job_id: str) -> Job | None:
+        item = self._entries.get(job_id)
+        if item is None:
+            return None
+        expires_at, entry = item
+        job = entry.job
+        if job is None or not job.state.is_terminal or self._clock() >= expires_at:
+            return None
+        return job
 
     async def put(self, job_id: str, job: Job | None) -> None:
         ttl = self._ttls.for_job(job)

@@ -352,6 +352,10 @@ class FailoverCache:
                 return entry
         return await self._fallback.get(job_id)
 
+    def peek_finished(self, job_id: str) -> Job | None:
+        # Both sides' memories: a final snapshot is true wherever it was kept.
+        return self._primary.peek_finished(job_id) or self._fallback.peek_finished(job_id)
+
     async def put(self, job_id: str, job: Job | None) -> None:
         route = self._switch.route()
         if route is not _Route.FALLBACK:

@@ -197,6 +197,14 @@ class JobFetcher:
             in_flight=len(self._in_flight),
         )
 
+    def peek_finished(self, job_id: str) -> Job | None:
+        """A fresh final snapshot of `job_id` from this process's memory, else None: no I/O,
+        no budget, no waiting (see `SnapshotCache.peek_finished`)."""
+        job = self._cache.peek_finished(job_id)
+        if job is not None:
+            self._counts.cache_hits += 1
+        return job
+
     async def get_many(
         self,
         job_ids: Sequence[str],

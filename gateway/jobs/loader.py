@@ -53,6 +53,16 @@ class JobLoader(DataLoader[str, Job | None]):
         #: This request's key in the budget's round-robin (identity only, never shown).
         self.requester = object()
 
+    def load(self, key: str) -> Future[Job | None]:
+        """`DataLoader.load`, answering at once, without a batch, for a job whose final snapshot
+        this process holds: the common case of a frontend showing finished jobs."""
+        job = self._fetcher.peek_finished(key)
+        if job is None:
+            return super().load(key)
+        future: Future[Job | None] = self.loop.create_future()
+        future.set_result(job)
+        return future
+
     # aiodataloader types the batch as List[ReturnT] although it rejects Exception values (its
     # documented contract), hence the ignore.
     async def batch_load_fn(self, keys: list[str]) -> list[FetchResult]:  # type: ignore[override]

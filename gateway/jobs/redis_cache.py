@@ -135,6 +135,10 @@ class RedisSnapshotCache:
             self._remember(entry.job)
         return entry
 
+    def peek_finished(self, job_id: str) -> Job | None:
+        """A terminal snapshot from the in-process memo, else None; no I/O."""
+        return self._recall(job_id)
+
     async def put(self, job_id: str, job: Job | None) -> None:
         """Store `job` (None: not found) for the ttl its state calls for; a ttl of 0 deletes
         any older value, so it cannot outlive this newer answer.

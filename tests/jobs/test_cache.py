@@ -104,3 +104,26 @@ def test_from_settings() -> None:
 def test_rejects_negative_ttl() -> None:
     with pytest.raises(ValueError, match="running ttl"):
         LocalSnapshotCache(terminal_ttl=1, running_ttl=-1, not_found_ttl=1, max_entries=1)
+
+
+async def test_peek_finished_serves_only_fresh_final_snapshots() -> None:
+    clock = ManualClock()
+    cache = make_cache(clock)
+    done, failed, running = (
+        make_job("d"),
+        make_job("f", JobState.FAIL),
+        make_job("r", JobState.ANALYSING),
+    )
+    for job in (done, failed, running):
+        await cache.put(job.id, job)
+    await cache.put("gone", None)
+
+    assert [cache.peek_finished(i) for i in ("d", "f", "r", "gone", "never")] == [
+        done,
+        failed,
+        None,
+        None,
+        None,
+    ]
+    clock.now += 100.0
+    assert cache.peek_finished("d") is None

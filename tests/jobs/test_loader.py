@@ -10,6 +10,7 @@ import pytest
 from gateway import errors
 from gateway.jobs.fetcher import FetchResult, JobFetcher
 from gateway.jobs.loader import JobLoader
+from gateway.jobs.model import JobState
 
 from .jobfakes import Rig, make_job, settle
 
@@ -168,3 +169,25 @@ def test_a_loader_needs_a_running_loop() -> None:
     rig = Rig()
     with pytest.raises(RuntimeError):
         JobLoader(rig.fetcher, 0.0)
+
+
+async def test_a_cached_finished_job_is_answered_without_a_batch() -> None:
+    rig, fetcher = recording_rig()
+    done, running = make_job("done"), make_job("running", JobState.ANALYSING)
+    rig.source.add(done, running)
+    first = JobLoader(fetcher, rig.deadline())
+    assert list(await asyncio.gather(first.load("done"), first.load("running"))) == [
+        done,
+        running,
+    ]
+
+    second = JobLoader(fetcher, rig.deadline())
+    assert list(await asyncio.gather(second.load("done"), second.load("running"))) == [
+        done,
+        running,
+    ]
+
+    # The final snapshot came straight from memory; the running one went through a batch (and
+    # the fetcher's cache, for its short ttl).
+    assert fetcher.batches == [["done", "running"], ["running"]]
+    assert rig.source.calls == ["done", "running"]

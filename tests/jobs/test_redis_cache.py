@@ -205,6 +205,8 @@ async def test_terminal_snapshots_are_kept_in_memory_too(
     assert await cache.get("running") is None
     assert await cache.get("nobody") is None
     assert cache.memo_size == 1
+    # The same memory answers the synchronous peek, and only for the final snapshot.
+    assert [cache.peek_finished(i) for i in ("done", "running", "nobody")] == [done, None, None]
 
 
 async def test_a_terminal_snapshot_read_from_redis_is_kept_in_memory(
