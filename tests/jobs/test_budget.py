@@ -2,8 +2,9 @@
 
 The behaviour tests take a `harness` fixture, parametrized by implementation: it makes budgets
 and moves time. For `local`, time is a `ManualClock` and the window 1 s, so every instant is
-exact. Tests written against the harness state times in windows (`w`) and check them within
-the harness's tolerance, so that an implementation on real time (a shared one) runs them too.
+exact. For `redis`, a `RedisBudget` on the real Redis (each budget under a key prefix of its
+own), time is real and the window short (0.2 s). Tests state times in windows (`w`) and check
+them within the harness's tolerance.
 """
 
 from __future__ import annotations
@@ -11,19 +12,22 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 import pytest
+import redis.asyncio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway import errors
 from gateway.jobs.budget import Budget, LocalBudget
+from gateway.jobs.redis_budget import QUERY_JOB, RedisBudget
 from gateway.settings import GatewaySettings
 
 from .jobfakes import FOREVER, ManualClock, settle
+from .redisutil import connect, delete_prefix, unique_prefix
 
 
 class Harness(Protocol):
@@ -90,16 +94,83 @@ class ManualHarness:
         await self.clock.run_until_idle()
 
 
+class RedisHarness:
+    """`RedisBudget`s on the real Redis and real time; each budget has a prefix of its own."""
+
+    window = 0.2
+    # Timers, a Redis round trip and a loaded CI machine: 50 ms either way.
+    tolerance = 0.05
+
+    def __init__(self, client: redis.asyncio.Redis) -> None:
+        self.client = client
+        self.budgets: list[RedisBudget] = []
+        self.prefixes: list[str] = []
+
+    def make(
+        self, limit: int, *, max_in_flight: int | None = None, recovery_rate: float = 0.05
+    ) -> Budget:
+        prefix = unique_prefix()
+        budget = RedisBudget(
+            self.client,
+            operation=QUERY_JOB,
+            limit=limit,
+            window=self.window,
+            max_in_flight=limit if max_in_flight is None else max_in_flight,
+            lease=2.0,
+            recovery_rate=recovery_rate,
+            prefix=prefix,
+        )
+        self.budgets.append(budget)
+        self.prefixes.append(prefix)
+        return budget
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    async def advance(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    async def settle(self) -> None:
+        # Until no budget waits for Redis (twice in a row: an answer may start another
+        # round trip), at least 10 ms, at most half a second (a loaded machine is slow).
+        quiet = 0
+        for _ in range(100):
+            await asyncio.sleep(0.005)
+            busy = any(budget.round_trips for budget in self.budgets)
+            quiet = 0 if busy else quiet + 1
+            if quiet >= 2:
+                return
+
+    async def drain(self) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        for budget in self.budgets:
+            await budget.aclose()
+        for prefix in self.prefixes:
+            await delete_prefix(self.client, prefix)
+
+
 @pytest.fixture
 def clock() -> ManualClock:
     return ManualClock()
 
 
-@pytest.fixture(params=["local"])
-def harness(request: pytest.FixtureRequest, clock: ManualClock) -> Harness:
+@pytest.fixture(params=["local", "redis"])
+async def harness(request: pytest.FixtureRequest, clock: ManualClock) -> AsyncIterator[Harness]:
     if request.param == "local":
-        return ManualHarness(clock)
-    raise AssertionError(request.param)
+        yield ManualHarness(clock)
+        return
+    client = await connect()
+    redis_harness = RedisHarness(client)
+    try:
+        yield redis_harness
+    finally:
+        await redis_harness.aclose()
+        await client.aclose()
 
 
 def max_arrivals_in_any_window(spans: list[tuple[float, float]], window: float) -> int:
@@ -253,16 +324,16 @@ async def test_one_id_is_not_stuck_behind_another_keys_backlog(harness: Harness)
     w = harness.window
     budget = harness.make(10)
     rec = Recorder(budget, harness)
-    t0 = harness.now()
     for i in range(1000):
         rec.start(f"big{i}", key="big")
     await harness.settle()
     assert len(rec.granted) == 10
+    t0 = rec.grant_times["big0"]  # the ten slots free one window after this
     # Behind 990 waiters (99 windows in arrival order), with a deadline of 1.5 windows: not
     # refused, since the round-robin serves it in the next turn.
-    small = rec.start("small", key="small", deadline=t0 + 1.5 * w)
+    small = rec.start("small", key="small", deadline=harness.now() + 1.5 * w)
     await harness.settle()
-    await harness.advance(1.25 * w)
+    await harness.advance(t0 + 1.25 * w - harness.now())
     assert small.done()
     assert small.exception() is None
     assert rec.offsets(t0, ["small"]) == [about(1.0, harness)]
@@ -325,6 +396,7 @@ async def test_fail_fast_counts_turns_of_every_waiting_key(harness: Harness) -> 
     gate = asyncio.Event()
     rec.start("a", gate=gate)
     rec.start("b", gate=gate)
+    await harness.settle()
     for i in range(3):
         rec.start(f"x{i}", key="x")
         rec.start(f"y{i}", key="y")
@@ -471,19 +543,19 @@ async def test_throttles_halve_the_limit_once_per_burst_and_it_recovers(
     # 10 calls per window, regaining 10% of that per window: 1 call per window.
     budget = harness.make(10, recovery_rate=0.1 / w)
     rec = Recorder(budget, harness)
-    t0 = harness.now()
     for i in range(10):
         rec.start(f"c{i}")
     await harness.settle()
     # Every call of the burst comes back throttled: one decrease.
+    t0 = harness.now()
     for _ in range(10):
         await budget.throttled()
     status = budget.snapshot()
     assert (status.limit, status.effective_limit) == (10, 5)
     for i in range(10):
         rec.start(f"d{i}", key="d")
-    await harness.advance(1.25 * w)
-    # The ten slots freed at t0 + w, but only 5 (then 6, from t0 + w) may be held.
+    await harness.advance(t0 + 1.25 * w - harness.now())
+    # The ten slots freed by t0 + w, but only 5 (then 6, from t0 + w) may be held.
     assert len(rec.granted) == 10 + 6
     assert budget.snapshot().effective_limit == 6
     await harness.advance(1.0 * w)

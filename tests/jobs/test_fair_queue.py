@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.jobs.fair_queue import FairQueue, Ticket
@@ -94,6 +94,7 @@ operations = st.lists(
 )
 
 
+@settings(deadline=None)
 @given(ops=operations, key=st.sampled_from("abcde"))
 def test_position_is_a_lower_bound_and_exact_for_a_new_key(
     ops: list[tuple[str, str | int]], key: str

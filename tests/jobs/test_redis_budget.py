@@ -1,0 +1,325 @@
+"""RedisBudget across processes: the limit, leases, AIMD and Redis failures, on a real Redis.
+
+The behaviour shared with `LocalBudget` is tested in test_budget.py (its `redis` harness).
+Here, several `RedisBudget` instances on one prefix stand for several gateway processes.
+Time is real and windows short.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio
+
+from gateway import errors
+from gateway.jobs.backend import BackendUnavailable, open_redis
+from gateway.jobs.redis_budget import QUERY_JOB, BudgetBackendError, RedisBudget
+from gateway.settings import GatewaySettings
+
+from .jobfakes import FOREVER
+from .redisutil import connect, delete_prefix, private_redis, unique_prefix, wait_until_up
+from .test_budget import max_arrivals_in_any_window
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[redis.asyncio.Redis]:
+    client = await connect()
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+async def prefix(client: redis.asyncio.Redis) -> AsyncIterator[str]:
+    prefix = unique_prefix()
+    yield prefix
+    await delete_prefix(client, prefix)
+
+
+class Fleet:
+    """Budgets on one prefix: one per simulated process."""
+
+    def __init__(self, client: redis.asyncio.Redis, prefix: str) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.budgets: list[RedisBudget] = []
+
+    def process(
+        self,
+        *,
+        limit: int,
+        window: float,
+        lease: float = 2.0,
+        max_in_flight: int = 100,
+        client: redis.asyncio.Redis | None = None,
+    ) -> RedisBudget:
+        budget = RedisBudget(
+            client or self.client,
+            operation=QUERY_JOB,
+            limit=limit,
+            window=window,
+            max_in_flight=max_in_flight,
+            lease=lease,
+            prefix=self.prefix,
+        )
+        self.budgets.append(budget)
+        return budget
+
+    async def aclose(self) -> None:
+        for budget in self.budgets:
+            await budget.aclose()
+
+
+@pytest.fixture
+async def fleet(client: redis.asyncio.Redis, prefix: str) -> AsyncIterator[Fleet]:
+    fleet = Fleet(client, prefix)
+    try:
+        yield fleet
+    finally:
+        await fleet.aclose()
+
+
+async def test_two_processes_never_exceed_the_limit_together(fleet: Fleet) -> None:
+    limit, window = 5, 0.25
+    # The margin, as in production: room for Redis's clock and ours to round differently.
+    processes = [fleet.process(limit=limit, window=window + 0.005) for _ in range(2)]
+    rng = random.Random(11)
+    spans: list[tuple[float, float]] = []
+    grants: list[tuple[float, int]] = []
+
+    async def call(process: int, latency: float) -> None:
+        budget = processes[process]
+        async with budget.slot(time.monotonic() + 10.0, key=rng.randrange(3)):
+            start = time.monotonic()
+            grants.append((start, process))
+            await asyncio.sleep(latency)
+            spans.append((start, time.monotonic()))
+
+    began = time.monotonic()
+    await asyncio.gather(
+        *(call(process, rng.uniform(0.0, 0.03)) for process in (0, 1) for _ in range(15))
+    )
+    elapsed = time.monotonic() - began
+
+    assert len(spans) == 30
+    # Measured as the upstream would: whatever the network did, no window saw more than 5.
+    assert max_arrivals_in_any_window(spans, window) <= limit
+    # A burst, then paced: 30 calls at 5 per (window + latency) is at least 5 windows.
+    assert elapsed >= 5 * window
+    # Neither process waited for the other to finish: both were served from the first rounds.
+    first_rounds = [process for start, process in sorted(grants)[:15]]
+    assert {0, 1} <= set(first_rounds)
+    for budget in processes:
+        status = budget.snapshot()
+        assert (status.in_flight, status.waiting) == (0, 0)
+
+
+async def test_the_fleet_limit_counts_every_process_slots(fleet: Fleet) -> None:
+    first, second = (fleet.process(limit=3, window=0.2) for _ in range(2))
+    gate = asyncio.Event()
+
+    async def hold(budget: RedisBudget) -> None:
+        async with budget.slot(FOREVER):
+            await gate.wait()
+
+    holders = [asyncio.create_task(hold(first)) for _ in range(2)]
+    await asyncio.sleep(0.05)
+    assert first.snapshot().in_flight == 2
+    # One slot left for the fleet: the second process gets it, then is full.
+    holders.append(asyncio.create_task(hold(second)))
+    await asyncio.sleep(0.05)
+    assert second.snapshot().in_flight == 1
+    with pytest.raises(errors.BudgetExhausted) as caught:
+        async with second.slot(time.monotonic() + 0.1):
+            raise AssertionError("must not be granted")
+    assert 0.1 <= caught.value.retry_after <= 0.2 + 0.01
+    gate.set()
+    await asyncio.gather(*holders)
+
+
+async def test_a_slot_never_released_frees_when_its_lease_expires(
+    fleet: Fleet, caplog: pytest.LogCaptureFixture
+) -> None:
+    lease, window = 0.5, 0.1
+    dead = fleet.process(limit=1, window=window, lease=lease)
+    alive = fleet.process(limit=1, window=window, lease=lease)
+    # A process takes a slot and dies mid-call: it never releases it.
+    stuck = dead.slot(FOREVER)
+    await stuck.__aenter__()
+    began = time.monotonic()
+    async with alive.slot(began + 2.0):
+        waited = time.monotonic() - began
+    assert lease - 0.05 <= waited <= lease + 0.1
+    # Had the "dead" call completed after all, so late, it says so.
+    with caplog.at_level(logging.WARNING, logger="gateway.jobs.redis_budget"):
+        await stuck.__aexit__(None, None, None)
+    assert "outlived its budget lease of 0.5 s" in caplog.text
+
+
+async def test_a_throttle_slows_the_whole_fleet_once_per_burst(fleet: Fleet) -> None:
+    first, second = (fleet.process(limit=10, window=0.2) for _ in range(2))
+    await first.throttled()
+    await second.throttled()  # the same burst, seen by another process: no second decrease
+    assert first.snapshot().effective_limit == 5
+    assert second.snapshot().effective_limit == 5
+    # The fleet holds 5 now: 3 here, 2 there, and the next waits.
+    gate = asyncio.Event()
+
+    async def hold(budget: RedisBudget) -> None:
+        async with budget.slot(FOREVER):
+            await gate.wait()
+
+    holders = [asyncio.create_task(hold(first)) for _ in range(3)]
+    holders += [asyncio.create_task(hold(second)) for _ in range(3)]
+    await asyncio.sleep(0.05)
+    assert first.snapshot().in_flight + second.snapshot().in_flight == 5
+    assert second.snapshot().waiting == 1
+    gate.set()
+    await asyncio.gather(*holders)
+    # Past the holdoff, a throttle is a new burst: halved again, from where it had climbed.
+    await asyncio.sleep(0.25)
+    await second.throttled()
+    assert first.snapshot().effective_limit == 5  # as last seen here
+    await first.throttled()  # within the holdoff of second's decrease: same burst
+    assert first.snapshot().effective_limit == 2
+
+
+async def test_cancelled_waiters_leave_nothing_in_redis(
+    fleet: Fleet, client: redis.asyncio.Redis
+) -> None:
+    budget = fleet.process(limit=5, window=0.2)
+    inflight, recent, _ = budget.keys
+    # Cancel at several points of the pump's round trip: before it asks, while Redis answers,
+    # after the grant but before the waiter resumes (or, late enough, after its call ran).
+    # Only a call that ran may hold a slot.
+    ran = 0
+    for turns in [0, 1, 2, 3, 5, 8, 10, 13, 20, 40]:
+
+        async def wait() -> None:
+            nonlocal ran
+            async with budget.slot(FOREVER):
+                ran += 1
+
+        task = asyncio.create_task(wait())
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await asyncio.sleep(0.01)  # the slot given back (or released) before the next turn
+    assert ran < 10, "every waiter ran: no cancellation was tested"
+    assert await client.zcard(inflight) == 0
+    assert await client.zcard(recent) == ran
+    status = budget.snapshot()
+    assert (status.in_flight, status.waiting) == (0, 0)
+
+
+async def test_keys_are_namespaced_and_expire_on_their_own(
+    fleet: Fleet, client: redis.asyncio.Redis, prefix: str
+) -> None:
+    budget = fleet.process(limit=5, window=0.2, lease=1.5)
+    gate = asyncio.Event()
+
+    async def hold() -> None:
+        async with budget.slot(FOREVER):
+            await gate.wait()
+
+    holder = asyncio.create_task(hold())
+    await asyncio.sleep(0.05)
+    base = f"{prefix}:budget:{{{QUERY_JOB}}}"
+    assert budget.keys == (f"{base}:inflight", f"{base}:recent", f"{base}:aimd")
+    [(member, lease_expiry)] = await client.zrange(f"{base}:inflight", 0, -1, withscores=True)
+    seconds, micros = await client.time()
+    assert lease_expiry / 1e6 - (seconds + micros / 1e6) == pytest.approx(1.5, abs=0.1)
+    assert member.decode().endswith(":0")
+    gate.set()
+    await holder
+    await budget.throttled()
+    assert sorted(key.decode() for key in await client.keys(f"{prefix}:*")) == [
+        f"{base}:aimd",
+        f"{base}:recent",
+    ]
+    # Each key outlives what it holds, and no more: a slot set its longest slot, the AIMD
+    # state its full recovery (5 calls back at 0.5 per second: 10 s), each plus a second.
+    assert 0 < await client.pttl(f"{base}:recent") <= 1_500 + 1_000
+    assert 10_000 < await client.pttl(f"{base}:aimd") <= 10_000 + 200 + 1_000
+
+
+async def test_an_unreachable_redis_raises_a_backend_error_at_once(fleet: Fleet) -> None:
+    nowhere = open_redis("redis://127.0.0.1:1/0", timeout=0.5)  # nothing listens on port 1
+    try:
+        budget = fleet.process(limit=5, window=0.2, client=nowhere)
+        began = time.monotonic()
+        outcomes = await asyncio.gather(
+            *(budget.slot(time.monotonic() + 5.0).__aenter__() for _ in range(3)),
+            return_exceptions=True,
+        )
+        assert all(isinstance(outcome, BudgetBackendError) for outcome in outcomes), outcomes
+        assert isinstance(outcomes[0], BackendUnavailable)
+        assert "127.0.0.1:1" in outcomes[0].reason
+        with pytest.raises(BudgetBackendError):
+            await budget.throttled()
+        assert time.monotonic() - began < 1.0
+        status = budget.snapshot()
+        assert (status.in_flight, status.waiting) == (0, 0)
+    finally:
+        await nowhere.aclose()
+
+
+async def test_a_redis_that_stops_answering_raises_within_the_client_timeout() -> None:
+    with private_redis() as server:
+        await wait_until_up(server)
+        client = open_redis(server.url, timeout=0.3)
+        budget = RedisBudget(
+            client, operation=QUERY_JOB, limit=5, window=0.2, max_in_flight=5, lease=1.0
+        )
+        try:
+            async with budget.slot(time.monotonic() + 1.0):
+                pass
+            server.pause()  # connections stay open; nothing answers
+            began = time.monotonic()
+            with pytest.raises(BudgetBackendError, match="Timeout"):
+                async with budget.slot(time.monotonic() + 5.0):
+                    raise AssertionError("must not be granted")
+            assert time.monotonic() - began < 1.0
+            server.resume()
+            # A slot granted, then Redis stops: releasing it fails, and says so.
+            slot = budget.slot(time.monotonic() + 1.0)
+            await slot.__aenter__()
+            server.pause()
+            with pytest.raises(BudgetBackendError):
+                await slot.__aexit__(None, None, None)
+            assert budget.snapshot().in_flight == 0
+            server.resume()
+            # Redis is back: so is the budget.
+            async with budget.slot(time.monotonic() + 1.0):
+                pass
+        finally:
+            server.resume()
+            await budget.aclose()
+            await client.aclose()
+
+
+async def test_from_settings(client: redis.asyncio.Redis) -> None:
+    settings = GatewaySettings(
+        upstream_qps=42,
+        upstream_window_margin=0.01,
+        upstream_concurrency=7,
+        connect_timeout=2.0,
+        read_timeout=5.0,
+        redis_prefix="gw-test",
+    )
+    budget = RedisBudget.from_settings(client, settings)
+    assert (budget.limit, budget.window, budget.max_in_flight) == (42, 1.01, 7)
+    assert budget.keys[0] == "gw-test:budget:{QueryIProductionJob}:inflight"
+
+
+def test_a_lease_shorter_than_the_window_is_refused() -> None:
+    client = open_redis("redis://127.0.0.1:6379/0", timeout=1.0)
+    with pytest.raises(ValueError, match="lease of at least the window"):
+        RedisBudget(client, operation=QUERY_JOB, limit=5, window=1.0, max_in_flight=5, lease=0.5)
