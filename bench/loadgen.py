@@ -78,6 +78,26 @@ class LoadResult:
         return sum(self.failures.values())
 
 
+def _response_bounds(buffer: bytearray) -> tuple[bytes, int, int] | None:
+    """Where the first whole response in `buffer` lies: (status code, body start, end), or None
+    while it is incomplete. ValueError for a response without content-length (chunked or
+    close-delimited: neither server sends that for a JSON answer)."""
+    end = buffer.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    # Header names are case-insensitive; uvicorn writes them in lower case already.
+    head = bytes(buffer[:end]).lower()
+    start = head.find(b"\r\ncontent-length:")
+    if start < 0:
+        raise ValueError("response without content-length")
+    stop = head.find(b"\r\n", start + 2)
+    length = int(head[start + 17 : stop if stop >= 0 else len(head)])
+    total = end + 4 + length
+    if len(buffer) < total:
+        return None
+    return head[9:12], end + 4, total
+
+
 class _Connection(asyncio.Protocol):
     """One keep-alive connection that sends the next request as soon as a response is read."""
 
@@ -106,23 +126,15 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         buffer = self._buffer
         buffer += data
-        end = buffer.find(b"\r\n\r\n")
-        if end < 0:
+        try:
+            bounds = _response_bounds(buffer)
+        except ValueError as exc:
+            self._fail(str(exc))
             return
-        # Header names are case-insensitive; uvicorn writes them in lower case already.
-        head = bytes(buffer[:end]).lower()
-        start = head.find(b"\r\ncontent-length:")
-        if start < 0:
-            # Chunked or close-delimited: neither server sends that for a JSON answer.
-            self._fail("response without content-length")
+        if bounds is None:
             return
-        stop = head.find(b"\r\n", start + 2)
-        length = int(head[start + 17 : stop if stop >= 0 else len(head)])
-        total = end + 4 + length
-        if len(buffer) < total:
-            return
-        status = head[9:12]
-        good = status == b"200" and buffer[end + 4 : total] == self._expected
+        status, body_start, total = bounds
+        good = status == b"200" and buffer[body_start:total] == self._expected
         del buffer[:total]
         tally = self._tally
         if good:
@@ -199,3 +211,86 @@ async def closed_loop(
         latency_p99_ms=1000 * latencies[int(0.99 * (len(latencies) - 1))] if latencies else 0.0,
         cpu_per_request=(cpu_after - cpu_before) / requests if requests else 0.0,
     )
+
+
+class Exchange(asyncio.Protocol):
+    """One keep-alive connection on which a caller sends a request and awaits its response, one
+    at a time: for load whose answers differ from request to request (a snapshot's age, its
+    fetch time), which `closed_loop`'s byte-for-byte check cannot take, and whose pace the
+    caller sets (open to a schedule rather than closed-loop). It parses no more than
+    `closed_loop` does, so it stays far cheaper per request than httpx; the caller checks the
+    body.
+
+        exchange = await Exchange.open(host, port)
+        status, body = await exchange.send(post_request(host, port, "/graphql", payload))
+        exchange.close()
+    """
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._transport: asyncio.Transport | None = None
+        self._waiting: asyncio.Future[tuple[int, bytes]] | None = None
+        self._closing = False
+
+    @classmethod
+    async def open(cls, host: str, port: int) -> Exchange:
+        loop = asyncio.get_running_loop()
+        _, exchange = await loop.create_connection(cls, host, port)
+        return exchange
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self._transport = cast(asyncio.Transport, transport)
+
+    async def send(self, request: bytes) -> tuple[int, bytes]:
+        """Write `request` and wait for its response: (HTTP status, body). Raises
+        ConnectionError if the connection ends first, and ValueError for an unreadable response
+        (the connection is then closed: what follows on it could not be framed)."""
+        if self._transport is None or self._transport.is_closing():
+            raise ConnectionError("the connection is closed")
+        if self._waiting is not None:
+            raise RuntimeError("Exchange.send: one request at a time on a connection")
+        waiting: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
+        self._waiting = waiting
+        self._transport.write(request)
+        try:
+            return await waiting
+        finally:
+            self._waiting = None
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer
+        buffer += data
+        try:
+            bounds = _response_bounds(buffer)
+        except ValueError as exc:
+            self._resolve(exc)
+            self.close()
+            return
+        if bounds is None:
+            return
+        status, body_start, total = bounds
+        body = bytes(buffer[body_start:total])
+        del buffer[:total]
+        try:
+            self._resolve((int(status), body))
+        except ValueError:
+            self._resolve(ValueError(f"unreadable status line {status!r}"))
+
+    def _resolve(self, outcome: tuple[int, bytes] | Exception) -> None:
+        waiting = self._waiting
+        if waiting is None or waiting.done():
+            return  # nothing asked (a stray response): the next send() is not confused by it
+        if isinstance(outcome, Exception):
+            waiting.set_exception(outcome)
+        else:
+            waiting.set_result(outcome)
+
+    def close(self) -> None:
+        self._closing = True
+        if self._transport is not None:
+            self._transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._closing or self._waiting is not None:
+            self._resolve(ConnectionError(f"connection lost: {exc or 'closed by the server'}"))

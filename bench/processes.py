@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -62,6 +64,22 @@ def cpu_seconds(pid: int) -> float | None:
     return (utime + stime) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_cpu_seconds() -> tuple[float, float] | None:
+    """(busy, total) CPU seconds of the whole machine since boot, all cores, from /proc/stat
+    (None where there is none). Over a run, busy / elapsed is the cores every process used,
+    ours and anyone else's: on a shared machine, what the benchmark's processes could not have."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return None
+    ticks = [int(value) for value in fields]
+    # user nice system idle iowait irq softirq steal (guest time is inside user already).
+    total = sum(ticks[:8])
+    idle = ticks[3] + ticks[4]
+    clock = os.sysconf("SC_CLK_TCK")
+    return (total - idle) / clock, total / clock
+
+
 @dataclass(slots=True)
 class Server:
     """A server child process and where it answers."""
@@ -70,10 +88,12 @@ class Server:
     port: int
     process: subprocess.Popen[bytes]
     log_path: Path
+    #: `http` for the Python servers, `redis` for `start_redis`'s: what `url` starts with.
+    scheme: str = "http"
 
     @property
     def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
+        return f"{self.scheme}://{HOST}:{self.port}"
 
     def log_tail(self, lines: int = 20) -> str:
         with contextlib.suppress(OSError):
@@ -131,11 +151,41 @@ class ServerGroup:
         """Run `python <args>` with `{port}` in `args` replaced by a free port (or `port`), and
         return once `GET ready_path` answers 200. `env` is added to this process's environment."""
         port = port or free_port()
+        command = [sys.executable, *(arg.replace("{port}", str(port)) for arg in args)]
+        server = self._spawn(name, command, port, env)
+        self._wait_ready(server, ready_path, ready_headers or {}, timeout)
+        return server
+
+    def start_redis(self, name: str = "redis", *, timeout: float = 10.0) -> Server:
+        """A private, throw-away `redis-server` on a free loopback port: nothing saved to disk
+        (`--save ""`, no append-only file), so it leaves no file behind and shares no state with
+        any other Redis. Returns once it answers PING; its `url` is `redis://127.0.0.1:<port>`."""
+        executable = shutil.which("redis-server")
+        if executable is None:
+            raise RuntimeError(
+                "redis-server is not on PATH (Debian/Ubuntu: apt-get install redis)."
+            )
+        port = free_port()
+        command = [executable, "--port", str(port), "--bind", HOST]
+        command += ["--save", "", "--appendonly", "no"]
+        server = self._spawn(name, command, port, None, scheme="redis")
+        self._wait_until(server, lambda: _redis_answers(port), "PING", timeout)
+        return server
+
+    def _spawn(
+        self,
+        name: str,
+        command: list[str],
+        port: int,
+        env: dict[str, str] | None,
+        *,
+        scheme: str = "http",
+    ) -> Server:
         log_path = self._folder / f"{name}.log"
         child_env = {**os.environ, **(env or {})}
         with log_path.open("wb") as log:
             process = subprocess.Popen(
-                [sys.executable, *(arg.replace("{port}", str(port)) for arg in args)],
+                command,
                 cwd=REPO_ROOT,
                 env=child_env,
                 stdin=subprocess.DEVNULL,
@@ -143,27 +193,43 @@ class ServerGroup:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        server = Server(name, port, process, log_path)
+        server = Server(name, port, process, log_path, scheme)
         self._servers.append(server)
-        self._wait_ready(server, ready_path, ready_headers or {}, timeout)
         return server
 
     def stop(self, server: Server, timeout: float = 10.0) -> None:
-        """SIGINT (uvicorn's graceful shutdown), then SIGKILL if it does not end in time."""
-        process = server.process
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        if server in self._servers:
-            self._servers.remove(server)
+        """Stop one server (see `stop_all`)."""
+        self._stop([server], timeout)
 
-    def stop_all(self) -> None:
-        for server in reversed(list(self._servers)):
-            self.stop(server)
+    def stop_all(self, timeout: float = 10.0) -> None:
+        """Stop every server still running, all at once, in at most about `timeout` seconds."""
+        self._stop(list(reversed(self._servers)), timeout)
+
+    def _stop(self, servers: list[Server], timeout: float, grace: float = 2.0) -> None:
+        """SIGINT to all (uvicorn's graceful shutdown, Redis's shutdown); after `grace`, a
+        second SIGINT to those still running (uvicorn's force exit: an interrupted benchmark
+        leaves requests open that a graceful shutdown would wait for, up to their deadline);
+        SIGKILL to any still running at `timeout`. All at once, so that stopping a fleet
+        costs one wait, not one per process."""
+        running = [server for server in servers if server.process.poll() is None]
+        for server in running:
+            server.process.send_signal(signal.SIGINT)
+        started = time.monotonic()
+        for deadline, last_resort in ((grace, False), (timeout, True)):
+            for server in running:
+                left = max(0.0, started + deadline - time.monotonic())
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    server.process.wait(left)
+            running = [server for server in running if server.process.poll() is None]
+            for server in running:
+                if last_resort:
+                    server.process.kill()
+                    server.process.wait()
+                else:
+                    server.process.send_signal(signal.SIGINT)
+        for server in servers:
+            if server in self._servers:
+                self._servers.remove(server)
 
     def fail(self, server: Server, message: str) -> RuntimeError:
         """An error about `server` that shows the end of its log (and keeps the logs)."""
@@ -175,23 +241,42 @@ class ServerGroup:
     def _wait_ready(
         self, server: Server, path: str, headers: dict[str, str], timeout: float
     ) -> None:
-        deadline = time.monotonic() + timeout
         with httpx.Client(base_url=server.url, timeout=2.0, trust_env=False) as client:
-            while True:
-                if server.process.poll() is not None:
-                    raise self.fail(
-                        server,
-                        f"{server.name} exited with code {server.process.returncode} before it "
-                        "answered.",
-                    )
+
+            def answers() -> bool:
                 with contextlib.suppress(httpx.TransportError):
-                    if client.get(path, headers=headers).status_code == 200:
-                        return
-                if time.monotonic() > deadline:
-                    raise self.fail(
-                        server, f"{server.name} did not answer GET {path} within {timeout} s."
-                    )
-                time.sleep(0.1)
+                    return client.get(path, headers=headers).status_code == 200
+                return False
+
+            self._wait_until(server, answers, f"GET {path}", timeout)
+
+    def _wait_until(
+        self, server: Server, probe: Callable[[], bool], what: str, timeout: float
+    ) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if server.process.poll() is not None:
+                raise self.fail(
+                    server,
+                    f"{server.name} exited with code {server.process.returncode} before it "
+                    "answered.",
+                )
+            if probe():
+                return
+            if time.monotonic() > deadline:
+                raise self.fail(server, f"{server.name} did not answer {what} within {timeout} s.")
+            time.sleep(0.1)
+
+
+def _redis_answers(port: int) -> bool:
+    """Whether a Redis on `port` answers PING with PONG (not LOADING or an error) now. Spoken
+    in raw RESP so that the probe needs no client library and no connection pool."""
+    try:
+        with socket.create_connection((HOST, port), timeout=1.0) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
 
 
 def _exit_on_signal(signum: int, frame: FrameType | None) -> None:

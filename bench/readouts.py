@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import httpx
+import redis
 
 from bench.processes import Server
 
@@ -24,3 +26,42 @@ def simulator_action_stats(simulator: Server, action: str) -> dict[str, int]:
             action
         ]
     return stats
+
+
+def readiness(gateway: Server) -> dict[str, Any]:
+    """The whole `GET /readyz` answer (status, redis, budget, cache, fetcher), as sent."""
+    with httpx.Client(timeout=10.0, trust_env=False) as client:
+        answer: dict[str, Any] = client.get(f"{gateway.url}/readyz").json()
+    return answer
+
+
+def describe_budget(ready: dict[str, Any]) -> str:
+    """Which budget a gateway runs on, from its `/readyz`: the Redis budget shared by the fleet
+    (`budget.shared`), or a local one (its limit tells whether it is the process's share of the
+    account's limit, `GATEWAY_UPSTREAM_QPS // GATEWAY_EXPECTED_REPLICAS`, until the Redis budget
+    is wired, or while Redis is unreachable)."""
+    budget = ready.get("budget") or {}
+    where = "shared through Redis" if budget.get("shared") else "local to the process"
+    return f"{where}, limit {budget.get('limit', '?')} calls per {budget.get('window', '?')} s"
+
+
+def reset_simulator_stats(simulator: Server) -> None:
+    """Zero the simulator's counters (calls, throttled, peakWindow) just before a measurement."""
+    with httpx.Client(timeout=10.0, trust_env=False) as client:
+        client.post(f"{simulator.url}/_simulator/stats/reset").raise_for_status()
+
+
+def reset_redis_stats(redis_server: Server) -> None:
+    """Zero Redis's command counters (`CONFIG RESETSTAT`) just before a measurement."""
+    with redis.Redis.from_url(redis_server.url) as client:
+        client.config_resetstat()
+
+
+def redis_command_calls(redis_server: Server) -> dict[str, int]:
+    """Calls per command since the last reset (`INFO commandstats`: `{"get": 1234, ...}`): how
+    many round trips the gateways made to the shared Redis, and of which kind."""
+    with redis.Redis.from_url(redis_server.url) as client:
+        stats: dict[str, dict[str, Any]] = client.info("commandstats")
+    return {
+        name.removeprefix("cmdstat_"): int(values.get("calls", 0)) for name, values in stats.items()
+    }

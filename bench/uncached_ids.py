@@ -20,22 +20,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import math
 import sys
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import httpx
 
 if not __package__:  # run as `python bench/uncached_ids.py`: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.processes import HOST, Server, ServerGroup, scrub_environment
+from bench.processes import HOST, ServerGroup, scrub_environment
 from bench.readouts import fetcher_stats, simulator_action_stats
+from bench.uncached import Tally, format_answers, make_ids, send_all, warm_up
 from gateway.settings import (
     SIMULATOR_DEMO_ACCESS_KEY_ID,
     SIMULATOR_DEMO_ACCESS_KEY_SECRET,
@@ -46,25 +41,6 @@ from gateway.simulator.demo import demo_job_ids
 
 GOAL = 1.05
 ACTION = "QueryIProductionJob"
-QUERY = "query Jobs($ids: [ID!]!) { jobs(ids: $ids) { id state } }"
-
-
-@dataclass(slots=True)
-class Tally:
-    """What the answers held, over all queries."""
-
-    found: int = 0
-    #: Ids answered null without an error: no such job (expected for the made-up ids).
-    not_found: int = 0
-    #: Ids with an error at their path (or in a query that failed as a whole).
-    errors: int = 0
-    #: Ids whose answer was not the expected one (a demo job missing, or another id).
-    wrong: int = 0
-    error_codes: dict[str, int] = field(default_factory=dict)
-    #: Queries answered with something other than HTTP 200 and a JSON body.
-    http_failures: list[str] = field(default_factory=list)
-    #: Seconds from t=0 to each query's answer.
-    answered_at: list[float] = field(default_factory=list)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -121,108 +97,12 @@ def run_benchmark(args: argparse.Namespace) -> int:
             f"rest unknown to the simulator) in {len(queries)} concurrent queries of "
             f"{args.per_query}; limit {args.qps} calls/s on both sides"
         )
-        latency = warm_up(group, gateway, simulator, margin)
-        elapsed, tally = asyncio.run(send_all(gateway, queries, known, args.deadline + 30))
+        latency = warm_up(group, [gateway], simulator, 1.0 + margin)
+        elapsed, tally = asyncio.run(send_all([gateway], queries, known, args.deadline + 30))
         stats = simulator_action_stats(simulator, ACTION)
         fetcher = fetcher_stats(gateway)
 
     return report(args, elapsed, tally, stats, fetcher, latency, margin, len(ids))
-
-
-def make_ids(count: int, demo: list[str]) -> list[str]:
-    """`count` distinct well-formed ids: the demo jobs first (they exist), then made-up ones
-    (32 hex characters, unknown to the simulator: each still costs one upstream call)."""
-    ids = list(dict.fromkeys(demo))[:count]
-    taken = set(ids)
-    number = 0
-    while len(ids) < count:
-        candidate = hashlib.sha256(f"bench-uncached-{number}".encode()).hexdigest()[:32]
-        number += 1
-        if candidate not in taken:
-            taken.add(candidate)
-            ids.append(candidate)
-    return ids
-
-
-def warm_up(group: ServerGroup, gateway: Server, simulator: Server, margin: float) -> float:
-    """Two uncached ids through the gateway, one after the other: the first opens the upstream
-    connection, the second tells the latency of one call on a warm path. Then a pause until
-    their budget slots are free again, and zeroed simulator stats."""
-    latency = 0.0
-    with httpx.Client(timeout=30.0, trust_env=False) as client:
-        for name in (b"bench-uncached-warm-up-1", b"bench-uncached-warm-up-2"):
-            warm_id = hashlib.sha256(name).hexdigest()[:32]
-            started = time.perf_counter()
-            response = client.post(
-                f"{gateway.url}/graphql", json={"query": QUERY, "variables": {"ids": [warm_id]}}
-            )
-            latency = time.perf_counter() - started
-            if response.status_code != 200 or "errors" in response.json():
-                raise group.fail(gateway, f"The warm-up query failed: {response.text}")
-        # The budget holds a slot for a window after its call completes.
-        time.sleep(1.0 + margin + 0.2)
-        client.post(f"{simulator.url}/_simulator/stats/reset").raise_for_status()
-    return latency
-
-
-async def send_all(
-    gateway: Server, queries: list[list[str]], known: set[str], http_timeout: float
-) -> tuple[float, Tally]:
-    tally = Tally()
-    limits = httpx.Limits(max_connections=len(queries), max_keepalive_connections=len(queries))
-    async with httpx.AsyncClient(
-        base_url=gateway.url, timeout=http_timeout, limits=limits, trust_env=False
-    ) as client:
-        # Open every connection first, so that t=0 is the moment all queries leave.
-        await asyncio.gather(*(client.get("/healthz") for _ in queries))
-        started = time.perf_counter()
-
-        async def one(ids: list[str]) -> None:
-            try:
-                response = await client.post(
-                    "/graphql", json={"query": QUERY, "variables": {"ids": ids}}
-                )
-            except httpx.HTTPError as exc:
-                tally.http_failures.append(f"{type(exc).__name__}: {exc}")
-                tally.errors += len(ids)
-                return
-            tally.answered_at.append(time.perf_counter() - started)
-            check(response, ids, known, tally)
-
-        await asyncio.gather(*(one(ids) for ids in queries))
-        elapsed = time.perf_counter() - started
-    return elapsed, tally
-
-
-def check(response: httpx.Response, ids: list[str], known: set[str], tally: Tally) -> None:
-    """Count each id of one query as found, not found, error or wrong."""
-    try:
-        answer: dict[str, Any] = response.json()
-    except ValueError:
-        answer = {}
-    jobs = (answer.get("data") or {}).get("jobs")
-    if response.status_code != 200 or not isinstance(jobs, list) or len(jobs) != len(ids):
-        tally.http_failures.append(f"HTTP {response.status_code}: {response.text[:300]}")
-        tally.errors += len(ids)
-        return
-    failed: set[int] = set()
-    for error in answer.get("errors") or ():
-        path = error.get("path") or []
-        code = (error.get("extensions") or {}).get("code", "no code")
-        tally.error_codes[code] = tally.error_codes.get(code, 0) + 1
-        if len(path) >= 2 and isinstance(path[1], int):
-            failed.add(path[1])
-        else:  # an error about the whole query fails every id of it
-            failed.update(range(len(ids)))
-    for index, (job_id, job) in enumerate(zip(ids, jobs, strict=True)):
-        if index in failed:
-            tally.errors += 1
-        elif job is None:
-            tally.not_found += 1
-            tally.wrong += job_id in known
-        else:
-            tally.found += 1
-            tally.wrong += job.get("id") != job_id or job_id not in known
 
 
 def report(
@@ -242,15 +122,8 @@ def report(
     floor = (waves - 1) * (1.0 + margin)
     ratio = elapsed / ideal
     calls, throttled, peak = stats["calls"], stats["throttled"], stats["peakWindow"]
-    answered = sorted(tally.answered_at)
-    print(
-        f"answers at (s): first {answered[0] if answered else 0:.2f}, "
-        f"median {answered[len(answered) // 2] if answered else 0:.2f}, last {elapsed:.2f}"
-    )
-    print(
-        f"ids: {tally.found} found, {tally.not_found} not found (null), {tally.errors} with "
-        f"errors{f' {tally.error_codes}' if tally.error_codes else ''}, {tally.wrong} wrong"
-    )
+    for line in format_answers(tally, elapsed):
+        print(line)
     print(
         f"simulator {ACTION}: {calls} calls (expected {count}), {throttled} throttled, "
         f"peak {peak} in a rolling second (limit {args.qps})"
