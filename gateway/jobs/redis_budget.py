@@ -283,9 +283,9 @@ class RedisBudget:
             repr(self._rule.recovery_per_second / 1e6),
             math.ceil(max(lease, window) * 1000) + _TTL_SLACK_MS,
         ]
-        self._acquire = redis.register_script(ACQUIRE)
+        self._acquire_script = redis.register_script(ACQUIRE)
         self._release_script = redis.register_script(RELEASE)
-        self._throttle = redis.register_script(THROTTLE)
+        self._throttle_script = redis.register_script(THROTTLE)
         # Members are `{token}:{sequence}`: unique across processes and restarts.
         self._token = uuid.uuid4().hex
         self._sequence = 0
@@ -347,7 +347,7 @@ class RedisBudget:
 
     async def throttled(self) -> None:
         factor = self._rule.decrease_factor
-        view = await self._call(self._throttle, factor, _us(self._rule.holdoff))
+        view = await self._call(self._throttle_script, factor, _us(self._rule.holdoff))
         if view.count:
             logger.warning(
                 "The upstream throttled although the budget held: the fleet's %s budget is "
@@ -435,7 +435,7 @@ class RedisBudget:
                 self._asking = want
                 try:
                     view = await self._call(
-                        self._acquire, want, _us(self._lease), self._token, first
+                        self._acquire_script, want, _us(self._lease), self._token, first
                     )
                 finally:
                     self._asking = 0
@@ -448,9 +448,10 @@ class RedisBudget:
         except Exception as exc:
             if not isinstance(exc, BudgetBackendError):
                 logger.exception("The %s budget pump failed", self._operation)
-            # Nobody may hang on a budget that cannot ask: every waiter gets the error.
+            # Nobody may hang on a budget that cannot ask: every waiter gets the error, each
+            # its own instance (one raised in many tasks would collect all their tracebacks).
             for waiter in self._drain_queue():
-                waiter.future.set_result(exc)
+                waiter.future.set_result(_copy(exc))
         finally:
             self._pump_task = None
 
@@ -644,6 +645,14 @@ class RedisBudget:
         if self._call_later is not None:
             return self._call_later(delay, callback)
         return asyncio.get_running_loop().call_later(delay, callback)
+
+
+def _copy(exc: Exception) -> Exception:
+    if isinstance(exc, BudgetBackendError):
+        copy = BudgetBackendError(exc.reason)
+        copy.__cause__ = exc.__cause__
+        return copy
+    return exc  # a bug: shared as it is, logged once above
 
 
 def _us(seconds: float) -> int:

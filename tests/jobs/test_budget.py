@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Hashable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -201,7 +201,7 @@ class Recorder:
         self,
         name: str,
         *,
-        key: object = None,
+        key: Hashable | None = None,
         duration: float = 0.0,
         deadline: float = FOREVER,
         gate: asyncio.Event | None = None,
@@ -240,7 +240,7 @@ def about(value: float, harness: Harness) -> object:
     return pytest.approx(value, abs=harness.tolerance / harness.window)
 
 
-async def refused(budget: Budget, deadline: float, *, key: object = None) -> float:
+async def refused(budget: Budget, deadline: float, *, key: Hashable | None = None) -> float:
     """Ask for a slot that must be refused at once; the refusal's retry_after."""
     with pytest.raises(errors.BudgetExhausted) as caught:
         async with budget.slot(deadline, key=key):
