@@ -34,6 +34,7 @@ from gateway.jobs.budget import Budget, LocalBudget
 from gateway.jobs.cache import LocalSnapshotCache, SnapshotCache
 from gateway.jobs.failover import FailoverBudget, FailoverCache
 from gateway.jobs.fetcher import JobFetcher
+from gateway.jobs.redis_budget import RedisBudget
 from gateway.jobs.redis_cache import RedisSnapshotCache
 from gateway.jobs.retry import RetryPolicy
 from gateway.middleware import BodySizeLimit
@@ -111,17 +112,31 @@ class Services:
         try:
             await self.http.aclose()
         finally:
+            if isinstance(self.budget, FailoverBudget) and isinstance(
+                self.budget.primary, RedisBudget
+            ):
+                # Its pump first: it talks to Redis until stopped.
+                await self.budget.primary.aclose()
             if self.redis is not None:
                 await self.redis.aclose()
 
-    async def redis_reachable(self) -> bool:
-        """Whether Redis answers a PING now (within the Redis timeout); False without Redis."""
+    async def probe_redis(self) -> bool:
+        """Whether Redis answers a PING now (within the Redis timeout); False without Redis.
+
+        An answer also serves as the failovers' probe when one is due: a process that makes no
+        calls (idle behind a load balancer) has nothing else to notice that Redis is back with.
+        """
         if self.redis is None:
             return False
         try:
-            return bool(await self.redis.ping())
+            answered = bool(await self.redis.ping())
         except redis.exceptions.RedisError:
             return False
+        if answered:
+            for part in (self.budget, self.cache):
+                if isinstance(part, FailoverBudget | FailoverCache):
+                    part.backend_answered()
+        return answered
 
     def degraded(self) -> bool:
         """Whether a shared part is being served locally because Redis did not answer."""
@@ -136,15 +151,13 @@ def _local_share(settings: GatewaySettings) -> GatewaySettings:
     return settings.model_copy(update={"upstream_qps": settings.fallback_qps})
 
 
-def _shared_budget(settings: GatewaySettings, shared: redis.asyncio.Redis) -> Budget:
-    """The budget of a process that shares the account with `expected_replicas - 1` others.
-
-    The Redis budget (`gateway.jobs.redis_budget`) is wired here when its module lands; until
-    then each process keeps to its share of the limit. That is safe with `expected_replicas`
-    processes (together they never exceed `upstream_qps`), though an idle process cannot lend
-    its share to a busy one.
-    """
-    return LocalBudget.from_settings(_local_share(settings))
+def _shared_budget(settings: GatewaySettings, shared: redis.asyncio.Redis) -> FailoverBudget:
+    """The fleet's budget in Redis; while Redis does not answer, this process's share of the
+    limit, so that `expected_replicas` processes that all lost Redis together stay under it."""
+    return FailoverBudget(
+        RedisBudget.from_settings(shared, settings),
+        LocalBudget.from_settings(_local_share(settings)),
+    )
 
 
 def _budget_report(budget: Budget) -> dict[str, object]:
@@ -264,7 +277,7 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
             return JSONResponse({"status": "starting"}, status_code=503)
         services = state.services
         configured = services.redis is not None
-        reachable = await services.redis_reachable()
+        reachable = await services.probe_redis()
         # Degraded still serves (HTTP 200): each process on its own budget share and cache.
         degraded = configured and (not reachable or services.degraded())
         return JSONResponse(

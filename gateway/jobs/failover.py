@@ -12,7 +12,9 @@ implementation) and a `fallback` (the local one) and follows these rules:
   primary (the others keep using the fallback meanwhile, so at most one call at a time pays for
   an unreachable Redis, bounded by the Redis client's timeout). When the probe succeeds the
   primary serves again; when it fails, it is served by the fallback and the next probe waits
-  another interval.
+  another interval. A health check that saw the backend answer (/readyz PINGs Redis) may stand
+  in for a probe through `backend_answered()`, so that an idle process, which makes no calls,
+  goes back to the primary too, and says so.
 - One WARNING when switching to the fallback, one when switching back; nothing per call. A
   primary call that started before a switch and ends after it changes nothing.
 - A budget slot is released on the side that granted it. If releasing on the primary fails, the
@@ -136,6 +138,12 @@ class _Switch:
             self._failovers += 1
             self._on_degraded(exc)
 
+    def answered(self) -> None:
+        """The backend answered a health check: it counts as a successful probe, if one is due."""
+        route = self.route()
+        if route is _Route.PROBE:
+            self.succeeded(route)
+
     def abandoned(self, route: _Route) -> None:
         """A call ended with no verdict on the primary (cancelled, or another error)."""
         if route is _Route.PROBE:
@@ -224,6 +232,11 @@ class FailoverBudget:
 
     def status(self) -> FailoverStatus:
         return self._switch.status()
+
+    def backend_answered(self) -> None:
+        """The primary's backend just answered a health check: while degraded, and when a probe
+        is due, serve from the primary again."""
+        self._switch.answered()
 
     def _serving(self) -> Budget:
         return self._fallback if self._switch.degraded else self._primary
@@ -336,6 +349,11 @@ class FailoverCache:
 
     def status(self) -> FailoverStatus:
         return self._switch.status()
+
+    def backend_answered(self) -> None:
+        """The primary's backend just answered a health check: while degraded, and when a probe
+        is due, serve from the primary again."""
+        self._switch.answered()
 
     async def get(self, job_id: str) -> CacheEntry | None:
         route = self._switch.route()

@@ -16,7 +16,8 @@ import httpx
 import pytest
 import redis
 
-from tests.api.conftest import GatewayServer, SimulatorServer, StartGateway, graphql
+from tests.api.conftest import GatewayServer, StartGateway, graphql
+from tests.servers import SimulatorServer
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 QUERY = "query($id: ID!) { job(id: $id) { id state fetchedAt requestId } }"
@@ -167,7 +168,10 @@ async def test_readyz_with_redis(
             "lastError": None,
         },
     }
-    assert {"limit", "effectiveLimit", "inFlight", "waiting"} <= set(report["budget"])
+    assert report["budget"]["shared"] is True
+    assert report["budget"]["failover"]["degraded"] is False
+    assert report["budget"]["limit"] == 100
+    assert {"effectiveLimit", "inFlight", "waiting", "nextFreeIn"} <= set(report["budget"])
 
 
 async def test_an_unreachable_redis_degrades_but_serves(
@@ -199,7 +203,10 @@ async def test_an_unreachable_redis_degrades_but_serves(
     assert report["cache"]["shared"] is False
     assert report["cache"]["failover"]["degraded"] is True
     assert "127.0.0.1:1" in report["cache"]["failover"]["lastError"]
+    assert report["budget"]["shared"] is False
+    assert report["budget"]["failover"]["degraded"] is True
     assert report["budget"]["limit"] == 15  # 60 calls/s shared by 4 replicas
     assert "hunter2" not in text
     assert "hunter2" not in caplog.text
-    assert "Redis unreachable" in caplog.text
+    assert "serving on a local budget of 15 calls/s" in caplog.text
+    assert "caching job snapshots in this process only" in caplog.text

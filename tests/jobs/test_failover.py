@@ -18,10 +18,11 @@ import redis.asyncio
 
 from gateway import errors
 from gateway.jobs.backend import BackendUnavailable, open_redis
-from gateway.jobs.budget import BudgetStatus
+from gateway.jobs.budget import BudgetStatus, LocalBudget
 from gateway.jobs.cache import CacheEntry, LocalSnapshotCache
 from gateway.jobs.failover import FailoverBudget, FailoverCache, FailoverStatus
 from gateway.jobs.model import Job
+from gateway.jobs.redis_budget import RedisBudget
 from gateway.jobs.redis_cache import RedisSnapshotCache
 from gateway.mps.decode import decode_job
 
@@ -64,6 +65,9 @@ class FakeCache:
     async def put(self, job_id: str, job: Job | None) -> None:
         await self._enter(f"put {job_id}")
         self.entries[job_id] = job
+
+    def peek_finished(self, job_id: str) -> Job | None:
+        return None  # nothing in process memory: every read is a call
 
     async def _enter(self, call: str) -> None:
         self.calls.append(call)
@@ -544,3 +548,69 @@ async def test_a_real_redis_that_stops_and_comes_back(
         "Redis unreachable",
         "Redis reachable again, back on the shared snapshot cache",
     ]
+
+
+async def test_a_real_redis_budget_that_stops_and_comes_back(
+    redis_process: RedisProcess,
+    redis_client: redis.asyncio.Redis,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    shared = RedisBudget(
+        redis_client,
+        operation="TestOperation",
+        limit=5,
+        window=1.0,
+        max_in_flight=5,
+        lease=3.0,
+        prefix="test",
+    )
+    budget = FailoverBudget(shared, LocalBudget(2, 1.0), probe_interval=0.2)
+    in_flight_key = shared.keys[0]
+    try:
+        async with budget.slot(time.monotonic() + 2):
+            assert await redis_client.zcard(in_flight_key) == 1  # the slot is held in Redis
+
+        redis_process.stop()
+        started = time.monotonic()
+        async with budget.slot(time.monotonic() + 2):
+            assert budget.degraded
+            assert budget.limit == 2
+        assert time.monotonic() - started < 1.0
+
+        redis_process.start()
+        await asyncio.sleep(0.25)
+        async with budget.slot(time.monotonic() + 2):
+            assert not budget.degraded
+            assert await redis_client.zcard(in_flight_key) == 1
+    finally:
+        await shared.aclose()
+    assert [message.split(" (")[0] for message in warnings_logged(caplog)] == [
+        "Redis unreachable",
+        "Redis reachable again, serving on the shared budget of 5 calls/s",
+    ]
+
+
+async def test_a_health_check_stands_in_for_a_probe_when_one_is_due(
+    caches: tuple[FakeCache, FakeCache, FailoverCache],
+    budgets: tuple[FakeBudget, FakeBudget, FailoverBudget],
+    clock: Clock,
+) -> None:
+    primary, _, cache = caches
+    shared, _, budget = budgets
+    primary.down = shared.down = True
+    await cache.get("a")
+    async with budget.slot(clock.now + 5):
+        pass
+    primary.down = shared.down = False
+
+    cache.backend_answered()  # within the probe interval: not yet
+    budget.backend_answered()
+    assert cache.degraded
+    assert budget.degraded
+    clock.now += 1.0
+    cache.backend_answered()  # an idle process learns that Redis is back without a call
+    budget.backend_answered()
+    assert not cache.degraded
+    assert not budget.degraded
+    assert primary.calls == ["get a"]
+    assert shared.asked == 1
