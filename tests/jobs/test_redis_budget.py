@@ -159,7 +159,7 @@ async def test_a_slot_never_released_frees_when_its_lease_expires(
     # Had the "dead" call completed after all, so late, it says so.
     with caplog.at_level(logging.WARNING, logger="gateway.jobs.redis_budget"):
         await stuck.__aexit__(None, None, None)
-    assert "outlived its budget lease of 0.5 s" in caplog.text
+    assert "1 QueryIProductionJob call(s) outlived their budget lease of 0.5 s" in caplog.text
 
 
 async def test_a_throttle_slows_the_whole_fleet_once_per_burst(fleet: Fleet) -> None:
