@@ -21,20 +21,36 @@ implementation) and a `fallback` (the local one) and follows these rules:
   slot is left to expire there on its own (the shared budget holds slots on leases), and the
   failure counts like any other.
 
-A word on safety: while degraded, each process allows itself its local fallback's limit (the
-account's limit divided by the expected number of replicas), so all of them together stay under
-the account's limit when they all lose Redis, which is what an outage of the shared Redis does.
-A process that alone loses Redis (a partition) adds its share on top of what the others take
-through Redis, until its next successful probe: the account can then see up to that share too
-many calls, which the upstream answers with Throttling and the budgets slow down for.
+The budget's switches keep the account's limit (the two sides know nothing of each other's
+slots, so a naive switch could let a second's worth of calls through twice):
+
+- While degraded, each process allows itself its fallback's limit: the account's limit divided
+  by the expected number of replicas, so that all of them together stay under the account's
+  limit when they all lose Redis, which is what an outage of the shared Redis does.
+- *Settling in.* The slots the fleet took through Redis just before the outage are still held
+  (by the upstream's count) for one window, and the local budgets know nothing of them. So
+  after switching to the fallback, no fallback slot is granted before `settle` seconds (one
+  window) have passed: the calls in that second wait (a caller whose deadline comes first gets
+  `BudgetExhausted` at once, with the time to retry).
+- *Settling back.* Redis comes back knowing nothing of the local slots, and the other processes
+  come back one by one (each at its next probe, within `probe_interval`). So for
+  `probe_interval + settle` seconds after switching back, every call takes a slot on BOTH
+  sides: the process stays within its local share until every busy process is back and every
+  purely local slot has expired, and from then on Redis counts everything.
+- Left over: a call in flight across a switch for longer than the settling time, and a process
+  that alone loses Redis (a partition), which adds its share on top of what the others take
+  through Redis until its next successful probe. The upstream answers the excess with
+  Throttling, which the budgets slow down for.
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
+import math
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from types import TracebackType
@@ -165,8 +181,9 @@ class FailoverBudget:
     """A `Budget` served by `primary` (shared) and, while it does not answer, by `fallback`.
 
     The fallback's limit should be this process's share of the account's (see the module
-    docstring). `clock` times the probes; it need not be the budgets' clock. `name` names the
-    primary in log lines.
+    docstring). `settle` is the settling time of a switch (None: the fallback's window).
+    `clock` is the clock of the deadlines (the budgets' clock) and times the probes; `sleep`
+    waits on it. `name` names the primary in log lines.
     """
 
     def __init__(
@@ -175,17 +192,29 @@ class FailoverBudget:
         fallback: Budget,
         *,
         probe_interval: float = DEFAULT_PROBE_INTERVAL,
+        settle: float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         name: str = "Redis",
     ) -> None:
+        if settle is not None and settle < 0:
+            raise ValueError(f"Expected a settling time of at least 0 s, received {settle}.")
         self._primary = primary
         self._fallback = fallback
         self._name = name
+        self._probe_interval = probe_interval
+        self._settle = fallback.snapshot().window if settle is None else settle
+        self._clock = clock
+        self._sleep = sleep
+        #: No slot is granted on the fallback before this time (settling in).
+        self._fallback_from = -math.inf
+        #: Until this time, a slot on the primary also takes one on the fallback (settling back).
+        self._both_until = -math.inf
         self._switch = _Switch(
             probe_interval=probe_interval,
             clock=clock,
-            on_degraded=self._log_degraded,
-            on_recovered=self._log_recovered,
+            on_degraded=self._degraded,
+            on_recovered=self._recovered,
         )
 
     @property
@@ -241,7 +270,8 @@ class FailoverBudget:
     def _serving(self) -> Budget:
         return self._fallback if self._switch.degraded else self._primary
 
-    def _log_degraded(self, exc: BackendUnavailable) -> None:
+    def _degraded(self, exc: BackendUnavailable) -> None:
+        self._fallback_from = self._clock() + self._settle
         logger.warning(
             "%s unreachable (%s), serving on a local budget of %d calls/s",
             self._name,
@@ -249,7 +279,8 @@ class FailoverBudget:
             self._fallback.limit,
         )
 
-    def _log_recovered(self) -> None:
+    def _recovered(self) -> None:
+        self._both_until = self._clock() + self._probe_interval + self._settle
         logger.warning(
             "%s reachable again, serving on the shared budget of %d calls/s",
             self._name,
@@ -258,41 +289,65 @@ class FailoverBudget:
 
 
 class _FailoverSlot:
-    """One slot from whichever side grants it, released on that same side."""
+    """One slot from the side (or, while settling back, both sides) serving, each released on
+    the side that granted it."""
 
-    __slots__ = ("_budget", "_deadline", "_inner", "_key", "_on_primary")
+    __slots__ = ("_budget", "_deadline", "_entered", "_held", "_key")
 
     def __init__(self, budget: FailoverBudget, deadline: float, key: Hashable | None) -> None:
         self._budget = budget
         self._deadline = deadline
         self._key = key
-        self._inner: AbstractAsyncContextManager[None] | None = None
-        self._on_primary = False
+        self._entered = False
+        # The slots held, in the order taken: (context manager, whether it is the primary's).
+        self._held: list[tuple[AbstractAsyncContextManager[None], bool]] = []
 
     async def __aenter__(self) -> None:
-        if self._inner is not None:
+        if self._entered:
             raise RuntimeError("A budget slot context manager cannot be entered twice.")
+        self._entered = True
+        budget = self._budget
+        route = budget._switch.route()
+        try:
+            # The local slot first: waiting for it must not hold a slot of the whole fleet.
+            if route is not _Route.PRIMARY or budget._clock() < budget._both_until:
+                await self._enter_fallback()
+            if route is not _Route.FALLBACK:
+                await self._enter_primary(route)
+        except BaseException:
+            await self._release(None, None, None)
+            raise
+
+    async def _enter_primary(self, route: _Route) -> None:
         switch = self._budget._switch
-        route = switch.route()
-        if route is not _Route.FALLBACK:
-            inner = self._budget._primary.slot(self._deadline, key=self._key)
-            try:
-                await inner.__aenter__()
-            except BackendUnavailable as exc:
-                switch.failed(route, exc)
-            except errors.BudgetExhausted:
-                switch.succeeded(route)  # the shared budget answered: it is full, not down
-                raise
-            except BaseException:
-                switch.abandoned(route)
-                raise
-            else:
-                switch.succeeded(route)
-                self._inner, self._on_primary = inner, True
-                return
-        inner = self._budget._fallback.slot(self._deadline, key=self._key)
+        inner = self._budget._primary.slot(self._deadline, key=self._key)
+        try:
+            await inner.__aenter__()
+        except BackendUnavailable as exc:
+            switch.failed(route, exc)
+            if not self._held:
+                await self._enter_fallback()
+            return
+        except errors.BudgetExhausted:
+            switch.succeeded(route)  # the shared budget answered: it is full, not down
+            raise
+        except BaseException:
+            switch.abandoned(route)
+            raise
+        switch.succeeded(route)
+        self._held.append((inner, True))
+
+    async def _enter_fallback(self) -> None:
+        budget = self._budget
+        wait = budget._fallback_from - budget._clock()
+        if wait > 0:
+            # Settling in: the fleet's last second through Redis still counts upstream.
+            if budget._clock() + wait > self._deadline:
+                raise errors.BudgetExhausted(retry_after=wait)
+            await budget._sleep(wait)
+        inner = budget._fallback.slot(self._deadline, key=self._key)
         await inner.__aenter__()
-        self._inner, self._on_primary = inner, False
+        self._held.append((inner, False))
 
     async def __aexit__(
         self,
@@ -300,16 +355,25 @@ class _FailoverSlot:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        inner, self._inner = self._inner, None
-        if inner is None:
-            return
-        try:
-            await inner.__aexit__(exc_type, exc, tb)
-        except BackendUnavailable as failure:
-            # The call itself is done; only the release did not reach the shared budget, whose
-            # slot now expires on its own. The caller's outcome must not change for that.
-            logger.debug("Releasing a shared budget slot failed: %s", failure.reason)
-            self._budget._switch.failed(_Route.PRIMARY, failure)
+        await self._release(exc_type, exc, tb)
+
+    async def _release(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        held, self._held = self._held, []
+        for inner, on_primary in reversed(held):
+            try:
+                await inner.__aexit__(exc_type, exc, tb)
+            except BackendUnavailable as failure:
+                if not on_primary:
+                    raise
+                # The call itself is done; only the release did not reach the shared budget,
+                # whose slot now expires on its own. The caller's outcome must not change.
+                logger.debug("Releasing a shared budget slot failed: %s", failure.reason)
+                self._budget._switch.failed(_Route.PRIMARY, failure)
 
 
 class FailoverCache:

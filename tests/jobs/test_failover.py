@@ -32,11 +32,19 @@ FETCHED_AT = time.time()
 
 
 class Clock:
+    """Moves only when told to, or when something sleeps on it."""
+
     def __init__(self) -> None:
         self.now = 100.0
+        self.slept: list[float] = []
 
     def __call__(self) -> float:
         return self.now
+
+    async def sleep(self, delay: float) -> None:
+        self.slept.append(delay)
+        self.now += delay
+        await asyncio.sleep(0)
 
 
 def outage() -> BackendUnavailable:
@@ -317,13 +325,19 @@ async def test_other_primary_errors_are_bugs_not_outages(
 # --- the budget --------------------------------------------------------------------------------
 
 
+SETTLE = 0.5
+
+
 @pytest.fixture
 def budgets(clock: Clock) -> tuple[FakeBudget, FakeBudget, FailoverBudget]:
     primary, fallback = FakeBudget(100), FakeBudget(25)
-    return primary, fallback, FailoverBudget(primary, fallback, probe_interval=1.0, clock=clock)
+    budget = FailoverBudget(
+        primary, fallback, probe_interval=1.0, settle=SETTLE, clock=clock, sleep=clock.sleep
+    )
+    return primary, fallback, budget
 
 
-async def test_the_budget_falls_back_at_once_and_says_its_local_limit_once(
+async def test_the_budget_falls_back_and_says_its_local_limit_once(
     budgets: tuple[FakeBudget, FakeBudget, FailoverBudget],
     clock: Clock,
     caplog: pytest.LogCaptureFixture,
@@ -335,7 +349,8 @@ async def test_the_budget_falls_back_at_once_and_says_its_local_limit_once(
         async with budget.slot(clock.now + 5):
             pass
     assert (fallback.granted, fallback.released) == (3, 3)
-    assert primary.asked == 1
+    assert primary.asked == 1  # no probe within the interval
+    assert clock.slept == [SETTLE]  # only the first waited for the fleet's last window
     assert budget.degraded
     assert budget.limit == 25
     assert budget.snapshot().limit == 25
@@ -346,7 +361,7 @@ async def test_the_budget_falls_back_at_once_and_says_its_local_limit_once(
 
     primary.down = False
     clock.now += 1.0
-    async with budget.slot(clock.now + 5):
+    async with budget.slot(clock.now + 5):  # the probe
         pass
     assert (primary.granted, primary.released) == (1, 1)
     assert not budget.degraded
@@ -354,6 +369,61 @@ async def test_the_budget_falls_back_at_once_and_says_its_local_limit_once(
     assert warnings_logged(caplog)[1:] == [
         "Redis reachable again, serving on the shared budget of 100 calls/s"
     ]
+
+
+async def test_settling_in_no_local_slot_before_the_fleet_s_last_window_is_over(
+    budgets: tuple[FakeBudget, FakeBudget, FailoverBudget], clock: Clock
+) -> None:
+    primary, fallback, budget = budgets
+    primary.down = True
+    with pytest.raises(errors.BudgetExhausted) as exhausted:
+        async with budget.slot(clock.now + SETTLE / 2):  # fails over, cannot wait that long
+            pass
+    assert exhausted.value.retry_after == pytest.approx(SETTLE)
+    assert fallback.asked == 0
+    assert budget.degraded
+
+    async with budget.slot(clock.now + 5):
+        pass
+    assert clock.slept == [SETTLE]
+    assert fallback.granted == 1
+
+
+async def test_settling_back_takes_a_slot_on_both_sides_for_a_while(
+    budgets: tuple[FakeBudget, FakeBudget, FailoverBudget], clock: Clock
+) -> None:
+    primary, fallback, budget = budgets
+    primary.down = True
+    async with budget.slot(clock.now + 5):
+        pass
+    primary.down = False
+    clock.now += 1.0
+    back = clock.now
+    async with budget.slot(clock.now + 5):  # the probe: both sides
+        assert (primary.granted, fallback.granted) == (1, 2)
+    clock.now = back + 1.0 + SETTLE - 0.01  # probe interval + settling time, nearly
+    async with budget.slot(clock.now + 5):
+        assert (primary.granted, fallback.granted) == (2, 3)
+    clock.now = back + 1.0 + SETTLE
+    async with budget.slot(clock.now + 5):  # the whole fleet is back: Redis alone
+        assert (primary.granted, fallback.granted) == (3, 3)
+    assert (primary.released, fallback.released) == (3, 3)
+
+
+async def test_a_full_shared_budget_while_settling_back_gives_the_local_slot_back(
+    budgets: tuple[FakeBudget, FakeBudget, FailoverBudget], clock: Clock
+) -> None:
+    primary, fallback, budget = budgets
+    primary.down = True
+    async with budget.slot(clock.now + 5):
+        pass
+    primary.down, primary.full = False, True
+    clock.now += 1.0
+    with pytest.raises(errors.BudgetExhausted):  # a probe answered "full": Redis is back
+        async with budget.slot(clock.now + 5):
+            pass
+    assert not budget.degraded
+    assert (fallback.granted, fallback.released) == (2, 2)
 
 
 async def test_a_slot_is_released_on_the_side_that_granted_it(
@@ -367,11 +437,11 @@ async def test_a_slot_is_released_on_the_side_that_granted_it(
         assert budget.degraded
         primary.down = False
         clock.now += 1.0
-        async with budget.slot(clock.now + 5):  # the probe: back on the primary
+        async with budget.slot(clock.now + 5):  # the probe: back on the primary (and local)
             assert not budget.degraded
     await shared_slot.__aexit__(None, None, None)
     assert (primary.granted, primary.released) == (2, 2)
-    assert (fallback.granted, fallback.released) == (1, 1)
+    assert (fallback.granted, fallback.released) == (2, 2)
 
 
 async def test_a_full_shared_budget_is_an_answer_not_an_outage(
@@ -384,16 +454,6 @@ async def test_a_full_shared_budget_is_an_answer_not_an_outage(
             pass
     assert not budget.degraded
     assert fallback.asked == 0
-
-    primary.down = True
-    async with budget.slot(clock.now + 5):
-        pass
-    primary.down = False
-    clock.now += 1.0
-    with pytest.raises(errors.BudgetExhausted):  # a probe answered "full": Redis is back
-        async with budget.slot(clock.now + 5):
-            pass
-    assert not budget.degraded
 
 
 async def test_a_release_that_cannot_reach_redis_does_not_fail_the_call(
@@ -564,7 +624,7 @@ async def test_a_real_redis_budget_that_stops_and_comes_back(
         lease=3.0,
         prefix="test",
     )
-    budget = FailoverBudget(shared, LocalBudget(2, 1.0), probe_interval=0.2)
+    budget = FailoverBudget(shared, LocalBudget(2, 1.0), probe_interval=0.2, settle=0.1)
     in_flight_key = shared.keys[0]
     try:
         async with budget.slot(time.monotonic() + 2):
