@@ -6,7 +6,8 @@ implementation) and a `fallback` (the local one) and follows these rules:
 
 - A call goes to the primary while it is healthy. When the primary raises `BackendUnavailable`
   (and only that: `BudgetExhausted`, or any other error, is an answer, not an outage), the same
-  call is served by the fallback at once, and the wrapper is *degraded*.
+  call is served by the fallback (a budget's after settling in, see below), with no error, and
+  the wrapper is *degraded*.
 - While degraded, calls go straight to the fallback, without touching the primary, except one
   *probe* at most every `probe_interval` seconds: the first call after the interval tries the
   primary (the others keep using the fallback meanwhile, so at most one call at a time pays for
