@@ -23,6 +23,8 @@ __all__ = ["REDIS_UNAVAILABLE", "BackendUnavailable", "open_redis", "redis_unava
 
 #: Seconds a pooled connection may sit idle before it is PINGed again before use.
 HEALTH_CHECK_INTERVAL: Final = 10
+#: Connections to Redis one process opens at most; more callers wait for one to free.
+MAX_CONNECTIONS: Final = 64
 
 
 class BackendUnavailable(Exception):
@@ -59,21 +61,33 @@ def redis_unavailable(exc: redis.exceptions.RedisError) -> BackendUnavailable:
     return BackendUnavailable("redis", f"{type(exc).__name__}: {exc}".rstrip(". "))
 
 
-def open_redis(url: str, *, timeout: float) -> redis.asyncio.Redis:
+def open_redis(
+    url: str, *, timeout: float, max_connections: int = MAX_CONNECTIONS
+) -> redis.asyncio.Redis:
     """A client for the Redis at `url` that never stalls a request for long.
 
-    `timeout` bounds connecting and each answer (redis-py's default is 5 s, far too long for a
-    call on the request path: a Redis that stops answering must cost a fallback, not a hang).
+    `timeout` bounds connecting, each answer, and the wait for a pooled connection (redis-py's
+    default is 5 s, far too long for a call on the request path: a Redis that stops answering
+    must cost a fallback, not a hang).
+
+    The pool is a blocking one of `max_connections`: under load, callers wait (up to `timeout`)
+    for a connection to free. redis-py's default pool instead raises `MaxConnectionsError` (a
+    ConnectionError) the moment 100 commands are in flight, which would read as an outage and
+    fail a busy process over while Redis is perfectly well.
+
     redis-py's default retries (10, with backoff) are replaced by one immediate retry on a
     connection error only: that heals a pooled connection that Redis or a proxy closed while it
     sat idle, and costs nothing when Redis is down (a refused connection fails at once); a
     timeout is never retried, which would double the stall. The caller closes the client
-    (`await client.aclose()`).
+    (`await client.aclose()`), which closes its pool.
     """
-    return redis.asyncio.Redis.from_url(
+    pool = redis.asyncio.BlockingConnectionPool.from_url(
         url,
+        max_connections=max_connections,
+        timeout=timeout,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
         health_check_interval=HEALTH_CHECK_INTERVAL,
         retry=Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,)),
     )
+    return redis.asyncio.Redis.from_pool(pool)

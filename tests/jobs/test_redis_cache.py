@@ -324,3 +324,16 @@ async def test_from_settings_takes_prefix_region_and_ttls() -> None:
     finally:
         await client.delete(f"{prefix}:job:abc")
         await client.aclose()
+
+
+async def test_more_concurrent_lookups_than_connections_wait_their_turn(prefix: str) -> None:
+    # redis-py's default pool raises MaxConnectionsError (a ConnectionError) when it runs out,
+    # which would read as an outage and fail a busy process over; ours makes them wait.
+    small = open_redis(REDIS_URL, timeout=2.0, max_connections=4)
+    try:
+        cache = make_cache(small, prefix)
+        await cache.put("job-1", upstream_job("job-1", "Analysing"))
+        entries = await asyncio.gather(*(cache.get("job-1") for _ in range(500)))
+    finally:
+        await small.aclose()
+    assert entries == [CacheEntry(upstream_job("job-1", "Analysing"))] * 500
