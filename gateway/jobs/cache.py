@@ -7,16 +7,17 @@ stay fresh. "Not found" is kept briefly too (a negative entry), so that a bad id
 upstream budget. A ttl of 0 means "do not cache" for that kind of snapshot. Failures are never
 cached (the fetcher does not put them).
 
-`SnapshotCache` is what the fetcher uses; `LocalSnapshotCache` serves one process. A Redis
-implementation (shared by replicas, storing `Job.raw`) can be added behind the same protocol,
-which is why its methods are async.
+`SnapshotCache` is what the fetcher uses; `LocalSnapshotCache` serves one process,
+`gateway.jobs.redis_cache.RedisSnapshotCache` every process sharing a Redis (which is why the
+methods are async). The fetcher reads a whole request's ids with one `get_many` call: one round
+trip to a shared cache, however many ids.
 """
 
 from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -36,6 +37,11 @@ class SnapshotCache(Protocol):
 
     async def get(self, job_id: str) -> CacheEntry | None:
         """The entry for `job_id` while it is fresh, else None (a miss)."""
+        ...
+
+    async def get_many(self, job_ids: Sequence[str]) -> list[CacheEntry | None]:
+        """`get` for each of `job_ids`: one entry (or None) per id, in the same order, repeats
+        included. A shared implementation makes one round trip at most for the lot."""
         ...
 
     async def put(self, job_id: str, job: Job | None) -> None:
@@ -74,8 +80,10 @@ class CacheTtls:
 class LocalSnapshotCache:
     """An in-memory LRU of at most `max_entries` snapshots, each with a state-chosen ttl.
 
-    `get` and `put` are O(1). An expired entry is dropped when it is read, or when it reaches the
-    least recently used end; it is never returned.
+    `get` and `put` are O(1), `get_many` O(1) per id. An expired entry is dropped when it is
+    read, or when it reaches the least recently used end; it is never returned. No method
+    suspends (none awaits anything): a caller that acts on a miss right after the read knows
+    that nothing else ran in between.
     """
 
     def __init__(
@@ -112,6 +120,12 @@ class LocalSnapshotCache:
         return len(self._entries)
 
     async def get(self, job_id: str) -> CacheEntry | None:
+        return self._lookup(job_id)
+
+    async def get_many(self, job_ids: Sequence[str]) -> list[CacheEntry | None]:
+        return [self._lookup(job_id) for job_id in job_ids]
+
+    def _lookup(self, job_id: str) -> CacheEntry | None:
         item = self._entries.get(job_id)
         if item is None:
             return None

@@ -5,7 +5,8 @@ without another upstream call, for as long as its state allows (the same `CacheT
 `LocalSnapshotCache`: terminal long, running briefly, "not found" briefly, 0 = not stored).
 
 Layout. One string key per job id, `{prefix}:job:{job_id}`, set with `PX` (the ttl in
-milliseconds, so Redis itself expires it). The value is versioned JSON:
+milliseconds, so Redis itself expires it); `get_many` reads any number of them in one `MGET`.
+The value is versioned JSON:
 
     {"v": 1, "fetchedAt": 1764096232.38, "raw": {"JobId": "...", "State": "Success", ...}}
     {"v": 1, "notFound": true}
@@ -34,7 +35,7 @@ import logging
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Final
 
 import redis.asyncio
@@ -128,6 +129,38 @@ class RedisSnapshotCache:
             value = await self._redis.get(self.key(job_id))
         except REDIS_UNAVAILABLE as exc:
             raise redis_unavailable(exc) from exc
+        return self.accept(job_id, value)
+
+    async def get_many(self, job_ids: Sequence[str]) -> list[CacheEntry | None]:
+        """The fresh entry (or None) of each of `job_ids`, in order: the memo answers what it
+        can, and ONE `MGET` the rest (none at all when the memo answered everything).
+
+        Raises `BackendUnavailable` when Redis does not answer and the memo cannot serve all.
+        """
+        entries: list[CacheEntry | None] = [None] * len(job_ids)
+        asked: dict[str, list[int]] = {}
+        for index, job_id in enumerate(job_ids):
+            job = self._recall(job_id)
+            if job is not None:
+                entries[index] = CacheEntry(job)
+            else:
+                asked.setdefault(job_id, []).append(index)
+        if not asked:
+            return entries
+        try:
+            values = await self._redis.mget([self.key(job_id) for job_id in asked])
+        except REDIS_UNAVAILABLE as exc:
+            raise redis_unavailable(exc) from exc
+        for (job_id, indexes), value in zip(asked.items(), values, strict=True):
+            entry = self.accept(job_id, value)
+            for index in indexes:
+                entries[index] = entry
+        return entries
+
+    def accept(self, job_id: str, value: bytes | str | None) -> CacheEntry | None:
+        """The entry a value read from `key(job_id)` holds (None: no value, or one this
+        version cannot read, both misses); a terminal snapshot goes to the memo, as one read
+        by `get` does. For readers of the key other than this class (`RedisFetchClaims`)."""
         if value is None:
             return None
         entry = self._decode(job_id, value)

@@ -15,6 +15,7 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import pytest
 import redis.asyncio
@@ -110,3 +111,24 @@ async def wait_until_up(server: PrivateRedis, attempts: int = 100) -> None:
         finally:
             await client.aclose()
     pytest.fail(f"The private redis-server on port {server.port} did not start.")
+
+
+class CountingRedis(redis.asyncio.Redis):
+    """A client that records the name of every command it sends: `commands`, in order (a
+    script counts as EVALSHA, or EVAL). One entry is one round trip, as nothing pipelines."""
+
+    commands: list[str]
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        self.commands.append(str(args[0]).upper())
+        # redis-py leaves execute_command untyped.
+        return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+
+
+def counting_client(url: str = REDIS_URL, *, timeout: float = 2.0) -> CountingRedis:
+    """A `CountingRedis` on the pool `open_redis` would make; close it with `aclose()`."""
+    client = CountingRedis(connection_pool=open_redis(url, timeout=timeout).connection_pool)
+    # Closing the client closes the pool, as for a client of `open_redis`.
+    client.auto_close_connection_pool = True
+    client.commands = []
+    return client

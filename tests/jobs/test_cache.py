@@ -127,3 +127,47 @@ async def test_peek_finished_serves_only_fresh_final_snapshots() -> None:
     ]
     clock.now += 100.0
     assert cache.peek_finished("d") is None
+
+
+async def test_get_many_answers_each_id_in_order_repeats_included() -> None:
+    clock = ManualClock()
+    cache = make_cache(clock, running=1.0)
+    done, busy = make_job("done"), make_job("busy", JobState.ANALYSING)
+    await cache.put("done", done)
+    await cache.put("busy", busy)
+    await cache.put("gone", None)
+
+    assert await cache.get_many(["busy", "never", "gone", "done", "busy"]) == [
+        CacheEntry(busy),
+        None,
+        CacheEntry(None),
+        CacheEntry(done),
+        CacheEntry(busy),
+    ]
+    clock.now += 1.0  # the running ttl: only that entry expires
+    assert await cache.get_many(["busy", "done"]) == [None, CacheEntry(done)]
+    assert await cache.get_many([]) == []
+
+
+async def test_get_many_never_suspends() -> None:
+    # The fetcher relies on it: nothing runs between a request's read and its joins.
+    cache = make_cache(ManualClock())
+    await cache.put("a", make_job("a"))
+    reading = cache.get_many(["a", "b"])
+    with pytest.raises(StopIteration) as finished:
+        reading.send(None)  # runs to its end at the first step
+    assert finished.value.value == [CacheEntry(make_job("a")), None]
+
+
+async def test_get_many_keeps_the_most_recently_read() -> None:
+    clock = ManualClock()
+    cache = make_cache(clock, max_entries=2)
+    await cache.put("a", make_job("a"))
+    await cache.put("b", make_job("b"))
+    await cache.get_many(["a"])  # "a" is now more recent than "b"
+    await cache.put("c", make_job("c"))
+    assert await cache.get_many(["a", "b", "c"]) == [
+        CacheEntry(make_job("a")),
+        None,
+        CacheEntry(make_job("c")),
+    ]

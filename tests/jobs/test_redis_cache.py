@@ -20,6 +20,8 @@ from gateway.jobs.redis_cache import RedisSnapshotCache
 from gateway.mps.decode import decode_job
 from gateway.settings import GatewaySettings
 
+from .redisutil import counting_client
+
 REDIS_URL = "redis://127.0.0.1:6379/0"
 REGION = "cn-shanghai"
 FETCHED_AT = 1_764_096_232.383469
@@ -337,3 +339,81 @@ async def test_more_concurrent_lookups_than_connections_wait_their_turn(prefix: 
     finally:
         await small.aclose()
     assert entries == [CacheEntry(upstream_job("job-1", "Analysing"))] * 500
+
+
+async def test_get_many_reads_every_id_in_one_mget_in_order(prefix: str) -> None:
+    counting = counting_client()
+    try:
+        writer = make_cache(counting, prefix)
+        busy, done = upstream_job("busy", "Analysing"), upstream_job("done", "Success")
+        await writer.put("busy", busy)
+        await writer.put("done", done)
+        await writer.put("gone", None)
+        await counting.set(writer.key("garbled"), b"garbage")
+        reader = make_cache(counting, prefix)  # another process: nothing in memory
+        counting.commands.clear()
+
+        entries = await reader.get_many(["done", "never", "busy", "gone", "garbled", "busy"])
+
+        assert counting.commands == ["MGET"]  # one round trip for the lot
+        assert entries == [
+            CacheEntry(done),
+            None,
+            CacheEntry(busy),
+            CacheEntry(None),
+            None,  # a value this version cannot read is a miss, as for `get`
+            CacheEntry(busy),
+        ]
+    finally:
+        await counting.aclose()
+
+
+async def test_get_many_serves_final_snapshots_from_memory_and_reads_only_the_rest(
+    prefix: str,
+) -> None:
+    counting = counting_client()
+    try:
+        cache = make_cache(counting, prefix, memo=10, clock=FETCHED_AT + 1)
+        done, busy = upstream_job("done", "Fail"), upstream_job("busy", "Queuing")
+        await cache.put("done", done)
+        await cache.put("busy", busy)
+        counting.commands.clear()
+
+        assert await cache.get_many(["done", "done"]) == [CacheEntry(done)] * 2
+        assert counting.commands == []  # all in memory: no round trip at all
+
+        assert await cache.get_many(["busy", "done"]) == [CacheEntry(busy), CacheEntry(done)]
+        assert counting.commands == ["MGET"]
+        assert await cache.get_many([]) == []
+        assert counting.commands == ["MGET"]
+    finally:
+        await counting.aclose()
+
+
+async def test_a_final_snapshot_read_by_get_many_is_kept_in_memory(
+    client: redis.asyncio.Redis, prefix: str
+) -> None:
+    done = upstream_job("done", "Success")
+    await make_cache(client, prefix).put("done", done)
+    reader = make_cache(client, prefix, memo=10, clock=FETCHED_AT + 1)
+    assert await reader.get_many(["done"]) == [CacheEntry(done)]
+    assert reader.peek_finished("done") == done
+
+
+async def test_get_many_on_an_unreachable_redis_raises_unless_memory_serves_all(
+    client: redis.asyncio.Redis, prefix: str
+) -> None:
+    done = upstream_job("done", "Success")
+    unreachable = open_redis("redis://:hunter2@127.0.0.1:1/0", timeout=0.5)
+    cache = make_cache(unreachable, prefix, memo=10, clock=FETCHED_AT)
+    try:
+        with pytest.raises(BackendUnavailable):
+            await cache.put("done", done)  # kept in memory all the same
+        assert await cache.get_many(["done"]) == [CacheEntry(done)]
+        started = time.monotonic()
+        with pytest.raises(BackendUnavailable) as error:
+            await cache.get_many(["done", "other"])
+        assert time.monotonic() - started < 1.0
+    finally:
+        await unreachable.aclose()
+    assert "hunter2" not in str(error.value)
