@@ -43,8 +43,11 @@ waiter that is cancelled leaves the queue and consumes nothing.
 
 **Adaptive rate.** When a call inside a slot is throttled by the upstream although the budget
 held (another client shares the account), the caller reports it with `throttled()`: the
-*effective* limit, which grants use, is halved at once and climbs back to `limit` additively
-(`gateway.jobs.adaptive`). Throttles within one window of the last decrease are the same burst.
+*effective* limit, which grants use, is halved at once and climbs back additively, but only up
+to a ceiling learned from the throttle (0.9 of the rate that was throttled), which itself creeps
+back to `limit` over minutes (`gateway.jobs.adaptive`): under a co-tenant that keeps its share
+the rate settles under what the upstream allows instead of probing it every few seconds.
+Throttles within one window of the last decrease are the same burst.
 
 Time is injected, as in aiolimiter: `clock` reads the time and `call_later` schedules the
 budget's timers (a waiter's deadline, the moment the oldest held slot frees). By default they are
@@ -72,6 +75,8 @@ from typing import Protocol
 
 from gateway import errors
 from gateway.jobs.adaptive import (
+    DEFAULT_CEILING_FACTOR,
+    DEFAULT_CEILING_RECOVERY_TIME,
     DEFAULT_DECREASE_FACTOR,
     DEFAULT_RECOVERY_RATE,
     AdaptiveLimit,
@@ -125,6 +130,10 @@ class BudgetStatus:
     #: Lower bound on the seconds before a caller arriving now, with a key of its own, could
     #: be granted a slot (0: free now).
     next_free_in: float
+    #: Calls per window the effective limit may climb back to for now: `limit`, or less while
+    #: the ceiling learned from a throttle creeps back (`gateway.jobs.adaptive`). None from a
+    #: budget that learns no ceiling. Last, with a default, so that such budgets need not pass it.
+    ceiling: int | None = None
 
 
 class Budget(Protocol):
@@ -206,8 +215,9 @@ class LocalBudget:
     loop. The log never holds more than `limit` live entries.
 
     `max_in_flight` (default: no limit beyond `limit`) bounds the calls of this process in
-    flight. `decrease_factor` and `recovery_rate` are the AIMD parameters
-    (`gateway.jobs.adaptive`); throttles within one `window` of the last decrease are one burst.
+    flight. `decrease_factor`, `recovery_rate`, `ceiling_factor` and `ceiling_recovery_time` are
+    the AIMD parameters (`gateway.jobs.adaptive`); throttles within one `window` of the last
+    decrease are one burst.
     """
 
     def __init__(
@@ -218,6 +228,8 @@ class LocalBudget:
         max_in_flight: int | None = None,
         decrease_factor: float = DEFAULT_DECREASE_FACTOR,
         recovery_rate: float = DEFAULT_RECOVERY_RATE,
+        ceiling_factor: float = DEFAULT_CEILING_FACTOR,
+        ceiling_recovery_time: float = DEFAULT_CEILING_RECOVERY_TIME,
         clock: Callable[[], float] = time.monotonic,
         call_later: CallLater | None = None,
     ) -> None:
@@ -238,6 +250,8 @@ class LocalBudget:
                 decrease_factor=decrease_factor,
                 recovery_rate=recovery_rate,
                 holdoff=window,
+                ceiling_factor=ceiling_factor,
+                ceiling_recovery_time=ceiling_recovery_time,
             )
         )
         self._clock = clock
@@ -292,11 +306,14 @@ class LocalBudget:
         if self._adaptive.throttled(now):
             logger.warning(
                 "The upstream throttled although the budget held: %d calls per %.3f s for now "
-                "(of %d), recovering by %.1f per second",
+                "(of %d), recovering by %.1f per second up to a ceiling of %.1f, which creeps "
+                "back to %d over minutes",
                 self._adaptive.grants(now),
                 self._window,
                 self._limit,
                 self._adaptive.rule.recovery_per_second,
+                self._adaptive.ceiling(now),
+                self._limit,
             )
         # A lower limit only delays grants: the armed timer fires early at worst, and re-arms.
 
@@ -313,6 +330,7 @@ class LocalBudget:
             recent=len(self._expiries) - live_from,
             waiting=len(self._queue),
             next_free_in=self._earliest_grant(self._queue.keys, now, live_from, limit) - now,
+            ceiling=self._adaptive.rule.grants(self._adaptive.ceiling(now)),
         )
 
     # --- the algorithm ----------------------------------------------------------------------

@@ -13,26 +13,31 @@ hash slot of them, as a script needs):
   (connect + read timeout), or a slow call's slot frees while it may still arrive upstream.
 - `...:recent`, a sorted set: one member per completed call whose slot is still held; score =
   completion + `window`.
-- `...:aimd`, a hash: `base` (the effective limit right after the last decrease) and `at` (its
-  server time, µs). The effective limit is computed in the scripts: min(limit, base +
-  recovery * (now - at)); no hash, the full limit.
+- `...:aimd`, a hash: `base` and `ceiling` (the effective limit and the ceiling right after the
+  last decrease) and `at` (its server time, µs). The scripts compute `AimdRule`'s formula:
+  with x = (now - at) / T (T = the ceiling recovery time), ceiling(now) = min(limit, ceiling +
+  limit / 2 * x^3) and effective = min(ceiling(now), base + recovery * (now - at)); no hash,
+  the full limit (a hash without `ceiling`, written by an older version: no ceiling).
 Every key carries a TTL that outlives what it holds, so an abandoned prefix cleans itself.
 
 **Scripts** (atomic; `TIME` inside, so only Redis's clock matters). Common arguments: KEYS =
 [inflight, recent, aimd]; ARGV[1] limit, ARGV[2] window (µs), ARGV[3] recovery (calls per µs),
-ARGV[4] TTL of the slot sets (ms). Each script first drops expired slots, then:
-- ACQUIRE (ARGV[5] want, ARGV[6] lease µs, ARGV[7] member prefix, ARGV[8] first sequence):
+ARGV[4] TTL of the slot sets (ms), ARGV[5] ceiling recovery time T (µs). Each script first
+drops expired slots, then:
+- ACQUIRE (ARGV[6] want, ARGV[7] lease µs, ARGV[8] member prefix, ARGV[9] first sequence):
   grants n = min(want, floor(effective) - held) slots (at least 0), members
   `{prefix}:{first + i}`, and answers n;
-- RELEASE (ARGV[5] "1" if the call was made, "0" if the slot goes back unused, ARGV[6..]
+- RELEASE (ARGV[6] "1" if the call was made, "0" if the slot goes back unused, ARGV[7..]
   members): removes the members from inflight; a made call's slot goes to recent until now +
   window; answers how many members were still in flight (0: the lease expired first);
-- THROTTLE (ARGV[5] decrease factor, ARGV[6] holdoff µs): unless the last decrease is less
-  than holdoff old (the same burst), sets base = max(1, effective * factor), at = now; answers
-  1 if it decreased, else 0.
-Every answer is the same flat list of integers: [n, base in thousandths (-1: none), µs since
-the decrease (-1: none), r, r offsets (µs) of the recent slots' expiries, ascending, then the
-offsets of the in-flight slots' lease expiries, ascending]: the process's *view* of the fleet.
+- THROTTLE (ARGV[6] decrease factor, ARGV[7] holdoff µs, ARGV[8] ceiling factor): unless the
+  last decrease is less than holdoff old (the same burst), sets base = max(1, effective *
+  min(decrease factor, ceiling factor)), ceiling = max(1, effective * ceiling factor), at =
+  now; answers 1 if it decreased, else 0.
+Every answer is the same flat list of integers: [n, base in thousandths (-1: none), ceiling in
+thousandths (-1: none), µs since the decrease (-1: none), r, r offsets (µs) of the recent
+slots' expiries, ascending, then the offsets of the in-flight slots' lease expiries,
+ascending]: the process's *view* of the fleet.
 
 **In this process.** Waiters queue in a `FairQueue` (round-robin across keys) behind a local
 `max_in_flight`, as in `LocalBudget`. One pump task asks Redis for slots for as many waiters
@@ -81,7 +86,14 @@ import redis.asyncio
 from redis.commands.core import AsyncScript
 
 from gateway import errors
-from gateway.jobs.adaptive import DEFAULT_DECREASE_FACTOR, DEFAULT_RECOVERY_RATE, AimdRule
+from gateway.jobs.adaptive import (
+    DEFAULT_CEILING_FACTOR,
+    DEFAULT_CEILING_RECOVERY_TIME,
+    DEFAULT_DECREASE_FACTOR,
+    DEFAULT_RECOVERY_RATE,
+    AimdRule,
+    Decrease,
+)
 from gateway.jobs.backend import REDIS_UNAVAILABLE, BackendUnavailable, redis_unavailable
 from gateway.jobs.budget import BudgetStatus, CallLater, TimerHandle, earliest_grant
 from gateway.jobs.fair_queue import FairQueue, Ticket
@@ -108,25 +120,33 @@ local limit = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 local recovery = tonumber(ARGV[3])
 local ttl = tonumber(ARGV[4])
+local ceiling_time = tonumber(ARGV[5])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-local state = redis.call('HMGET', KEYS[3], 'base', 'at')
+local state = redis.call('HMGET', KEYS[3], 'base', 'at', 'ceiling')
 local base, at = tonumber(state[1]), tonumber(state[2])
+-- A hash written by a version without ceilings has none: the limit is the ceiling.
+local cap = tonumber(state[3]) or limit
 local effective = limit
 if base and at then
-  effective = math.min(limit, base + recovery * (now - at))
+  -- AimdRule.effective: the climb, capped by the ceiling's cubic creep, capped by the limit.
+  local dt = math.max(0, now - at)
+  local x = dt / ceiling_time
+  local ceiling = math.min(limit, cap + limit * 0.5 * x * x * x)
+  effective = math.min(ceiling, base + recovery * dt)
 end
 local function us(x)
   return string.format('%.0f', x)
 end
 local function view(n)
-  local out = {n, -1, -1, 0}
+  local out = {n, -1, -1, -1, 0}
   if base and at then
     out[2] = math.floor(base * 1000)
-    out[3] = now - at
+    out[3] = math.floor(cap * 1000)
+    out[4] = now - at
   end
   local recent = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
-  out[4] = #recent / 2
+  out[5] = #recent / 2
   for i = 2, #recent, 2 do
     out[#out + 1] = tonumber(recent[i]) - now
   end
@@ -141,14 +161,14 @@ end
 ACQUIRE: Final = (
     _PREAMBLE
     + """
-local want = tonumber(ARGV[5])
-local lease = tonumber(ARGV[6])
+local want = tonumber(ARGV[6])
+local lease = tonumber(ARGV[7])
 local held = redis.call('ZCARD', KEYS[1]) + redis.call('ZCARD', KEYS[2])
 local allowed = math.max(1, math.floor(effective + 1e-9))
 local n = math.max(0, math.min(want, allowed - held))
-local first = tonumber(ARGV[8])
+local first = tonumber(ARGV[9])
 for i = 0, n - 1 do
-  redis.call('ZADD', KEYS[1], us(now + lease), ARGV[7] .. ':' .. us(first + i))
+  redis.call('ZADD', KEYS[1], us(now + lease), ARGV[8] .. ':' .. us(first + i))
 end
 if n > 0 then
   redis.call('PEXPIRE', KEYS[1], ttl)
@@ -160,9 +180,9 @@ return view(n)
 RELEASE: Final = (
     _PREAMBLE
     + """
-local used = ARGV[5] == '1'
+local used = ARGV[6] == '1'
 local found = 0
-for i = 6, #ARGV do
+for i = 7, #ARGV do
   found = found + redis.call('ZREM', KEYS[1], ARGV[i])
   if used then
     redis.call('ZADD', KEYS[2], us(now + window), ARGV[i])
@@ -178,15 +198,23 @@ return view(found)
 THROTTLE: Final = (
     _PREAMBLE
     + """
-local factor = tonumber(ARGV[5])
-local holdoff = tonumber(ARGV[6])
+local factor = tonumber(ARGV[6])
+local holdoff = tonumber(ARGV[7])
+local cfactor = tonumber(ARGV[8])
 if at and now - at < holdoff then
   return view(0)
 end
-base = math.max(1, effective * factor)
+-- AimdRule.decreased.
+base = math.max(1, effective * math.min(factor, cfactor))
+cap = math.max(1, effective * cfactor)
 at = now
-redis.call('HSET', KEYS[3], 'base', string.format('%.6f', base), 'at', us(now))
-redis.call('PEXPIRE', KEYS[3], math.ceil(((limit - base) / recovery + holdoff) / 1000) + 1000)
+redis.call('HSET', KEYS[3], 'base', string.format('%.6f', base),
+  'ceiling', string.format('%.6f', cap), 'at', us(now))
+-- The state outlives both recoveries (AimdRule.recovered_in): the climb back to the limit
+-- and the ceiling's creep. Expiring earlier would forget the ceiling; later is harmless.
+local recovered = math.max(
+  (limit - base) / recovery, ceiling_time * (2 * (limit - cap) / limit) ^ (1 / 3))
+redis.call('PEXPIRE', KEYS[3], math.ceil((recovered + holdoff) / 1000) + 1000)
 return view(1)
 """
 )
@@ -210,8 +238,8 @@ class _View:
     #: When the script was called (before its answer: the offsets are from a later instant,
     #: so every time below is early, never late, and estimates stay lower bounds).
     taken_at: float
-    #: The AIMD state: the effective limit after the last decrease, None if none.
-    base: float | None
+    #: The AIMD state: the effective limit and the ceiling after the last decrease, None if none.
+    decrease: Decrease | None
     #: Seconds from that decrease to `taken_at`.
     since: float
     #: Expiries of completed calls' slots, ascending.
@@ -264,6 +292,8 @@ class RedisBudget:
         lease: float,
         decrease_factor: float = DEFAULT_DECREASE_FACTOR,
         recovery_rate: float = DEFAULT_RECOVERY_RATE,
+        ceiling_factor: float = DEFAULT_CEILING_FACTOR,
+        ceiling_recovery_time: float = DEFAULT_CEILING_RECOVERY_TIME,
         prefix: str = "mpsgw",
         clock: Callable[[], float] = time.monotonic,
         call_later: CallLater | None = None,
@@ -279,7 +309,12 @@ class RedisBudget:
                 f"Expected a lease of at least the window ({window} s), received {lease} s."
             )
         self._rule = AimdRule(
-            limit, decrease_factor=decrease_factor, recovery_rate=recovery_rate, holdoff=window
+            limit,
+            decrease_factor=decrease_factor,
+            recovery_rate=recovery_rate,
+            holdoff=window,
+            ceiling_factor=ceiling_factor,
+            ceiling_recovery_time=ceiling_recovery_time,
         )
         self._limit = limit
         self._window = window
@@ -295,6 +330,7 @@ class RedisBudget:
             _us(window),
             repr(self._rule.recovery_per_second / 1e6),
             math.ceil(max(lease, window) * 1000) + _TTL_SLACK_MS,
+            _us(self._rule.ceiling_recovery_time),
         ]
         self._acquire_script = redis.register_script(ACQUIRE)
         self._release_script = redis.register_script(RELEASE)
@@ -368,21 +404,29 @@ class RedisBudget:
         # call of a throttled burst reports it; this spares their round trips.
         if (
             view is not None
-            and view.base is not None
+            and view.decrease is not None
             and view.since + self._clock() - view.taken_at < self._rule.holdoff
         ):
             return
-        factor = self._rule.decrease_factor
-        view = await self._call(self._throttle_script, factor, _us(self._rule.holdoff))
+        rule = self._rule
+        view = await self._call(
+            self._throttle_script,
+            repr(rule.decrease_factor),
+            _us(rule.holdoff),
+            repr(rule.ceiling_factor),
+        )
         if view.count:
             logger.warning(
                 "The upstream throttled although the budget held: the fleet's %s budget is "
-                "%d calls per %.3f s for now (of %d), recovering by %.1f per second",
+                "%d calls per %.3f s for now (of %d), recovering by %.1f per second up to a "
+                "ceiling of %.1f, which creeps back to %d over minutes",
                 self._operation,
-                self._rule.grants(self._rule.effective(view.base, view.since)),
+                rule.grants(rule.effective(view.decrease, view.since)),
                 self._window,
                 self._limit,
-                self._rule.recovery_per_second,
+                rule.recovery_per_second,
+                rule.ceiling(view.decrease, view.since),
+                self._limit,
             )
 
     def snapshot(self) -> BudgetStatus:
@@ -401,6 +445,7 @@ class RedisBudget:
             recent=recent,
             waiting=len(self._queue),
             next_free_in=self._estimate(self._queue.keys, now, now) - now,
+            ceiling=self._rule.grants(self._ceiling_at(now)),
         )
 
     async def aclose(self) -> None:
@@ -493,7 +538,7 @@ class RedisBudget:
         loop), at most a window (a view is not trusted for longer)."""
         now = self._clock()
         since = view.since + (now - view.taken_at)
-        step = self._rule.next_step_in(view.base, since)
+        step = self._rule.next_step_in(view.decrease, since)
         eta = self._estimate(0, now, now) - now
         return max(_MIN_NAP, min(eta, step, self._window))
 
@@ -646,14 +691,19 @@ class RedisBudget:
         return view
 
     def _parse(self, reply: list[int], taken_at: float) -> _View:
-        count, base_milli, since_us, recent_count = reply[:4]
-        recent = tuple(taken_at + offset / 1e6 for offset in reply[4 : 4 + recent_count])
+        count, base_milli, ceiling_milli, since_us, recent_count = reply[:5]
+        recent = tuple(taken_at + offset / 1e6 for offset in reply[5 : 5 + recent_count])
         soonest = taken_at + self._window
-        leases = (min(taken_at + offset / 1e6, soonest) for offset in reply[4 + recent_count :])
+        leases = (min(taken_at + offset / 1e6, soonest) for offset in reply[5 + recent_count :])
+        decrease = None
+        if base_milli >= 0:
+            # No ceiling (-1): the hash was written by a version without ceilings.
+            ceiling = self._limit if ceiling_milli < 0 else ceiling_milli / 1000
+            decrease = Decrease(base=base_milli / 1000, ceiling=ceiling)
         return _View(
             count=count,
             taken_at=taken_at,
-            base=None if base_milli < 0 else base_milli / 1000,
+            decrease=decrease,
             since=max(0.0, since_us / 1e6),
             recent=recent,
             frees=tuple(sorted((*recent, *leases))),
@@ -664,7 +714,16 @@ class RedisBudget:
         view = self._view
         if view is None or math.isinf(when):
             return self._limit
-        return self._rule.grants(self._rule.effective(view.base, view.since + when - view.taken_at))
+        return self._rule.grants(
+            self._rule.effective(view.decrease, view.since + when - view.taken_at)
+        )
+
+    def _ceiling_at(self, when: float) -> float:
+        """The fleet's ceiling at `when`, by the latest view."""
+        view = self._view
+        if view is None:
+            return self._limit
+        return self._rule.ceiling(view.decrease, view.since + when - view.taken_at)
 
     def _estimate(self, position: int, now: float, horizon: float) -> float:
         """Lower bound on when the waiter `position` grants away gets a slot, with the limit

@@ -10,6 +10,8 @@ them within the harness's tolerance.
 from __future__ import annotations
 
 import asyncio
+import bisect
+import math
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Hashable
@@ -22,6 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway import errors
+from gateway.jobs.adaptive import DEFAULT_CEILING_RECOVERY_TIME, DEFAULT_RECOVERY_RATE
 from gateway.jobs.budget import Budget, LocalBudget
 from gateway.jobs.redis_budget import QUERY_JOB, RedisBudget
 from gateway.settings import GatewaySettings
@@ -38,8 +41,16 @@ class Harness(Protocol):
     #: How far (s) a measured instant may be from the one the test states.
     tolerance: float
 
+    #: Windows a behaviour test may let pass (a long stretch, but a few seconds of real time).
+    long_stretch: int
+
     def make(
-        self, limit: int, *, max_in_flight: int | None = None, recovery_rate: float = 0.05
+        self,
+        limit: int,
+        *,
+        max_in_flight: int | None = None,
+        recovery_rate: float = DEFAULT_RECOVERY_RATE,
+        ceiling_recovery_time: float = DEFAULT_CEILING_RECOVERY_TIME,
     ) -> Budget: ...
 
     def now(self) -> float: ...
@@ -62,18 +73,25 @@ class ManualHarness:
 
     window = 1.0
     tolerance = 1e-9
+    long_stretch = 120
 
     def __init__(self, clock: ManualClock) -> None:
         self.clock = clock
 
     def make(
-        self, limit: int, *, max_in_flight: int | None = None, recovery_rate: float = 0.05
+        self,
+        limit: int,
+        *,
+        max_in_flight: int | None = None,
+        recovery_rate: float = DEFAULT_RECOVERY_RATE,
+        ceiling_recovery_time: float = DEFAULT_CEILING_RECOVERY_TIME,
     ) -> Budget:
         return LocalBudget(
             limit,
             self.window,
             max_in_flight=max_in_flight,
             recovery_rate=recovery_rate,
+            ceiling_recovery_time=ceiling_recovery_time,
             clock=self.clock,
             call_later=self.clock.call_later,
         )
@@ -100,6 +118,7 @@ class RedisHarness:
     window = 0.2
     # Timers, a Redis round trip and a loaded CI machine: 50 ms either way.
     tolerance = 0.05
+    long_stretch = 20  # 4 s
 
     def __init__(self, client: redis.asyncio.Redis) -> None:
         self.client = client
@@ -107,7 +126,12 @@ class RedisHarness:
         self.prefixes: list[str] = []
 
     def make(
-        self, limit: int, *, max_in_flight: int | None = None, recovery_rate: float = 0.05
+        self,
+        limit: int,
+        *,
+        max_in_flight: int | None = None,
+        recovery_rate: float = DEFAULT_RECOVERY_RATE,
+        ceiling_recovery_time: float = DEFAULT_CEILING_RECOVERY_TIME,
     ) -> Budget:
         prefix = unique_prefix()
         budget = RedisBudget(
@@ -118,6 +142,7 @@ class RedisHarness:
             max_in_flight=limit if max_in_flight is None else max_in_flight,
             lease=2.0,
             recovery_rate=recovery_rate,
+            ceiling_recovery_time=ceiling_recovery_time,
             prefix=prefix,
         )
         self.budgets.append(budget)
@@ -551,7 +576,8 @@ async def test_throttles_halve_the_limit_once_per_burst_and_it_recovers(
     for _ in range(10):
         await budget.throttled()
     status = budget.snapshot()
-    assert (status.limit, status.effective_limit) == (10, 5)
+    # Halved, and the ceiling a little under the rate that was throttled.
+    assert (status.limit, status.effective_limit, status.ceiling) == (10, 5, 9)
     for i in range(10):
         rec.start(f"d{i}", key="d")
     await harness.advance(t0 + 1.25 * w - harness.now())
@@ -569,18 +595,119 @@ async def test_throttles_never_go_below_one_call_and_recover_to_the_limit(
     harness: Harness,
 ) -> None:
     w = harness.window
-    # 2 calls per window, regaining 0.5 call per window each window.
-    budget = harness.make(2, recovery_rate=0.25 / w)
-    await budget.throttled()
-    assert budget.snapshot().effective_limit == 1
-    await harness.advance(1.1 * w)  # past the holdoff: a new burst (at 1.55 calls)
-    await budget.throttled()
-    assert budget.snapshot().effective_limit == 1
-    await harness.advance(1.0 * w)  # 1.5 calls
-    assert budget.snapshot().effective_limit == 1
-    await harness.advance(1.25 * w)  # 2.1 calls, capped at the limit
+    # 2 calls per window, regaining 0.5 call per window each window; the ceiling regains
+    # 1 call (half the limit) in 2 windows.
+    budget = harness.make(2, recovery_rate=0.25 / w, ceiling_recovery_time=2.0 * w)
+    await budget.throttled()  # at 2 calls: 1 call, ceiling 1.8
     status = budget.snapshot()
-    assert (status.limit, status.effective_limit) == (2, 2)
+    assert (status.effective_limit, status.ceiling) == (1, 1)
+    await harness.advance(1.1 * w)  # past the holdoff: a new burst (at 1.55 calls)
+    await budget.throttled()  # 1 call (not 0.775), ceiling 1.395
+    status = budget.snapshot()
+    assert (status.effective_limit, status.ceiling) == (1, 1)
+    await harness.advance(1.0 * w)  # 1.5 calls, ceiling 1.52
+    assert budget.snapshot().effective_limit == 1
+    await harness.advance(1.25 * w)  # 2.125 calls, ceiling 2.82: both capped at the limit
+    status = budget.snapshot()
+    assert (status.limit, status.effective_limit, status.ceiling) == (2, 2, 2)
+
+
+async def test_the_climb_stops_at_the_ceiling_which_creeps_back_to_the_limit(
+    harness: Harness,
+) -> None:
+    w = harness.window
+    # 10 calls per window, regaining 1 call per window each window; the ceiling regains
+    # 5 * (t / 10 w) ** 3 calls t after the throttle.
+    budget = harness.make(10, recovery_rate=0.1 / w, ceiling_recovery_time=10.0 * w)
+    t0 = harness.now()
+    await budget.throttled()  # at 10 calls: 5, ceiling 9
+    await harness.advance(t0 + 3.5 * w - harness.now())  # the climb: 8.5 calls
+    status = budget.snapshot()
+    assert (status.effective_limit, status.ceiling) == (8, 9)
+    await harness.advance(t0 + 5.0 * w - harness.now())  # the climb is at 10; the ceiling 9.6
+    status = budget.snapshot()
+    assert (status.effective_limit, status.ceiling) == (9, 9)
+    rec = Recorder(budget, harness)
+    gate = asyncio.Event()
+    for i in range(10):
+        rec.start(f"c{i}", gate=gate)
+    await harness.settle()
+    assert len(rec.granted) == 9
+    # The tenth goes when the ceiling reaches 10: 9 + 5 x ** 3 = 10 at x = 0.2 ** (1/3).
+    await harness.advance(t0 + 6.5 * w - harness.now())
+    assert rec.offsets(t0, ["c9"]) == [about(10 * 0.2 ** (1 / 3), harness)]
+    status = budget.snapshot()
+    assert (status.effective_limit, status.ceiling) == (10, 10)
+    gate.set()
+    await rec.finish()
+
+
+class SharedUpstream:
+    """An upstream another client shares: it throttles a call when more than `allowed` calls
+    (itself included, throttled ones too) arrived within the `window` that ends with it."""
+
+    def __init__(self, harness: Harness, allowed: int, window: float) -> None:
+        self.harness = harness
+        self.allowed = allowed
+        self.window = window
+        self.arrivals: list[float] = []
+        self.throttled: list[float] = []
+
+    def call(self) -> bool:
+        """One call arriving now; True if it is throttled."""
+        now = self.harness.now()
+        self.arrivals.append(now)  # the harness's clock never goes back: sorted
+        first = bisect.bisect_right(self.arrivals, now - self.window)
+        if len(self.arrivals) - first > self.allowed:
+            self.throttled.append(now)
+            return True
+        return False
+
+
+async def test_under_a_co_tenant_throttles_stop_and_the_rate_settles_under_its_share(
+    harness: Harness,
+) -> None:
+    w = harness.window
+    # A budget of 10 calls per window; a co-tenant leaves 4. The budget's throttles halve
+    # the rate (10, 6, 5: about 3 throttled bursts) and set the ceiling under the rates that
+    # were throttled, until it settles under 4.5: then 4 calls per window, no throttle, for
+    # the rest of a long stretch (the ceiling takes minutes to creep back to 5).
+    limit, allowed = 10, 4
+    budget = harness.make(limit, recovery_rate=0.1 / w)
+    # A little shorter than the budget's window: room for the clocks' rounding, as in
+    # production (the budget's window is 1 s plus a margin).
+    upstream = SharedUpstream(harness, allowed, 0.95 * w)
+
+    async def client() -> None:
+        while True:
+            async with budget.slot(FOREVER):
+                throttled = upstream.call()
+            if throttled:
+                await budget.throttled()  # as the fetcher does, before retrying
+
+    t0 = harness.now()
+    clients = [asyncio.create_task(client()) for _ in range(2 * limit)]
+    await harness.advance(harness.long_stretch * w)
+    end = harness.now()
+    for task in clients:
+        task.cancel()
+    await asyncio.gather(*clients, return_exceptions=True)
+
+    assert upstream.throttled, "the upstream never throttled: the test proves nothing"
+    settled_at = t0 + 8 * w
+    assert max(upstream.throttled) < settled_at, [(t - t0) / w for t in upstream.throttled]
+    bursts = sum(
+        1
+        for before, after in zip([-math.inf, *upstream.throttled], upstream.throttled, strict=False)
+        if after - before > w / 2
+    )
+    assert bursts <= 4, [(t - t0) / w for t in upstream.throttled]
+    # Settled: under the co-tenant's share in every window, and close to it (not starved).
+    settled = [t for t in upstream.arrivals if t >= settled_at]
+    assert max_arrivals_in_any_window([(t, t) for t in settled], upstream.window) <= allowed
+    assert len(settled) >= 0.6 * allowed * (end - settled_at) / w
+    status = budget.snapshot()
+    assert (status.effective_limit, status.ceiling) == (allowed, allowed)
 
 
 # --- races at one instant (a manual clock can stage them) --------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 from collections.abc import AsyncIterator
@@ -17,6 +18,7 @@ import pytest
 import redis.asyncio
 
 from gateway import errors
+from gateway.jobs.adaptive import AimdRule, Decrease
 from gateway.jobs.backend import BackendUnavailable, open_redis
 from gateway.jobs.redis_budget import QUERY_JOB, BudgetBackendError, RedisBudget
 from gateway.settings import GatewaySettings
@@ -190,6 +192,75 @@ async def test_a_throttle_slows_the_whole_fleet_once_per_burst(fleet: Fleet) -> 
     assert first.snapshot().effective_limit == 2
 
 
+async def test_a_throttle_stores_the_ceiling_for_the_whole_fleet(
+    fleet: Fleet, client: redis.asyncio.Redis
+) -> None:
+    first, second = (fleet.process(limit=10, window=0.2) for _ in range(2))
+    await first.throttled()  # at 10 calls
+    state = await client.hgetall(first.keys[2])
+    assert (float(state[b"base"]), float(state[b"ceiling"])) == (5.0, 9.0)
+    status = first.snapshot()
+    assert (status.effective_limit, status.ceiling) == (5, 9)
+    # The other process learns both with its next answer from Redis.
+    assert second.snapshot().ceiling == 10
+    async with second.slot(FOREVER):
+        pass
+    status = second.snapshot()
+    assert (status.effective_limit, status.ceiling) == (5, 9)
+
+
+async def hold_all(budget: RedisBudget, count: int) -> int:
+    """How many of `count` callers that hold their slots get one (within 0.1 s)."""
+    gate = asyncio.Event()
+
+    async def hold() -> None:
+        async with budget.slot(FOREVER):
+            await gate.wait()
+
+    holders = [asyncio.create_task(hold()) for _ in range(count)]
+    await asyncio.sleep(0.1)
+    granted = budget.snapshot().in_flight
+    for task in holders:
+        task.cancel()
+    await asyncio.gather(*holders, return_exceptions=True)
+    return granted
+
+
+@pytest.mark.parametrize(
+    ("base", "ceiling", "ago", "grants", "ceiling_grants"),
+    [
+        (10.0, 90.0, 2.0, 20, 90),  # the climb: 10 + 5 calls per second, under the ceiling
+        (50.0, 60.0, 100.0, 61, 61),  # the ceiling: 60 + 50 * (100 / 300) ** 3 = 61.85
+        (50.0, 60.0, 200.0, 74, 74),  # 60 + 50 * (200 / 300) ** 3 = 74.81
+        (50.0, 60.0, 1000.0, 100, 100),  # both back at the limit
+        (50.0, None, 2.0, 60, 100),  # state of a version without ceilings: none but the limit
+    ],
+)
+async def test_the_scripts_compute_the_same_rule_as_aimd_rule(
+    fleet: Fleet,
+    client: redis.asyncio.Redis,
+    base: float,
+    ceiling: float | None,
+    ago: float,
+    grants: int,
+    ceiling_grants: int,
+) -> None:
+    budget = fleet.process(limit=100, window=0.2)
+    rule = AimdRule(100)
+    decrease = Decrease(base=base, ceiling=100.0 if ceiling is None else ceiling)
+    assert rule.grants(rule.effective(decrease, ago)) == grants
+    assert rule.grants(rule.ceiling(decrease, ago)) == ceiling_grants
+    # A decrease `ago` seconds back, on Redis's clock.
+    seconds, micros = await client.time()
+    await client.hset(budget.keys[2], "at", seconds * 1_000_000 + micros - ago * 1e6)
+    await client.hset(budget.keys[2], "base", base)
+    if ceiling is not None:
+        await client.hset(budget.keys[2], "ceiling", ceiling)
+    assert await hold_all(budget, 100) == grants
+    status = budget.snapshot()
+    assert (status.effective_limit, status.ceiling) == (grants, ceiling_grants)
+
+
 async def test_cancelled_waiters_leave_nothing_in_redis(
     fleet: Fleet, client: redis.asyncio.Redis
 ) -> None:
@@ -245,9 +316,13 @@ async def test_keys_are_namespaced_and_expire_on_their_own(
         f"{base}:recent",
     ]
     # Each key outlives what it holds, and no more: a slot set its longest slot, the AIMD
-    # state its full recovery (5 calls back at 0.5 per second: 10 s), each plus a second.
+    # state its full recovery, each plus a second. The rate is back at 5 calls after 10 s
+    # (2.5 at 0.25 per second), but its ceiling, 4.5, needs 300 * 0.2 ** (1/3) = 175.4 s.
+    recovered = AimdRule(5).recovered_in(Decrease(base=2.5, ceiling=4.5))
+    assert recovered == pytest.approx(175.44, abs=0.01)
     assert 0 < await client.pttl(f"{base}:recent") <= 1_500 + 1_000
-    assert 10_000 < await client.pttl(f"{base}:aimd") <= 10_000 + 200 + 1_000
+    ttl = await client.pttl(f"{base}:aimd")
+    assert recovered * 1000 < ttl <= math.ceil((recovered + 0.2) * 1000) + 1_000
 
 
 async def test_an_unreachable_redis_raises_a_backend_error_at_once(fleet: Fleet) -> None:
