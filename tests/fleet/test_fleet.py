@@ -36,10 +36,10 @@ async def ask(
 
 
 async def spread(
-    http: httpx.AsyncClient, gateways: list[GatewayProcess], ids: list[str]
+    http: httpx.AsyncClient, gateways: list[GatewayProcess], ids: list[str], per_query: int = 100
 ) -> list[dict[str, Any]]:
-    """Asks for `ids` 100 at a time, round-robin over the gateways, all at once."""
-    batches = [ids[i : i + 100] for i in range(0, len(ids), 100)]
+    """Asks for `ids` `per_query` at a time, round-robin over the gateways, all at once."""
+    batches = [ids[i : i + per_query] for i in range(0, len(ids), per_query)]
     return await asyncio.gather(
         *(ask(http, gateways[n % len(gateways)], batch) for n, batch in enumerate(batches))
     )
@@ -137,7 +137,8 @@ async def test_the_fleet_slows_down_when_the_upstream_throttles_below_the_budget
                 while time.monotonic() < until:
                     ids = distinct_ids(40, start=next_id)
                     next_id += 40
-                    bodies += await spread(http, gateways, ids)
+                    # Half to each process: both must learn the fleet's rate.
+                    bodies += await spread(http, gateways, ids, per_query=20)
                 return bodies
 
             simulator.reset_stats()
