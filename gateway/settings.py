@@ -73,11 +73,6 @@ class GatewaySettings(BaseSettings):
         ge=1,
         description="QueryIProductionJob calls allowed in any rolling second, for the account.",
     )
-    submit_qps: int = Field(
-        default=100,
-        ge=1,
-        description="SubmitIProductionJob calls allowed in any rolling second, for the account.",
-    )
     upstream_window_margin: float = Field(
         default=0.005,
         ge=0,
