@@ -1,4 +1,5 @@
-"""Failover from a shared backend (Redis) to a local one: `FailoverBudget` and `FailoverCache`.
+"""Failover from a shared backend (Redis) to a local one: `FailoverBudget`, `FailoverCache` and
+`FailoverClaims`.
 
 A gateway that cannot reach Redis must keep serving: a Redis outage costs sharing (each process
 then budgets and caches alone), never answers. Each wrapper holds a `primary` (the shared
@@ -18,6 +19,10 @@ implementation) and a `fallback` (the local one) and follows these rules:
   goes back to the primary too, and says so.
 - One WARNING when switching to the fallback, one when switching back; nothing per call. A
   primary call that started before a switch and ends after it changes nothing.
+- Fetch claims have no local side: while degraded, a fetch claims nothing and calls (each
+  process then coalesces alone, as its cache is its own anyway). A lease is released on the
+  primary that granted it; a release that fails counts like any other failure, and the claim
+  expires on its own.
 - A budget slot is released on the side that granted it. If releasing on the primary fails, the
   slot is left to expire there on its own (the shared budget holds slots on leases), and the
   failure counts like any other.
@@ -51,7 +56,7 @@ import enum
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from types import TracebackType
@@ -60,9 +65,16 @@ from gateway import errors
 from gateway.jobs.backend import BackendUnavailable
 from gateway.jobs.budget import Budget, BudgetStatus
 from gateway.jobs.cache import CacheEntry, SnapshotCache
+from gateway.jobs.claims import NO_LEASE, ClaimOutcome, FetchClaims, Held, Lease
 from gateway.jobs.model import Job
 
-__all__ = ["DEFAULT_PROBE_INTERVAL", "FailoverBudget", "FailoverCache", "FailoverStatus"]
+__all__ = [
+    "DEFAULT_PROBE_INTERVAL",
+    "FailoverBudget",
+    "FailoverCache",
+    "FailoverClaims",
+    "FailoverStatus",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -435,6 +447,22 @@ class FailoverCache:
                 return entry
         return await self._fallback.get(job_id)
 
+    async def get_many(self, job_ids: Sequence[str]) -> list[CacheEntry | None]:
+        """`get` for many ids at once, by the same rules: the whole batch goes to one side."""
+        route = self._switch.route()
+        if route is not _Route.FALLBACK:
+            try:
+                entries = await self._primary.get_many(job_ids)
+            except BackendUnavailable as exc:
+                self._switch.failed(route, exc)
+            except BaseException:
+                self._switch.abandoned(route)
+                raise
+            else:
+                self._switch.succeeded(route)
+                return entries
+        return await self._fallback.get_many(job_ids)
+
     def peek_finished(self, job_id: str) -> Job | None:
         # Both sides' memories: a final snapshot is true wherever it was kept.
         return self._primary.peek_finished(job_id) or self._fallback.peek_finished(job_id)
@@ -463,3 +491,89 @@ class FailoverCache:
 
     def _log_recovered(self) -> None:
         logger.warning("%s reachable again, back on the shared snapshot cache", self._name)
+
+
+class FailoverClaims:
+    """`FetchClaims` served by `primary` (shared) and, while it does not answer, by nobody: a
+    fetch then holds `NO_LEASE` and calls, as a lone process would. `name` names the primary in
+    log lines."""
+
+    def __init__(
+        self,
+        primary: FetchClaims,
+        *,
+        probe_interval: float = DEFAULT_PROBE_INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
+        name: str = "Redis",
+    ) -> None:
+        self._primary = primary
+        self._name = name
+        self._switch = _Switch(
+            probe_interval=probe_interval,
+            clock=clock,
+            on_degraded=self._log_degraded,
+            on_recovered=self._log_recovered,
+        )
+
+    @property
+    def primary(self) -> FetchClaims:
+        return self._primary
+
+    @property
+    def degraded(self) -> bool:
+        return self._switch.degraded
+
+    def status(self) -> FailoverStatus:
+        return self._switch.status()
+
+    def backend_answered(self) -> None:
+        """The primary's backend just answered a health check: while degraded, and when a probe
+        is due, claim through the primary again."""
+        self._switch.answered()
+
+    async def claim(self, job_id: str) -> ClaimOutcome:
+        """The primary's answer, or `NO_LEASE` (call without a claim) when it does not answer."""
+        route = self._switch.route()
+        if route is _Route.FALLBACK:
+            return NO_LEASE
+        try:
+            outcome = await self._primary.claim(job_id)
+        except BackendUnavailable as exc:
+            self._switch.failed(route, exc)
+            return NO_LEASE
+        except BaseException:
+            self._switch.abandoned(route)
+            raise
+        self._switch.succeeded(route)
+        if isinstance(outcome, CacheEntry | Held):
+            return outcome
+        return _FailoverLease(outcome, self._switch)
+
+    def _log_degraded(self, exc: BackendUnavailable) -> None:
+        logger.warning(
+            "%s unreachable (%s), fetching without fleet-wide claims (each process calls "
+            "for itself)",
+            self._name,
+            exc.reason,
+        )
+
+    def _log_recovered(self) -> None:
+        logger.warning("%s reachable again, claiming fetches fleet-wide", self._name)
+
+
+class _FailoverLease:
+    """A primary's lease, whose failed release counts as the primary failing."""
+
+    __slots__ = ("_inner", "_switch")
+
+    def __init__(self, inner: Lease, switch: _Switch) -> None:
+        self._inner = inner
+        self._switch = switch
+
+    async def release(self) -> None:
+        try:
+            await self._inner.release()
+        except BackendUnavailable as exc:
+            # The fetch is over; its claim now expires on its own.
+            self._switch.failed(_Route.PRIMARY, exc)
+            raise

@@ -9,7 +9,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Hashable, Iterator
+from collections.abc import AsyncIterator, Hashable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 
@@ -20,7 +20,13 @@ from gateway import errors
 from gateway.jobs.backend import BackendUnavailable, open_redis
 from gateway.jobs.budget import BudgetStatus, LocalBudget
 from gateway.jobs.cache import CacheEntry, LocalSnapshotCache
-from gateway.jobs.failover import FailoverBudget, FailoverCache, FailoverStatus
+from gateway.jobs.claims import NO_LEASE, Held, Lease
+from gateway.jobs.failover import (
+    FailoverBudget,
+    FailoverCache,
+    FailoverClaims,
+    FailoverStatus,
+)
 from gateway.jobs.model import Job
 from gateway.jobs.redis_budget import RedisBudget
 from gateway.jobs.redis_cache import RedisSnapshotCache
@@ -69,6 +75,13 @@ class FakeCache:
     async def get(self, job_id: str) -> CacheEntry | None:
         await self._enter(f"get {job_id}")
         return CacheEntry(self.entries[job_id]) if job_id in self.entries else None
+
+    async def get_many(self, job_ids: Sequence[str]) -> list[CacheEntry | None]:
+        await self._enter(f"get_many {','.join(job_ids)}")
+        return [
+            CacheEntry(self.entries[job_id]) if job_id in self.entries else None
+            for job_id in job_ids
+        ]
 
     async def put(self, job_id: str, job: Job | None) -> None:
         await self._enter(f"put {job_id}")
@@ -320,6 +333,134 @@ async def test_other_primary_errors_are_bugs_not_outages(
         await cache.get("a")
     assert not cache.degraded
     assert fallback.calls == []
+
+
+async def test_get_many_follows_the_same_rules_as_get_with_one_call_per_batch(
+    caches: tuple[FakeCache, FakeCache, FailoverCache], clock: Clock
+) -> None:
+    primary, fallback, cache = caches
+    primary.entries["a"] = job("a")
+    assert await cache.get_many(["a", "b"]) == [CacheEntry(job("a")), None]
+    assert primary.calls == ["get_many a,b"]
+
+    primary.down = True
+    fallback.entries["b"] = None
+    # The whole batch fails over at once, and the fallback answers it without an error.
+    assert await cache.get_many(["a", "b"]) == [None, CacheEntry(None)]
+    assert cache.degraded
+    assert await cache.get_many(["c"]) == [None]  # within the probe interval: fallback only
+    assert primary.calls == ["get_many a,b", "get_many a,b"]
+    assert fallback.calls == ["get_many a,b", "get_many c"]
+
+    primary.down = False
+    clock.now += 1.0
+    assert await cache.get_many(["a"]) == [CacheEntry(job("a"))]  # the probe: primary again
+    assert not cache.degraded
+
+
+async def test_get_many_s_other_errors_are_bugs_not_outages(
+    caches: tuple[FakeCache, FakeCache, FailoverCache],
+) -> None:
+    primary, fallback, cache = caches
+
+    async def broken(job_ids: Sequence[str]) -> list[CacheEntry | None]:
+        raise KeyError(job_ids[0])
+
+    primary.get_many = broken  # type: ignore[method-assign]
+    with pytest.raises(KeyError):
+        await cache.get_many(["a"])
+    assert not cache.degraded
+    assert fallback.calls == []
+
+
+# --- the claims --------------------------------------------------------------------------------
+
+
+class FakeLease:
+    def __init__(self, claims: FakeClaims) -> None:
+        self.claims = claims
+
+    async def release(self) -> None:
+        if self.claims.down:
+            raise outage()
+        self.claims.released += 1
+
+
+class FakeClaims:
+    """Answers `answer` (a lease by default); raises BackendUnavailable while `down`."""
+
+    def __init__(self) -> None:
+        self.down = False
+        self.asked: list[str] = []
+        self.released = 0
+        self.answer: CacheEntry | Held | None = None
+
+    async def claim(self, job_id: str) -> Lease | CacheEntry | Held:
+        self.asked.append(job_id)
+        if self.down:
+            raise outage()
+        return FakeLease(self) if self.answer is None else self.answer
+
+
+async def test_claims_pass_through_while_the_primary_answers(clock: Clock) -> None:
+    primary = FakeClaims()
+    claims = FailoverClaims(primary, probe_interval=1.0, clock=clock)
+    lease = await claims.claim("a")
+    assert not isinstance(lease, CacheEntry | Held)
+    await lease.release()
+    assert primary.released == 1
+    primary.answer = Held(retry_in=0.025)
+    assert await claims.claim("a") == Held(retry_in=0.025)
+    primary.answer = CacheEntry(None)
+    assert await claims.claim("a") == CacheEntry(None)
+    assert not claims.degraded
+
+
+async def test_without_the_primary_a_fetch_claims_nothing_and_goes_ahead_at_once(
+    clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    primary = FakeClaims()
+    claims = FailoverClaims(primary, probe_interval=1.0, clock=clock)
+    primary.down = True
+    assert await claims.claim("a") is NO_LEASE
+    assert await claims.claim("b") is NO_LEASE  # not asked: within the probe interval
+    assert primary.asked == ["a"]
+    assert claims.degraded
+    assert claims.status().failovers == 1
+
+    primary.down = False
+    clock.now += 1.0
+    lease = await claims.claim("c")  # the probe
+    assert lease is not NO_LEASE
+    assert not claims.degraded
+    assert [message.split(" (")[0] for message in warnings_logged(caplog)] == [
+        "Redis unreachable",
+        "Redis reachable again, claiming fetches fleet-wide",
+    ]
+
+
+async def test_a_release_that_cannot_reach_the_primary_fails_it_over(clock: Clock) -> None:
+    primary = FakeClaims()
+    claims = FailoverClaims(primary, probe_interval=1.0, clock=clock)
+    lease = await claims.claim("a")
+    assert not isinstance(lease, CacheEntry | Held)
+    primary.down = True
+    with pytest.raises(BackendUnavailable):
+        await lease.release()  # the fetcher logs it; the claim expires on its own
+    assert claims.degraded
+    assert await claims.claim("b") is NO_LEASE
+
+
+async def test_a_health_check_brings_the_claims_back_too(clock: Clock) -> None:
+    primary = FakeClaims()
+    claims = FailoverClaims(primary, probe_interval=1.0, clock=clock)
+    primary.down = True
+    await claims.claim("a")
+    primary.down = False
+    clock.now += 1.0
+    claims.backend_answered()
+    assert not claims.degraded
+    assert primary.asked == ["a"]
 
 
 # --- the budget --------------------------------------------------------------------------------
