@@ -19,7 +19,6 @@ import redis.asyncio
 import redis.exceptions
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
@@ -32,12 +31,13 @@ from gateway.credentials import account_credentials
 from gateway.jobs.backend import open_redis
 from gateway.jobs.budget import Budget, LocalBudget
 from gateway.jobs.cache import LocalSnapshotCache, SnapshotCache
-from gateway.jobs.failover import FailoverBudget, FailoverCache
+from gateway.jobs.claims import RedisFetchClaims
+from gateway.jobs.failover import FailoverBudget, FailoverCache, FailoverClaims
 from gateway.jobs.fetcher import JobFetcher
 from gateway.jobs.redis_budget import RedisBudget
 from gateway.jobs.redis_cache import RedisSnapshotCache
 from gateway.jobs.retry import RetryPolicy
-from gateway.middleware import BodySizeLimit
+from gateway.middleware import BodySizeLimit, BrowserCORS
 from gateway.mps.client import MpsClient
 from gateway.oss import OssPresigner
 from gateway.settings import GatewaySettings
@@ -57,7 +57,9 @@ class Services:
     by every process using that Redis and prefix, each wrapped in a failover to a local one
     (`gateway.jobs.failover`): when Redis does not answer, this process serves on its share of
     the account's limit (`upstream_qps // expected_replicas`) and its own cache until Redis
-    answers again.
+    answers again. With Redis, the fetcher also claims each id it fetches
+    (`gateway.jobs.claims`), so that the fleet makes one call per id at a time; while Redis
+    does not answer, it fetches without claims.
     """
 
     http: httpx.AsyncClient
@@ -69,6 +71,8 @@ class Services:
     presigner: OssPresigner
     #: The Redis client behind the shared budget and cache; None when there is none.
     redis: redis.asyncio.Redis | None = None
+    #: The fleet-wide fetch claims (with Redis only).
+    claims: FailoverClaims | None = None
 
     @classmethod
     def build(cls, settings: GatewaySettings) -> Services:
@@ -79,6 +83,7 @@ class Services:
         shared: redis.asyncio.Redis | None = None
         budget: Budget
         cache: SnapshotCache
+        claims: FailoverClaims | None = None
         if settings.redis_url is None:
             budget = LocalBudget.from_settings(settings)
             cache = LocalSnapshotCache.from_settings(settings)
@@ -87,16 +92,11 @@ class Services:
                 settings.redis_url.get_secret_value(), timeout=settings.redis_timeout
             )
             budget = _shared_budget(settings, shared)
-            cache = FailoverCache(
-                RedisSnapshotCache.from_settings(shared, settings),
-                LocalSnapshotCache.from_settings(settings),
-            )
+            shared_cache = RedisSnapshotCache.from_settings(shared, settings)
+            cache = FailoverCache(shared_cache, LocalSnapshotCache.from_settings(settings))
+            claims = FailoverClaims(RedisFetchClaims.from_settings(shared, shared_cache, settings))
         fetcher = JobFetcher(
-            client,
-            budget,
-            cache,
-            concurrency=settings.upstream_concurrency,
-            retry=RetryPolicy.from_settings(settings),
+            client, budget, cache, claims=claims, retry=RetryPolicy.from_settings(settings)
         )
         return cls(
             http=http,
@@ -105,6 +105,7 @@ class Services:
             cache=cache,
             fetcher=fetcher,
             redis=shared,
+            claims=claims,
             presigner=OssPresigner(credentials),
         )
 
@@ -133,16 +134,16 @@ class Services:
         except redis.exceptions.RedisError:
             return False
         if answered:
-            for part in (self.budget, self.cache):
-                if isinstance(part, FailoverBudget | FailoverCache):
+            for part in (self.budget, self.cache, self.claims):
+                if isinstance(part, FailoverBudget | FailoverCache | FailoverClaims):
                     part.backend_answered()
         return answered
 
     def degraded(self) -> bool:
         """Whether a shared part is being served locally because Redis did not answer."""
         return any(
-            isinstance(part, FailoverBudget | FailoverCache) and part.degraded
-            for part in (self.budget, self.cache)
+            isinstance(part, FailoverBudget | FailoverCache | FailoverClaims) and part.degraded
+            for part in (self.budget, self.cache, self.claims)
         )
 
 
@@ -173,6 +174,13 @@ def _cache_report(cache: SnapshotCache) -> dict[str, object]:
         status = cache.status()
         return {"shared": not status.degraded, "failover": asdict(status)}
     return {"shared": False}
+
+
+def _claims_report(claims: FailoverClaims | None) -> dict[str, object]:
+    if claims is None:
+        return {"shared": False}
+    status = claims.status()
+    return {"shared": not status.degraded, "failover": asdict(status)}
 
 
 def _camel_keys(value: object) -> object:
@@ -288,6 +296,7 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
                     "redis": {"configured": configured, "reachable": reachable},
                     "budget": _budget_report(services.budget),
                     "cache": _cache_report(services.cache),
+                    "claims": _claims_report(services.claims),
                     "fetcher": asdict(services.fetcher.stats()),
                 }
             )
@@ -299,7 +308,7 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
         middleware.insert(
             0,
             Middleware(
-                CORSMiddleware,
+                BrowserCORS,
                 allow_origins=origins,
                 allow_methods=["GET", "POST", "OPTIONS"],
                 allow_headers=["content-type", "authorization", TIMEOUT_HEADER],

@@ -3,13 +3,27 @@
 One fetcher serves the whole process. For each id it asks, in order:
 
     validate the id        -> InvalidJobId, no call
-    snapshot cache         -> a fresh snapshot (or a fresh "not found"), no call
+    snapshot cache         -> a fresh snapshot (or a fresh "not found"), no call; ONE cache
+                              call (`SnapshotCache.get_many`) for all the ids of a request
     in-flight map          -> an id being fetched for ANY request is joined: one call per id at
                               a time, duplicates within one request included
+    fetch claim            -> (with `claims`, i.e. a shared cache) one call per id at a time in
+                              the whole fleet: an id another process is fetching waits for that
+                              process's answer to appear in the shared cache instead of calling
     budget slot            -> the account-wide rate limit and the process's calls in flight,
                               shared fairly between requesters; may shed load (BudgetExhausted)
     source.query_job       -> one upstream call; retryable errors go round again, budget included
-    cache.put              -> the answer (never a failure) is kept for the ttl its state allows
+    cache.put              -> the answer (never a failure) is kept for the ttl its state allows;
+                              then the claim is released (in the background: the waiters here
+                              have their answer already, those elsewhere read the cache)
+
+Reading the cache, then joining. With a cache that never suspends (`LocalSnapshotCache`), no
+other task runs between a request's cache read and its joins, so no fetch of a missed id can
+end in between: a miss either joins the fetch under way or starts the only one. A shared cache
+is a round trip, during which a fetch of this process may end and store its answer: the miss
+then starts a new fetch. That fetch costs no call: its claim (`gateway.jobs.claims`) reads the
+snapshot key and takes the claim atomically, finds the fresh answer, and serves it. Without
+claims, such a fetch would call the upstream once more for that id.
 
 Deadlines, cancellation and coalescing. Every `get_many` call has its own deadline and stops
 waiting at it: an id still pending then is a `BudgetExhausted` with a retry hint, whatever the
@@ -36,6 +50,14 @@ no other queue in front of the budget's (the per-process limit on calls in fligh
 budget's `max_in_flight`), so nothing undoes that order. When a call inside a slot is
 throttled by the upstream, the fetcher tells the budget (`Budget.throttled`), which slows down.
 
+Claims. A fetch that finds its id claimed by another process waits (polling the claim, which
+also reads the shared snapshot, every `Held.retry_in`) while it is cancellable, holding no
+budget: dropped by its last waiter, it stops at once; past its deadline, it ends in
+`BudgetExhausted`. A claim that cannot be made (the backend is down, or a bug) never fails or
+stalls a fetch beyond the backend's timeout: the fetch calls without one. A fetch dropped while
+its claim round trip is under way releases whatever lease that round trip took, so other
+processes never wait for a claim nobody holds.
+
 Results: one entry per id, in order: a `Job`, None (no such job), a `GatewayError` (that id
 failed; the others are served), or, only for a bug, the unexpected exception itself (logged here
 with its traceback; the API layer masks it). `get_many` raises only when it is cancelled.
@@ -56,6 +78,7 @@ from gateway import errors
 from gateway.jobs.backend import BackendUnavailable
 from gateway.jobs.budget import Budget
 from gateway.jobs.cache import CacheEntry, SnapshotCache
+from gateway.jobs.claims import NO_LEASE, ClaimOutcome, FetchClaims, Held, Lease
 from gateway.jobs.ids import validate_job_id
 from gateway.jobs.model import Job
 from gateway.jobs.retry import RetryPolicy
@@ -102,6 +125,10 @@ class FetcherStats:
     timeouts: int
     #: Fetches cancelled before spending budget because nobody waited for them any more.
     abandoned: int
+    #: Fetches that found their id claimed by another process, and waited for its answer.
+    claim_waits: int
+    #: Fetches answered by another process's call (found in the shared cache under the claim).
+    answered_elsewhere: int
     #: Fetches under way now.
     in_flight: int
 
@@ -118,6 +145,8 @@ class _Counters:
     invalid_ids: int = 0
     timeouts: int = 0
     abandoned: int = 0
+    claim_waits: int = 0
+    answered_elsewhere: int = 0
 
 
 class _Fetch:
@@ -148,13 +177,13 @@ class _Fetch:
 class JobFetcher:
     """Fetches job snapshots for all requests of the process; see the module docstring.
 
-    `clock` must be the clock of `budget` and of the deadlines passed to `get_many`; `sleep`
-    waits on that clock (retry backoff, deadlines). Both are injectable so tests move time by
-    hand. `uniform` draws the retry jitter.
+    `claims` coordinates fetches with the other processes sharing `cache` (None: this process
+    is alone, or its cache is its own). `clock` must be the clock of `budget` and of the
+    deadlines passed to `get_many`; `sleep` waits on that clock (retry backoff, deadlines, claim
+    polling). Both are injectable so tests move time by hand. `uniform` draws the retry jitter.
 
-    `concurrency` is accepted and ignored: the limit on calls in flight moved into the budget
-    (`max_in_flight`; `LocalBudget.from_settings` reads `upstream_concurrency`), so that no FIFO
-    stands in front of its fair queue. It goes once no caller passes it.
+    The limit on calls in flight is the budget's (`max_in_flight`; `LocalBudget.from_settings`
+    reads `upstream_concurrency`), so that no FIFO stands in front of its fair queue.
     """
 
     def __init__(
@@ -163,7 +192,7 @@ class JobFetcher:
         budget: Budget,
         cache: SnapshotCache,
         *,
-        concurrency: int | None = None,
+        claims: FetchClaims | None = None,
         retry: RetryPolicy,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -172,6 +201,7 @@ class JobFetcher:
         self._source = source
         self._budget = budget
         self._cache = cache
+        self._claims = claims
         self._retry = retry
         self._clock = clock
         self._sleep = sleep
@@ -179,6 +209,7 @@ class JobFetcher:
         self._in_flight: dict[str, _Fetch] = {}
         # The loop keeps only weak references to tasks: hold them until they end.
         self._tasks: set[asyncio.Task[None]] = set()
+        self._releases: set[asyncio.Future[None]] = set()
         self._counts = _Counters()
 
     def stats(self) -> FetcherStats:
@@ -194,6 +225,8 @@ class JobFetcher:
             invalid_ids=c.invalid_ids,
             timeouts=c.timeouts,
             abandoned=c.abandoned,
+            claim_waits=c.claim_waits,
+            answered_elsewhere=c.answered_elsewhere,
             in_flight=len(self._in_flight),
         )
 
@@ -237,14 +270,16 @@ class JobFetcher:
 
         joined: dict[str, _Fetch] = {}
         try:
-            for job_id, indexes in positions.items():
-                hit = await self._cached(job_id)
+            wanted = list(positions)
+            hits = await self._cached(wanted)
+            # No await from the cache's answer to the joins: with a local cache (which never
+            # suspends) no fetch of these ids can have ended since the read. With a shared one,
+            # see "Reading the cache, then joining" in the module docstring.
+            for job_id, hit in zip(wanted, hits, strict=True):
                 if hit is not None:
-                    for index in indexes:
+                    for index in positions[job_id]:
                         results[index] = hit.job
                     continue
-                # No await between the cache miss and the join: with a local cache, no fetch of
-                # this id can complete in between.
                 joined[job_id] = self._join(job_id, deadline, key)
             if joined:
                 await self._wait(joined.values(), deadline)
@@ -264,18 +299,24 @@ class JobFetcher:
 
     # --- per request ------------------------------------------------------------------------
 
-    async def _cached(self, job_id: str) -> CacheEntry | None:
+    async def _cached(self, job_ids: list[str]) -> list[CacheEntry | None]:
+        """The cache's entry (or None) for each of `job_ids`, in one cache call (none for no
+        id); a cache that fails, or answers the wrong number of entries, is all misses."""
+        if not job_ids:
+            return []
+        hits: list[CacheEntry | None]
         try:
-            hit = await self._cache.get(job_id)
+            hits = await self._cache.get_many(job_ids)
+            if len(hits) != len(job_ids):
+                raise RuntimeError(f"Expected {len(job_ids)} cache entries, received {len(hits)}.")
         except Exception:
             # A broken cache (a shared one can be unreachable) costs calls, not answers.
-            logger.exception("Snapshot cache lookup of job %s failed; fetching it", job_id)
-            hit = None
-        if hit is None:
-            self._counts.cache_misses += 1
-        else:
-            self._counts.cache_hits += 1
-        return hit
+            logger.exception("Snapshot cache lookup of %d jobs failed; fetching them", len(job_ids))
+            hits = [None] * len(job_ids)
+        misses = hits.count(None)
+        self._counts.cache_misses += misses
+        self._counts.cache_hits += len(hits) - misses
+        return hits
 
     def _join(self, job_id: str, deadline: float, key: Hashable) -> _Fetch:
         fetch = self._in_flight.get(job_id)
@@ -383,7 +424,21 @@ class JobFetcher:
             del self._in_flight[fetch.job_id]
 
     async def _fetch(self, fetch: _Fetch) -> Job | None:
-        """Call the source until an answer, a final error, or no time left for a retry."""
+        """Claim the id, then call the source until an answer, a final error, or no time left
+        for a retry; release the claim once the answer is stored."""
+        claimed = await self._claim(fetch)
+        if isinstance(claimed, CacheEntry):
+            # Another process's answer, in the shared cache already: nothing to call or store.
+            self._counts.answered_elsewhere += 1
+            return claimed.job
+        try:
+            return await self._call_until_answered(fetch)
+        finally:
+            # Also when cancelled (dropped before its call): waiters elsewhere take over at
+            # once, instead of when the lease expires.
+            self._release(fetch.job_id, claimed)
+
+    async def _call_until_answered(self, fetch: _Fetch) -> Job | None:
         attempt = 0
         while True:
             try:
@@ -409,6 +464,72 @@ class JobFetcher:
             except Exception:
                 logger.exception("Snapshot cache store of job %s failed", fetch.job_id)
             return job
+
+    async def _claim(self, fetch: _Fetch) -> Lease | CacheEntry:
+        """A lease (`NO_LEASE` without claims), or another process's answer, waiting while
+        another process holds the claim; see "Claims" in the module docstring."""
+        claims = self._claims
+        if claims is None:
+            return NO_LEASE
+        waited = False
+        while True:
+            outcome = await self._claim_once(claims, fetch.job_id)
+            if not isinstance(outcome, Held):
+                return outcome
+            if not waited:
+                waited = True
+                self._counts.claim_waits += 1
+            remaining = fetch.deadline - self._clock()
+            if remaining <= 0:
+                # The holder's answer did not come in time; the waiters have left by now.
+                raise errors.BudgetExhausted(retry_after=outcome.retry_in)
+            await self._sleep(min(outcome.retry_in, remaining))
+
+    async def _claim_once(self, claims: FetchClaims, job_id: str) -> ClaimOutcome:
+        """One claim attempt. It runs to its end even if this fetch is cancelled meanwhile, so
+        that a lease it took is released rather than left for other processes to wait out."""
+        attempt = asyncio.ensure_future(claims.claim(job_id))
+        try:
+            return await asyncio.shield(attempt)
+        except asyncio.CancelledError:
+            if attempt.done():
+                self._release_taken(job_id, attempt)
+            else:
+                attempt.add_done_callback(lambda done: self._release_taken(job_id, done))
+            raise
+        except Exception as exc:
+            # `FailoverClaims` turns an unreachable backend into NO_LEASE; this is anything
+            # else (a bare backend, a bug): a claim must never cost the answer.
+            if isinstance(exc, BackendUnavailable):
+                logger.warning("Claiming job %s failed (%s); fetching it", job_id, exc.reason)
+            else:
+                logger.exception("Claiming job %s failed unexpectedly; fetching it", job_id)
+            return NO_LEASE
+
+    def _release_taken(self, job_id: str, attempt: asyncio.Future[ClaimOutcome]) -> None:
+        if attempt.cancelled() or attempt.exception() is not None:
+            return
+        outcome = attempt.result()
+        if not isinstance(outcome, CacheEntry | Held):
+            self._release(job_id, outcome)
+
+    def _release(self, job_id: str, lease: Lease) -> None:
+        """Release `lease` in the background: nobody waits for it (the waiters here have their
+        answer, those elsewhere read the cache), and it must survive this fetch's cancellation."""
+        if lease is NO_LEASE:
+            return
+        release = asyncio.ensure_future(self._release_quietly(job_id, lease))
+        self._releases.add(release)
+        release.add_done_callback(self._releases.discard)
+
+    async def _release_quietly(self, job_id: str, lease: Lease) -> None:
+        try:
+            await lease.release()
+        except BackendUnavailable as exc:
+            # The claim expires on its own; waiters elsewhere take over then.
+            logger.debug("Releasing the claim on job %s failed: %s", job_id, exc.reason)
+        except Exception:
+            logger.exception("Releasing the claim on job %s failed unexpectedly", job_id)
 
     async def _call(self, fetch: _Fetch) -> Job | None:
         """One upstream call, inside one budget slot asked under the fetch's key."""

@@ -112,6 +112,38 @@ async def test_a_running_job_is_shared_for_its_short_ttl(
     assert (through_a["state"], later["state"]) == ("ANALYSING", "SUCCESS")
 
 
+async def test_two_gateways_asked_at_once_for_the_same_running_jobs_call_once_per_id(
+    simulator: SimulatorServer, start_gateway: StartGateway, http: httpx.AsyncClient, prefix: str
+) -> None:
+    # Both gateways miss every id at the same moment, as when the shared entries of polled
+    # running jobs expire: the fetch claims make the fleet call once per id, not once per
+    # gateway.
+    ids = [f"5ab5c1de000000000000000000c0{n:04d}" for n in range(20)]
+    for job_id in ids:
+        simulator.put_job(job_id, planted(job_id, "Analysing"))
+    settings = {"redis_url": REDIS_URL, "redis_prefix": prefix, "cache_running_ttl": 5.0}
+    query = "query($ids: [ID!]!) { jobs(ids: $ids) { id state } }"
+    with start_gateway(**settings) as a, start_gateway(**settings) as b:
+        calls = simulator.query_stats()["calls"]
+        bodies = await asyncio.gather(
+            *(
+                graphql(http, gateway, query, {"ids": ids[::step]})
+                for gateway in (a, b, a, b)
+                for step in (1, -1)
+            )
+        )
+        after = simulator.query_stats()["calls"]
+        reports = [await readyz(http, gateway) for gateway in (a, b)]
+
+    for body in bodies:
+        assert "errors" not in body, body
+        assert {job["state"] for job in body["data"]["jobs"]} == {"ANALYSING"}
+    assert after - calls == len(ids)
+    assert [report["claims"]["shared"] for report in reports] == [True, True]
+    fetchers = [report["fetcher"] for report in reports]
+    assert sum(fetcher["upstreamCalls"] for fetcher in fetchers) == len(ids)
+
+
 async def test_an_unknown_id_is_remembered_by_both(
     simulator: SimulatorServer, start_gateway: StartGateway, http: httpx.AsyncClient, prefix: str
 ) -> None:
@@ -147,6 +179,7 @@ async def test_readyz_without_redis(gateway: GatewayServer, http: httpx.AsyncCli
     assert report["status"] == "ready"
     assert report["redis"] == {"configured": False, "reachable": False}
     assert report["cache"] == {"shared": False}
+    assert report["claims"] == {"shared": False}
     assert report["budget"]["shared"] is False
     assert report["budget"]["limit"] == gateway.settings.upstream_qps
 
@@ -159,6 +192,16 @@ async def test_readyz_with_redis(
     assert report["status"] == "ready"
     assert report["redis"] == {"configured": True, "reachable": True}
     assert report["cache"] == {
+        "shared": True,
+        "failover": {
+            "degraded": False,
+            "serving": "primary",
+            "degradedFor": None,
+            "failovers": 0,
+            "lastError": None,
+        },
+    }
+    assert report["claims"] == {
         "shared": True,
         "failover": {
             "degraded": False,
@@ -203,6 +246,7 @@ async def test_an_unreachable_redis_degrades_but_serves(
     assert report["cache"]["shared"] is False
     assert report["cache"]["failover"]["degraded"] is True
     assert "127.0.0.1:1" in report["cache"]["failover"]["lastError"]
+    assert report["claims"]["failover"]["degraded"] is True
     assert report["budget"]["shared"] is False
     assert report["budget"]["failover"]["degraded"] is True
     assert report["budget"]["limit"] == 15  # 60 calls/s shared by 4 replicas

@@ -9,11 +9,12 @@ import asyncio
 import heapq
 import itertools
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from gateway.jobs.budget import LocalBudget
-from gateway.jobs.cache import LocalSnapshotCache
+from gateway.jobs.cache import CacheEntry, LocalSnapshotCache
+from gateway.jobs.claims import ClaimOutcome, FetchClaims, Held
 from gateway.jobs.fetcher import FetchResult, JobFetcher
 from gateway.jobs.model import Job, JobState
 from gateway.jobs.retry import RetryPolicy
@@ -191,6 +192,92 @@ class FakeSource:
             self.spans.append((start, self._clock()))
 
 
+class RecordingCache(LocalSnapshotCache):
+    """A `LocalSnapshotCache` that logs each call to `log`: "get_many a,b", "put a"... (it never
+    suspends either: recording adds no await)."""
+
+    def __init__(
+        self,
+        log: list[str],
+        *,
+        terminal_ttl: float,
+        running_ttl: float,
+        not_found_ttl: float,
+        max_entries: int,
+        clock: Callable[[], float],
+    ) -> None:
+        super().__init__(
+            terminal_ttl=terminal_ttl,
+            running_ttl=running_ttl,
+            not_found_ttl=not_found_ttl,
+            max_entries=max_entries,
+            clock=clock,
+        )
+        self.log = log
+
+    async def get(self, job_id: str) -> CacheEntry | None:
+        self.log.append(f"get {job_id}")
+        return await super().get(job_id)
+
+    async def get_many(self, job_ids: Sequence[str]) -> list[CacheEntry | None]:
+        self.log.append(f"get_many {','.join(job_ids)}")
+        return await super().get_many(job_ids)
+
+    async def put(self, job_id: str, job: Job | None) -> None:
+        self.log.append(f"put {job_id}")
+        await super().put(job_id, job)
+
+
+class FakeLease:
+    def __init__(self, claims: FakeClaims, job_id: str) -> None:
+        self.claims = claims
+        self.job_id = job_id
+
+    async def release(self) -> None:
+        self.claims.log.append(f"release {self.job_id}")
+        self.claims.held.discard(self.job_id)
+
+
+class FakeClaims:
+    """The claims of a fleet as one process sees them (`FetchClaims`), logging to `log`.
+
+    - `elsewhere`: ids another process holds (this one gets `Held(poll)` for them);
+    - `shared`: answers another process stored (a claim of such an id gets the entry);
+    - `gate`: when set, each claim round trip waits for it; `failure`: raised by each claim.
+    Records `log` ("claim a", "release a"; shared with the rig's cache), `held` (this
+    process's leases not released yet) and `attempts` per id.
+    """
+
+    def __init__(self, log: list[str], poll: float = 0.025) -> None:
+        self.log = log
+        self.poll = poll
+        self.elsewhere: set[str] = set()
+        self.shared: dict[str, CacheEntry] = {}
+        self.held: set[str] = set()
+        self.attempts: defaultdict[str, int] = defaultdict(int)
+        self.gate: asyncio.Event | None = None
+        self.failure: Exception | None = None
+
+    def answer_elsewhere(self, job_id: str, job: Job | None) -> None:
+        """The other process stores its answer and releases its claim."""
+        self.shared[job_id] = CacheEntry(job)
+        self.elsewhere.discard(job_id)
+
+    async def claim(self, job_id: str) -> ClaimOutcome:
+        self.attempts[job_id] += 1
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.failure is not None:
+            raise self.failure
+        if job_id in self.shared:
+            return self.shared[job_id]
+        if job_id in self.elsewhere:
+            return Held(retry_in=self.poll)
+        self.log.append(f"claim {job_id}")
+        self.held.add(job_id)
+        return FakeLease(self, job_id)
+
+
 NO_RETRY = RetryPolicy(max_retries=0, base_delay=0.0, max_delay=0.0)
 
 
@@ -203,8 +290,14 @@ class Rig:
     retry: RetryPolicy = NO_RETRY
     clock: ManualClock = field(default_factory=ManualClock)
     fetcher_type: type[JobFetcher] = JobFetcher
+    #: Give the fetcher `FakeClaims` (as a process sharing a cache would have).
+    with_claims: bool = False
 
     def __post_init__(self) -> None:
+        #: The cache's and the claims' calls, in order.
+        self.log: list[str] = []
+        self.claims = FakeClaims(self.log) if self.with_claims else None
+        claims: FetchClaims | None = self.claims
         self.source = FakeSource(clock=self.clock, sleep=self.clock.sleep)
         self.budget = LocalBudget(
             self.limit,
@@ -213,7 +306,8 @@ class Rig:
             clock=self.clock,
             call_later=self.clock.call_later,
         )
-        self.cache = LocalSnapshotCache(
+        self.cache = RecordingCache(
+            self.log,
             terminal_ttl=100.0,
             running_ttl=1.0,
             not_found_ttl=5.0,
@@ -224,6 +318,7 @@ class Rig:
             self.source,
             self.budget,
             self.cache,
+            claims=claims,
             retry=self.retry,
             clock=self.clock,
             sleep=self.clock.sleep,

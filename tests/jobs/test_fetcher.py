@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import pytest
@@ -12,6 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway import errors
+from gateway.jobs.backend import BackendUnavailable
+from gateway.jobs.cache import CacheEntry
 from gateway.jobs.fetcher import FetchResult
 from gateway.jobs.model import Job, JobState
 from gateway.jobs.retry import RetryPolicy
@@ -371,6 +373,183 @@ async def test_past_deadline_serves_the_cache_and_sheds_the_rest() -> None:
     await settle()
     assert rig.source.calls == []
     assert rig.fetcher.stats().in_flight == 0
+
+
+# --- one cache call per request --------------------------------------------------------------
+
+
+async def test_one_cache_call_per_request_for_all_its_distinct_valid_ids() -> None:
+    rig = Rig()
+    rig.source.add(make_job("a"), make_job("b"))
+    await rig.cache.put("c", make_job("c"))
+    rig.log.clear()
+
+    results = await rig.fetcher.get_many(["a", "bad id", "c", "a", "b"], rig.deadline())
+
+    assert results[2:] == [make_job("c"), make_job("a"), make_job("b")]
+    assert [entry for entry in rig.log if entry.startswith("get")] == ["get_many a,c,b"]
+    rig.log.clear()
+    assert await rig.fetcher.get_many(["b", "a", "c"], rig.deadline()) == [
+        make_job("b"),
+        make_job("a"),
+        make_job("c"),
+    ]
+    assert rig.log == ["get_many b,a,c"]  # all cached: that one call, and nothing else
+    stats = rig.fetcher.stats()
+    assert (stats.cache_hits, stats.cache_misses) == (4, 2)
+
+
+async def test_a_request_of_invalid_ids_only_asks_the_cache_nothing() -> None:
+    rig = Rig()
+    results = await rig.fetcher.get_many(["bad id", ""], rig.deadline())
+    assert [type(result) for result in results] == [errors.InvalidJobId] * 2
+    assert rig.log == []
+
+
+async def test_a_broken_cache_costs_calls_not_answers(caplog: pytest.LogCaptureFixture) -> None:
+    rig = Rig()
+    rig.source.add(make_job("a"))
+
+    async def broken(job_ids: Sequence[str]) -> list[CacheEntry | None]:
+        raise RuntimeError("the cache is broken")
+
+    rig.cache.get_many = broken  # type: ignore[method-assign]
+    with caplog.at_level(logging.ERROR, logger="gateway.jobs.fetcher"):
+        assert await rig.fetcher.get_many(["a", "b"], rig.deadline()) == [make_job("a"), None]
+    assert "Snapshot cache lookup of 2 jobs failed" in caplog.text
+    assert sorted(rig.source.calls) == ["a", "b"]
+
+
+# --- claims: one call per id at a time across processes ---------------------------------------
+
+
+async def test_the_claim_comes_after_the_in_flight_map_and_is_released_after_the_put() -> None:
+    rig = Rig(with_claims=True)
+    rig.source.add(make_job("a"))
+    rig.source.gate = asyncio.Event()
+    first = rig.start(["a"])
+    await settle()
+    second = rig.start(["a"])  # joins the fetch in flight: no second claim
+    await settle()
+    rig.source.gate.set()
+    assert await first == await second == [make_job("a")]
+    await settle()
+    assert rig.log == ["get_many a", "claim a", "get_many a", "put a", "release a"]
+    assert rig.claims is not None
+    assert rig.claims.held == set()
+
+
+async def test_an_id_another_process_fetches_waits_for_its_answer_and_calls_nothing() -> None:
+    rig = Rig(with_claims=True)
+    assert rig.claims is not None
+    rig.claims.elsewhere.add("a")
+    rig.source.add(make_job("a"), make_job("b"))
+    task = rig.start(["a", "b"])
+    await rig.clock.advance(0.1)
+    assert not task.done()
+    assert rig.source.calls == ["b"]  # "b" was not held: called at once
+    assert rig.claims.attempts["a"] == 5  # at 0, 0.025, ... 0.1: polling, nothing else
+
+    answer = make_job("a", JobState.ANALYSING)
+    rig.claims.answer_elsewhere("a", answer)
+    await rig.clock.advance(0.025)
+    assert await task == [answer, make_job("b")]
+    assert rig.source.calls == ["b"]
+    assert "put a" not in rig.log  # in the shared cache already
+    assert rig.budget.snapshot().recent == 1  # b's slot only
+    stats = rig.fetcher.stats()
+    assert (stats.claim_waits, stats.answered_elsewhere, stats.upstream_calls) == (1, 1, 1)
+
+
+async def test_an_id_whose_holder_gives_up_is_claimed_and_called_here() -> None:
+    rig = Rig(with_claims=True)
+    assert rig.claims is not None
+    rig.claims.elsewhere.add("a")
+    rig.source.add(make_job("a"))
+    task = rig.start(["a"])
+    await rig.clock.advance(0.05)
+    rig.claims.elsewhere.discard("a")  # the holder failed (and released), or its lease expired
+    await rig.clock.advance(0.025)
+    assert await task == [make_job("a")]
+    assert rig.source.calls == ["a"]
+
+
+async def test_a_fetch_dropped_while_another_process_fetches_costs_nothing() -> None:
+    rig = Rig(with_claims=True)
+    assert rig.claims is not None
+    rig.claims.elsewhere.add("a")
+    task = rig.start(["a"], seconds=0.2)
+    await rig.clock.advance(0.3)
+    (result,) = await task
+    assert isinstance(result, errors.BudgetExhausted)
+    attempts = rig.claims.attempts["a"]
+    await rig.clock.advance(1.0)
+    assert rig.claims.attempts["a"] == attempts  # stopped polling with its last waiter
+    assert rig.source.calls == []
+    assert rig.budget.snapshot().recent == 0
+    stats = rig.fetcher.stats()
+    assert (stats.abandoned, stats.in_flight) == (1, 0)
+
+
+async def test_a_fetch_dropped_during_its_claim_round_trip_releases_what_it_took() -> None:
+    rig = Rig(with_claims=True)
+    assert rig.claims is not None
+    rig.claims.gate = asyncio.Event()
+    task = rig.start(["a"])
+    await settle()
+    task.cancel()
+    await settle()
+    assert task.cancelled()
+    rig.claims.gate.set()  # the round trip ends after all, with a lease
+    await settle()
+    assert rig.log[-2:] == ["claim a", "release a"]
+    assert rig.claims.held == set()
+    assert rig.source.calls == []
+
+
+async def test_a_fetch_dropped_in_the_budget_queue_releases_its_claim() -> None:
+    rig = Rig(limit=1, with_claims=True)
+    assert rig.claims is not None
+    gate = asyncio.Event()
+    holder = await rig.hold_budget(gate)
+    task = rig.start(["a"])
+    await settle()
+    assert rig.claims.held == {"a"}
+    task.cancel()
+    await settle()
+    assert rig.claims.held == set()
+    gate.set()
+    await holder
+    assert rig.source.calls == []
+
+
+async def test_a_failed_fetch_releases_its_claim_and_stores_nothing() -> None:
+    rig = Rig(with_claims=True)
+    unavailable = errors.UpstreamUnavailable("503")
+    rig.source.fail("a", unavailable)
+    assert await rig.fetcher.get_many(["a"], rig.deadline()) == [unavailable]
+    await settle()
+    assert rig.log == ["get_many a", "claim a", "release a"]
+
+
+@pytest.mark.parametrize(
+    ("failure", "logged"),
+    [
+        (BackendUnavailable("redis", "ConnectionError: refused"), "Claiming job a failed"),
+        (ZeroDivisionError("a bug"), "Claiming job a failed unexpectedly"),
+    ],
+)
+async def test_a_claim_that_fails_never_fails_the_fetch(
+    failure: Exception, logged: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    rig = Rig(with_claims=True)
+    assert rig.claims is not None
+    rig.claims.failure = failure
+    rig.source.add(make_job("a"))
+    with caplog.at_level(logging.WARNING, logger="gateway.jobs.fetcher"):
+        assert await rig.fetcher.get_many(["a"], rig.deadline()) == [make_job("a")]
+    assert logged in caplog.text
+    assert rig.source.calls == ["a"]
 
 
 # --- invariants under random traffic --------------------------------------------------------
