@@ -324,7 +324,14 @@ class _FailoverSlot:
         try:
             # The local slot first: waiting for it must not hold a slot of the whole fleet.
             if route is not _Route.PRIMARY or budget._clock() < budget._both_until:
-                await self._enter_fallback()
+                try:
+                    await self._enter_fallback()
+                except BaseException:
+                    # The primary was never asked: a probe handed out for this call must be
+                    # given back, or no later call would probe and the process would stay on
+                    # its local budget for good.
+                    budget._switch.abandoned(route)
+                    raise
             if route is not _Route.FALLBACK:
                 await self._enter_primary(route)
         except BaseException:

@@ -512,6 +512,29 @@ async def test_the_budget_falls_back_and_says_its_local_limit_once(
     ]
 
 
+async def test_a_probe_whose_local_slot_is_refused_is_given_back(
+    budgets: tuple[FakeBudget, FakeBudget, FailoverBudget], clock: Clock
+) -> None:
+    primary, fallback, budget = budgets
+    primary.down = True
+    async with budget.slot(clock.now + 5):  # fails over
+        pass
+    primary.down = False
+    clock.now += 1.0
+    fallback.full = True
+    with pytest.raises(errors.BudgetExhausted):
+        async with budget.slot(clock.now + 5):  # the probe, refused before it asked Redis
+            pass
+    fallback.full = False
+    clock.now += 1.0
+
+    # The next due probe still happens, and brings the process back to Redis.
+    async with budget.slot(clock.now + 5):
+        pass
+    assert not budget.degraded
+    assert primary.granted == 1
+
+
 async def test_settling_in_no_local_slot_before_the_fleet_s_last_window_is_over(
     budgets: tuple[FakeBudget, FakeBudget, FailoverBudget], clock: Clock
 ) -> None:
