@@ -129,6 +129,9 @@ def _configure_logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # httpx logs every request at INFO: up to a hundred lines a second of upstream calls on
+    # the hot path, which say nothing the budget and /readyz do not.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 if __name__ == "__main__":

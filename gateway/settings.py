@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: The demo key pair the simulator accepts unless told otherwise. Public on purpose: it guards
@@ -30,7 +30,10 @@ class UpstreamKind(enum.Enum):
 class GatewaySettings(BaseSettings):
     """Settings of a gateway process. Every field maps to one environment variable."""
 
-    model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore", frozen=True)
+    # hide_input_in_errors: a validation error would otherwise print the input, secrets included.
+    model_config = SettingsConfigDict(
+        env_prefix="GATEWAY_", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     # --- upstream ---------------------------------------------------------------------------
     access_key_id: str | None = Field(
@@ -161,6 +164,26 @@ class GatewaySettings(BaseSettings):
             port = None
         return f"{parts.hostname or 'localhost'}:{port or 6379}"
 
+    @model_validator(mode="after")
+    def _whole_key_pair(self) -> GatewaySettings:
+        # Half a key pair is a deployment mistake (a secret that failed to mount), not a wish
+        # to run on the demo simulator: refuse to start rather than serve demo data.
+        has_id, has_secret = self.access_key_id is not None, self.access_key_secret is not None
+        if has_id != has_secret:
+            given, missing = (
+                ("ALIBABA_CLOUD_ACCESS_KEY_ID", "ALIBABA_CLOUD_ACCESS_KEY_SECRET")
+                if has_id
+                else ("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "ALIBABA_CLOUD_ACCESS_KEY_ID")
+            )
+            raise ValueError(f"Expected both {given} and {missing}, received only {given}.")
+        if self.security_token is not None and not has_id:
+            raise ValueError(
+                "Expected ALIBABA_CLOUD_SECURITY_TOKEN with its key pair "
+                "(ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET), received "
+                "the token alone."
+            )
+        return self
+
     @property
     def upstream_kind(self) -> UpstreamKind:
         if self.mps_endpoint:
@@ -185,7 +208,9 @@ class GatewaySettings(BaseSettings):
 class SimulatorSettings(BaseSettings):
     """Settings of the MPS simulator, embedded or standalone."""
 
-    model_config = SettingsConfigDict(env_prefix="SIMULATOR_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="SIMULATOR_", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     access_key_id: str = Field(
         default=SIMULATOR_DEMO_ACCESS_KEY_ID, description="The one AccessKey ID accepted."

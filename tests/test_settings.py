@@ -51,3 +51,22 @@ def test_no_redis_by_default() -> None:
 def test_bad_redis_settings_are_refused(values: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         GatewaySettings(**values)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"access_key_id": "LTAIx"}, "received only ALIBABA_CLOUD_ACCESS_KEY_ID"),
+        ({"access_key_secret": "s"}, "received only ALIBABA_CLOUD_ACCESS_KEY_SECRET"),
+        ({"security_token": "t"}, "received the token alone"),
+    ],
+)
+def test_half_a_key_pair_is_refused(values: dict[str, str], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        GatewaySettings(**values)
+
+
+def test_a_refused_setting_never_shows_the_secret() -> None:
+    with pytest.raises(ValidationError) as refused:
+        GatewaySettings(access_key_secret="topsecret123", upstream_qps=0)
+    assert "topsecret123" not in str(refused.value)

@@ -144,6 +144,8 @@ class LocalSnapshotCache:
         job = entry.job
         if job is None or not job.state.is_terminal or self._clock() >= expires_at:
             return None
+        # A read like any other: the hot set must stay the most recently used, not age out.
+        self._entries.move_to_end(job_id)
         return job
 
     async def put(self, job_id: str, job: Job | None) -> None:
