@@ -216,13 +216,13 @@ class GatewayGraphQL(GraphQL[Context, None]):
             # An unreadable header is ignored rather than failing the query.
             with contextlib.suppress(ValueError):
                 timeout = min(timeout, max(0.0, float(asked)))
-        deadline = time.monotonic() + timeout
         return Context(
-            deadline=deadline,
+            deadline=time.monotonic() + timeout,
+            timeout=timeout,
             max_ids=self._settings.max_ids,
             fetcher=services.fetcher,
-            poll_deadline=self._settings.request_deadline,
             presigner=services.presigner,
+            per_connection=isinstance(request, WebSocket),
         )
 
 

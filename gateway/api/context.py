@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from dataclasses import dataclass, field
 
 from gateway.jobs.fetcher import JobFetcher
@@ -11,19 +13,31 @@ from gateway.oss import OssPresigner
 
 @dataclass(slots=True)
 class Context:
-    """Made anew for each GraphQL request (or WebSocket operation): its loader's memo is private
-    to that request, and `deadline` (on the fetcher's clock) bounds its waits for the upstream."""
+    """Made anew for each GraphQL request, and for each operation of a WebSocket connection
+    (Strawberry makes one context per connection: `for_operation` gives each operation its own).
+    Its loader's memo is private to that request, and `deadline` (on the fetcher's clock)
+    bounds its waits for the upstream."""
 
     #: The process-wide fetcher behind the loader; subscriptions poll it directly, since a
     #: loader's memo would answer every poll with the first snapshot.
     fetcher: JobFetcher
     deadline: float
     max_ids: int
-    #: Seconds each poll of a subscription may wait for the upstream.
-    poll_deadline: float
+    #: Seconds a request (and each poll of a subscription) may wait for the upstream.
+    timeout: float
     #: The process-wide signer of OSS download URLs (`signedUrl` fields); None signs nothing.
     presigner: OssPresigner | None = None
+    #: Whether several operations share this context (a WebSocket connection's).
+    per_connection: bool = False
     _jobs: JobLoader | None = field(default=None, repr=False)
+
+    def for_operation(self) -> Context:
+        """The context of one operation: its own deadline from now and its own loader, so
+        that a long-lived connection neither times out its later queries nor serves them from
+        its first answers."""
+        return dataclasses.replace(
+            self, deadline=time.monotonic() + self.timeout, per_connection=False, _jobs=None
+        )
 
     @property
     def jobs(self) -> JobLoader:

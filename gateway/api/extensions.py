@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from graphql import ASTValidationRule, GraphQLError, GraphQLSyntaxError
 from strawberry.extensions import MaskErrors
 
+from gateway.api.context import Context
 from gateway.errors import GatewayError
 
 logger = logging.getLogger(__name__)
@@ -29,6 +30,7 @@ def is_unexpected(error: GraphQLError) -> bool:
 class OperationPolicy(MaskErrors):
     """What the gateway enforces on every operation, and what clients see of its errors.
 
+    - Deadlines: each operation of a WebSocket connection gets a context of its own.
     - Limits: the document's token count (parser option, as MaxTokensLimiter sets it) and the
       given validation rules (query depth, aliases), added as AddValidationRules adds them. The
       rule classes must be made once and passed in: the validation cache is keyed by them.
@@ -53,6 +55,10 @@ class OperationPolicy(MaskErrors):
         context = self.execution_context
         context.parse_options["max_tokens"] = self.max_tokens
         context.validation_rules = context.validation_rules + self.validation_rules
+        if isinstance(context.context, Context) and context.context.per_connection:
+            # Strawberry makes one context per WebSocket connection: each operation gets its
+            # own deadline and loader.
+            context.context = context.context.for_operation()
         try:
             yield from super().on_operation()
         except GraphQLError as raised:

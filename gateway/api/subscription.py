@@ -53,7 +53,7 @@ class Subscription:
         interval = min(max(interval_seconds, MIN_INTERVAL), MAX_INTERVAL)
         last: Mapping[str, str] | None = None
         while True:
-            deadline = time.monotonic() + context.poll_deadline
+            deadline = time.monotonic() + context.timeout
             [outcome] = await context.fetcher.get_many([id], deadline)
             if isinstance(outcome, errors.GatewayError) and outcome.retryable:
                 await asyncio.sleep(interval)

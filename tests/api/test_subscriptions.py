@@ -163,3 +163,22 @@ async def test_a_submitted_job_is_followed_through_its_real_lifecycle(
     assert states[-1] == "SUCCESS"
     assert states == sorted(set(states), key=["QUEUING", "ANALYSING", "SUCCESS"].index)
     assert messages[-1]["type"] == "complete"
+
+
+async def test_each_operation_of_a_connection_has_its_own_deadline_and_answers(
+    simulator: SimulatorServer, start_gateway: StartGateway
+) -> None:
+    job_id = "5ab5c1de0000000000000000000000bb"
+    simulator.put_job(job_id, planted(job_id, "Analysing"))
+    query = "query($id: ID!) { job(id: $id) { id state } }"
+    with start_gateway(request_deadline=1.0, cache_running_ttl=0.1) as gateway:
+        async with graphql_ws(gateway) as socket:
+            first = await subscribe(socket, query, {"id": job_id})
+            simulator.put_job(job_id, planted(job_id, "Success", "{}"))
+            # Longer than the connection's first deadline, and than the running ttl.
+            await asyncio.sleep(1.5)
+            second = await subscribe(socket, query, {"id": job_id})
+
+    assert first[0]["payload"] == {"data": {"job": {"id": job_id, "state": "ANALYSING"}}}
+    # Neither refused for a deadline that passed long ago, nor served from the first answer.
+    assert second[0]["payload"] == {"data": {"job": {"id": job_id, "state": "SUCCESS"}}}
