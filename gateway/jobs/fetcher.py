@@ -451,12 +451,17 @@ class JobFetcher:
                 delay = self._retry.delay(exc, attempt, self._uniform)
                 if self._clock() + delay >= fetch.deadline:
                     raise  # a retry could not end before the deadline: the last error stands
+                fetch.cancellable = True
+                if fetch.waiters <= 0:
+                    # Everyone left while the call was under way: a retry would spend budget
+                    # for nobody. The last error stands (and is not cached).
+                    self._counts.abandoned += 1
+                    raise
                 self._counts.retries += 1
                 attempt += 1
                 logger.debug(
                     "Job %s: %s, retry %s in %.3f s", fetch.job_id, exc.code, attempt, delay
                 )
-                fetch.cancellable = True
                 await self._sleep(delay)
                 continue
             try:

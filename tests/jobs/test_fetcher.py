@@ -281,6 +281,24 @@ async def test_fetch_abandoned_by_its_last_waiter_consumes_no_budget() -> None:
     assert rig.source.calls == []
 
 
+async def test_a_fetch_abandoned_during_its_call_is_not_retried() -> None:
+    rig = Rig(retry=RetryPolicy(max_retries=2, base_delay=0.1, max_delay=1.0))
+    rig.source.add(make_job("a"))
+    rig.source.fail("a", errors.UpstreamUnavailable("503"))
+    rig.source.gate = asyncio.Event()
+    gone = rig.start(["a"], seconds=5.0)
+    await settle()
+    assert rig.source.calls == ["a"]  # the call is under way: it cannot be taken back
+    gone.cancel()  # its only request went away
+    await settle()
+    rig.source.gate.set()  # the call fails: a retry would be for nobody
+    await settle()
+    await rig.clock.advance(5.0)
+    assert rig.source.calls == ["a"]
+    stats = rig.fetcher.stats()
+    assert (stats.abandoned, stats.retries, stats.in_flight) == (1, 0, 0)
+
+
 async def test_fetch_waiting_for_max_in_flight_ends_at_the_deadline_without_a_call() -> None:
     rig = Rig(concurrency=1)
     rig.source.add(make_job("slow"), make_job("a"))
