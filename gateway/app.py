@@ -110,7 +110,9 @@ class Services:
         )
 
     async def aclose(self) -> None:
+        # The fetcher first: its fetches use the HTTP client and its claim releases use Redis.
         try:
+            await self.fetcher.aclose()
             await self.http.aclose()
         finally:
             if isinstance(self.budget, FailoverBudget) and isinstance(

@@ -230,6 +230,17 @@ class JobFetcher:
             in_flight=len(self._in_flight),
         )
 
+    async def aclose(self, *, grace: float = 2.0) -> None:
+        """Stops the fetches under way (at shutdown: nobody will read their answers) and lets
+        pending claim releases finish, for at most `grace` seconds, so that other processes
+        need not wait out this process's leases."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        pending: list[asyncio.Future[None]] = [*tasks, *self._releases]
+        if pending:
+            await asyncio.wait(pending, timeout=grace)
+
     def peek_finished(self, job_id: str) -> Job | None:
         """A fresh final snapshot of `job_id` from this process's memory, else None: no I/O,
         no budget, no waiting (see `SnapshotCache.peek_finished`)."""

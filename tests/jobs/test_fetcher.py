@@ -666,3 +666,18 @@ def test_random_traffic_keeps_every_promise(
     assert rig.fetcher.stats().in_flight == 0
     status = rig.budget.snapshot()
     assert (status.in_flight, status.waiting) == (0, 0)
+
+
+async def test_aclose_stops_the_fetches_under_way() -> None:
+    rig = Rig()
+    rig.source.add(make_job("a"))
+    rig.source.gate = asyncio.Event()  # the call never ends by itself
+    task = rig.start(["a"], seconds=60.0)
+    await settle()
+    assert rig.fetcher.stats().in_flight == 1
+
+    await rig.fetcher.aclose(grace=1.0)
+
+    (result,) = await task
+    assert isinstance(result, errors.BudgetExhausted)  # its waiter is told, not left hanging
+    assert rig.fetcher.stats().in_flight == 0
