@@ -11,6 +11,7 @@ from strawberry.types import Info
 from gateway import errors
 from gateway.api.context import Context
 from gateway.api.types import Job, Node
+from gateway.jobs import model
 
 
 async def _load(context: Context, job_id: str) -> Job | None:
@@ -60,8 +61,16 @@ class Query:
         context = info.context
         if len(ids) > context.max_ids:
             raise errors.TooManyIds(received=len(ids), limit=context.max_ids)
+        loader = context.jobs
+        # The loader's futures themselves, not a coroutine per id: gather would wrap each
+        # coroutine in a task, a hundred of them for a full list.
         outcomes = await asyncio.gather(
-            *(_load(context, job_id) for job_id in ids), return_exceptions=True
+            *(loader.load(job_id) for job_id in ids), return_exceptions=True
         )
-        # graphql-core turns an Exception in a list into an error at that entry's path alone.
-        return cast(list[Job | None], outcomes)
+        # None stays None (no such job), and graphql-core turns an Exception in a list into an
+        # error at that entry's path alone: hence the cast.
+        entries = [
+            Job.from_model(outcome) if isinstance(outcome, model.Job) else outcome
+            for outcome in outcomes
+        ]
+        return cast(list[Job | None], entries)
