@@ -23,6 +23,13 @@ one does (`fetchedAt` + the terminal ttl, by the wall clock), so it never serves
 older than the ttl allows. Running snapshots and "not found" are never kept locally: they must
 come from Redis, so that each replica sees the freshest snapshot any replica fetched.
 
+Decoding is remembered too, by value. Many frontends polling the same running jobs make every
+process read the same stored bytes over and over; decoding them (JSON, then `decode_job`) was
+the largest cost of such a read. So each process keeps, for the ids it read last (at most
+`decoded_max_entries`), the bytes it read and what they decoded to; bytes equal to those are
+not decoded again. This serves nothing Redis did not just answer (the bytes are read every
+time), so it changes no answer and no freshness: only the CPU spent.
+
 Errors. Redis not answering (refused, dropped, timed out, loading, read-only, out of memory)
 raises `BackendUnavailable`, which `FailoverCache` turns into a local fallback; anything else
 is a bug and propagates as it is.
@@ -60,7 +67,8 @@ class RedisSnapshotCache:
 
     `region` is passed to `decode_job` when a snapshot is rebuilt; every process sharing a
     prefix must use the same one (they serve the same account, so they do). `memo_max_entries`
-    bounds the in-process memo of terminal snapshots (0 turns it off). `clock` is the wall clock
+    bounds the in-process memo of terminal snapshots (0 turns it off), `decoded_max_entries` the
+    memory of decoded values (0 turns it off). `clock` is the wall clock
     (`time.time`), the clock of `Job.fetched_at`.
     """
 
@@ -74,6 +82,7 @@ class RedisSnapshotCache:
         prefix: str = "mpsgw",
         region: str | None = None,
         memo_max_entries: int = 10_000,
+        decoded_max_entries: int = 4_096,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if memo_max_entries < 0:
@@ -85,9 +94,12 @@ class RedisSnapshotCache:
         self._prefix = prefix
         self._region = region
         self._memo_max_entries = memo_max_entries
+        self._decoded_max_entries = max(0, decoded_max_entries)
         self._clock = clock
         # job id -> (wall-clock expiry, terminal snapshot); most recently used last.
         self._memo: OrderedDict[str, tuple[float, Job]] = OrderedDict()
+        # job id -> (the stored value last read, its entry); most recently used last.
+        self._decoded: OrderedDict[str, tuple[bytes | str, CacheEntry]] = OrderedDict()
 
     @classmethod
     def from_settings(
@@ -163,7 +175,14 @@ class RedisSnapshotCache:
         by `get` does. For readers of the key other than this class (`RedisFetchClaims`)."""
         if value is None:
             return None
-        entry = self._decode(job_id, value)
+        known = self._decoded.get(job_id)
+        if known is not None and known[0] == value:
+            # The very bytes decoded last time: the same entry (a Job is immutable).
+            self._decoded.move_to_end(job_id)
+            entry: CacheEntry | None = known[1]
+        else:
+            entry = self._decode(job_id, value)
+            self._keep_decoded(job_id, value, entry)
         if entry is not None and entry.job is not None:
             self._remember(entry.job)
         return entry
@@ -225,6 +244,18 @@ class RedisSnapshotCache:
             self._memo.popitem(last=False)
 
     # --- the stored value -------------------------------------------------------------------
+
+    def _keep_decoded(self, job_id: str, value: bytes | str, entry: CacheEntry | None) -> None:
+        if entry is None:
+            # Unreadable: decoding it again costs a debug line, and keeps it a miss.
+            self._decoded.pop(job_id, None)
+            return
+        if self._decoded_max_entries == 0:
+            return
+        self._decoded[job_id] = (value, entry)
+        self._decoded.move_to_end(job_id)
+        while len(self._decoded) > self._decoded_max_entries:
+            self._decoded.popitem(last=False)
 
     def _decode(self, job_id: str, value: bytes | str) -> CacheEntry | None:
         """The entry `value` holds, or None (a miss) for a value this version cannot read."""

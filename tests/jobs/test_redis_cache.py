@@ -9,6 +9,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import redis.asyncio
@@ -417,3 +418,69 @@ async def test_get_many_on_an_unreachable_redis_raises_unless_memory_serves_all(
     finally:
         await unreachable.aclose()
     assert "hunter2" not in str(error.value)
+
+
+async def test_the_same_stored_bytes_are_decoded_once_and_new_ones_again(
+    client: redis.asyncio.Redis, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    decoded: list[str] = []
+
+    def counting_decode(raw: dict[str, str], **options: Any) -> Job | None:
+        decoded.append(raw["JobId"])
+        return decode_job(raw, **options)
+
+    monkeypatch.setattr("gateway.jobs.redis_cache.decode_job", counting_decode)
+    writer, reader = make_cache(client, prefix), make_cache(client, prefix)
+    first = upstream_job("busy", "Analysing")
+    await writer.put("busy", first)
+    for _ in range(3):
+        assert await reader.get_many(["busy"]) == [CacheEntry(first)]
+        assert await reader.get("busy") == CacheEntry(first)
+    assert decoded == ["busy"]
+
+    # A newer snapshot is other bytes: decoded, and served, at once.
+    newer = upstream_job("busy", "Analysing", fetched_at=FETCHED_AT + 1)
+    await writer.put("busy", newer)
+    entry = await reader.get("busy")
+    assert entry is not None
+    assert entry.job is not None
+    assert entry.job.fetched_at == FETCHED_AT + 1
+    assert decoded == ["busy", "busy"]
+
+
+async def test_decoded_values_are_bounded_and_can_be_turned_off(
+    client: redis.asyncio.Redis, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    decoded: list[str] = []
+
+    def counting_decode(raw: dict[str, str], **options: Any) -> Job | None:
+        decoded.append(raw["JobId"])
+        return decode_job(raw, **options)
+
+    monkeypatch.setattr("gateway.jobs.redis_cache.decode_job", counting_decode)
+    writer = make_cache(client, prefix)
+    for job_id in ("a", "b", "c"):
+        await writer.put(job_id, upstream_job(job_id, "Queuing"))
+
+    def reader(decoded_max_entries: int) -> RedisSnapshotCache:
+        return RedisSnapshotCache(
+            client,
+            terminal_ttl=100.0,
+            running_ttl=1.5,
+            not_found_ttl=3.0,
+            prefix=prefix,
+            region=REGION,
+            memo_max_entries=0,
+            decoded_max_entries=decoded_max_entries,
+        )
+
+    two = reader(2)
+    await two.get_many(["a", "b", "c"])  # "a" is dropped to keep 2
+    await two.get_many(["b", "c", "a"])
+    assert decoded == ["a", "b", "c", "a"]
+
+    decoded.clear()
+    off = reader(0)
+    await off.get_many(["a"])
+    await off.get_many(["a"])
+    assert decoded == ["a", "a"]
