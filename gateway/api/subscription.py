@@ -8,6 +8,7 @@ subscribers: however many clients follow one running job, the upstream sees at m
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import AsyncGenerator, Mapping
 from typing import Annotated
@@ -21,6 +22,8 @@ from gateway.api.types import Job
 from gateway.jobs import model
 
 MIN_INTERVAL = 0.5
+#: Consecutive passing failures tolerated at the least before one is reported.
+MIN_FAILURES = 3
 MAX_INTERVAL = 60.0
 
 
@@ -35,8 +38,8 @@ class Subscription:
         description="The job now, then each time it changes, until it finishes (the last "
         "event has isFinished true, then the subscription completes). A job that does not "
         "exist gives one null event. Polls that fail for a passing reason (throttling, budget, "
-        "an unavailable upstream) are retried at the next interval; other failures end the "
-        "subscription with an error."
+        "an unavailable upstream) are retried at the next interval for about one request "
+        "deadline; then, and on any other failure, the subscription ends with the error."
     )
     async def job_updates(
         self,
@@ -52,12 +55,21 @@ class Subscription:
         context = info.context
         interval = min(max(interval_seconds, MIN_INTERVAL), MAX_INTERVAL)
         last: Mapping[str, str] | None = None
+        # Passing failures are retried quietly for about one request deadline, then reported:
+        # a job that keeps failing must not be polled in silence forever.
+        failures_allowed = max(MIN_FAILURES, math.ceil(context.timeout / interval))
+        failures = 0
+        requester = object()  # one fair-queue key for all polls of this subscription
         while True:
             deadline = time.monotonic() + context.timeout
-            [outcome] = await context.fetcher.get_many([id], deadline)
+            [outcome] = await context.fetcher.get_many([id], deadline, requester=requester)
             if isinstance(outcome, errors.GatewayError) and outcome.retryable:
+                failures += 1
+                if failures >= failures_allowed:
+                    raise outcome
                 await asyncio.sleep(interval)
                 continue
+            failures = 0
             if isinstance(outcome, Exception):
                 raise outcome
             if outcome is None:

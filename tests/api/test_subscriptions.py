@@ -182,3 +182,20 @@ async def test_each_operation_of_a_connection_has_its_own_deadline_and_answers(
     assert first[0]["payload"] == {"data": {"job": {"id": job_id, "state": "ANALYSING"}}}
     # Neither refused for a deadline that passed long ago, nor served from the first answer.
     assert second[0]["payload"] == {"data": {"job": {"id": job_id, "state": "SUCCESS"}}}
+
+
+async def test_updates_of_a_job_that_keeps_failing_end_with_the_error(
+    simulator: SimulatorServer, start_gateway: StartGateway
+) -> None:
+    simulator.set_faults(errorRate=1.0)
+    with start_gateway(request_deadline=1.0, max_retries=0) as gateway:
+        async with graphql_ws(gateway) as socket:
+            messages = await subscribe(
+                socket, UPDATES, {"id": simulator.demo_ids()[0], "interval": 0.5}
+            )
+
+    [error] = messages[0]["payload"]["errors"]
+    assert error["extensions"]["code"] == "UPSTREAM_UNAVAILABLE"
+    assert messages[1:] == [{"id": "1", "type": "complete"}]
+    # Retried quietly for about one request deadline (1 s at 0.5 s: at least 3 polls), no more.
+    assert 3 <= simulator.query_stats()["calls"] <= 4
