@@ -27,6 +27,7 @@ from strawberry.asgi import GraphQL
 
 from gateway.api.context import Context
 from gateway.api.schema import build_schema
+from gateway.api.views import JobViews
 from gateway.credentials import account_credentials
 from gateway.jobs.backend import open_redis
 from gateway.jobs.budget import Budget, LocalBudget
@@ -207,6 +208,7 @@ class GatewayGraphQL(GraphQL[Context, None]):
         )
         self._settings = settings
         self._state = state
+        self._views = JobViews()
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket
@@ -224,6 +226,7 @@ class GatewayGraphQL(GraphQL[Context, None]):
             max_ids=self._settings.max_ids,
             fetcher=services.fetcher,
             presigner=services.presigner,
+            views=self._views,
             per_connection=isinstance(request, WebSocket),
         )
 

@@ -5,10 +5,15 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from gateway.jobs.fetcher import JobFetcher
 from gateway.jobs.loader import JobLoader
 from gateway.oss import OssPresigner
+
+if TYPE_CHECKING:
+    # Only a type here: views build GraphQL types, whose resolvers read this context.
+    from gateway.api.views import JobViews
 
 
 @dataclass(slots=True)
@@ -23,6 +28,8 @@ class Context:
     fetcher: JobFetcher
     deadline: float
     max_ids: int
+    #: The process-wide views of snapshots (see `gateway.api.views`).
+    views: JobViews
     #: Seconds a request (and each poll of a subscription) may wait for the upstream.
     timeout: float
     #: The process-wide signer of OSS download URLs (`signedUrl` fields); None signs nothing.

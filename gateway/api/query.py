@@ -16,7 +16,7 @@ from gateway.jobs import model
 
 async def _load(context: Context, job_id: str) -> Job | None:
     job = await context.jobs.load(job_id)
-    return Job.from_model(job) if job is not None else None
+    return context.views.of(job) if job is not None else None
 
 
 @strawberry.type(description="Read smart-production jobs of the MPS account behind this gateway.")
@@ -70,7 +70,7 @@ class Query:
         # None stays None (no such job), and graphql-core turns an Exception in a list into an
         # error at that entry's path alone: hence the cast.
         entries = [
-            Job.from_model(outcome) if isinstance(outcome, model.Job) else outcome
+            context.views.of(outcome) if isinstance(outcome, model.Job) else outcome
             for outcome in outcomes
         ]
         return cast(list[Job | None], entries)

@@ -269,6 +269,7 @@ class Job(Node):
     )
     fetched_at: datetime = strawberry.field(description="When the upstream gave this snapshot.")
     _model: strawberry.Private[model.Job]
+    _result_view: strawberry.Private[JobResult | None] = None
 
     @classmethod
     def from_model(cls, job: model.Job) -> Job:
@@ -312,7 +313,12 @@ class Job(Node):
     @strawberry.field(description="The outcome, once the job has one.")
     def result(self) -> JobResult | None:
         value = self._decoded(self._model.result)
-        return JobResult.from_model(value) if value is not None else None
+        if value is None:
+            return None
+        # Built once per view: a shared view (see `gateway.api.views`) is read again and again.
+        if self._result_view is None:
+            self._result_view = JobResult.from_model(value)
+        return self._result_view
 
     def _decoded(self, value: Any) -> Any:
         if isinstance(value, model.Malformed):
