@@ -7,13 +7,17 @@ the same moment would both call the upstream. A claim closes that gap. Before a 
 the upstream for an id, it claims the id; if another process holds the claim, it waits for that
 process's answer to appear in the shared cache instead of calling.
 
-`FetchClaims.claim(job_id)` makes one attempt and answers one of:
+`FetchClaims.claim(job_id, attempt=n)` makes one attempt (the fetch's n-th after n `Held`
+answers) and answers one of:
 
 - a `Lease`: the caller may call the upstream. It must `release()` the lease once the answer
   is stored (or the fetch has failed or been dropped), so that waiters elsewhere stop waiting.
 - a `CacheEntry`: a fresh answer is in the shared cache already (another process stored it,
   possibly while this one was reading the cache): use it, call nothing, store nothing.
-- `Held`: another process is fetching the id: try again in `Held.retry_in` seconds.
+- `Held`: another process is fetching the id: try again in `Held.retry_in` seconds. The
+  interval starts short, as the holder's call usually takes milliseconds, and grows with each
+  attempt up to a cap, so that many ids waiting for a slow holder (a budget queue) cost a few
+  round trips per second each, not one every few milliseconds.
 
 The fetcher loops on `Held` (bounded by its deadline). The claim sits between the fetcher's
 in-flight map and the budget, so a fetch that waits for another process holds no budget, and a
@@ -62,8 +66,10 @@ from gateway.settings import GatewaySettings
 
 __all__ = [
     "CLAIM",
+    "DEFAULT_MAX_POLL_INTERVAL",
     "DEFAULT_POLL_INTERVAL",
     "NO_LEASE",
+    "POLL_GROWTH",
     "RELEASE",
     "ClaimOutcome",
     "FetchClaims",
@@ -72,9 +78,13 @@ __all__ = [
     "RedisFetchClaims",
 ]
 
-#: Seconds between two attempts to claim an id another process holds: how late a waiter may
-#: see the holder's answer, against one round trip per waiting id per interval.
-DEFAULT_POLL_INTERVAL: Final = 0.025
+#: Seconds before a waiter's first new attempt to claim an id another process holds; each
+#: further wait is `POLL_GROWTH` times the previous one, up to `DEFAULT_MAX_POLL_INTERVAL`.
+#: The trade: how late a waiter may see the holder's answer, against one round trip per
+#: waiting id per interval (10, 15, 22, 34, 51, 76, 114, 171, 200, 200... ms).
+DEFAULT_POLL_INTERVAL: Final = 0.01
+DEFAULT_MAX_POLL_INTERVAL: Final = 0.2
+POLL_GROWTH: Final = 1.5
 
 # KEYS[1] the snapshot key, KEYS[2] the claim key. ARGV[1] the lease's value, ARGV[2] the lease
 # in ms, ARGV[3] this process's token followed by ":", ARGV[4] "1" to ignore the snapshot (the
@@ -126,9 +136,10 @@ ClaimOutcome: TypeAlias = "Lease | CacheEntry | Held"
 class FetchClaims(Protocol):
     """Claims on the ids being fetched, shared by the processes that share a snapshot cache."""
 
-    async def claim(self, job_id: str) -> ClaimOutcome:
+    async def claim(self, job_id: str, *, attempt: int = 0) -> ClaimOutcome:
         """One attempt to claim `job_id`: a `Lease` (call, then release), a `CacheEntry` (a
-        fresh answer is there: no call) or `Held` (another process calls: try again later)."""
+        fresh answer is there: no call) or `Held` (another process calls: try again later).
+        `attempt` counts the `Held` answers the caller already had for this fetch."""
         ...
 
 
@@ -153,7 +164,8 @@ class RedisFetchClaims:
 
     Each instance is one process: it has a token of its own, and its leases' values start with
     it. `lease` (seconds) is how long a claim lasts if its holder never releases it;
-    `poll_interval` how often a waiter tries again.
+    `poll_interval` is a waiter's first wait before it tries again, growing by `POLL_GROWTH`
+    per attempt up to `max_poll_interval`, and never past the lease's end.
     """
 
     def __init__(
@@ -164,6 +176,7 @@ class RedisFetchClaims:
         lease: float,
         prefix: str = "mpsgw",
         poll_interval: float = DEFAULT_POLL_INTERVAL,
+        max_poll_interval: float = DEFAULT_MAX_POLL_INTERVAL,
         token: str | None = None,
     ) -> None:
         if lease <= 0:
@@ -176,6 +189,7 @@ class RedisFetchClaims:
         self._prefix = prefix
         self._lease_ms = max(1, math.ceil(lease * 1000))
         self._poll_interval = poll_interval
+        self._max_poll_interval = max(poll_interval, max_poll_interval)
         self._token = token if token is not None else secrets.token_hex(8)
         self._sequence = itertools.count(1)
         self._claim_script = client.register_script(CLAIM)
@@ -202,7 +216,7 @@ class RedisFetchClaims:
         """The Redis key of the claim on `job_id`."""
         return f"{self._prefix}:fetching:{job_id}"
 
-    async def claim(self, job_id: str) -> ClaimOutcome:
+    async def claim(self, job_id: str, *, attempt: int = 0) -> ClaimOutcome:
         """One CLAIM round trip (two when the snapshot there cannot be read by this version).
 
         Raises `BackendUnavailable` when Redis does not answer.
@@ -221,10 +235,10 @@ class RedisFetchClaims:
             if kind == "claimed":
                 return _RedisLease(self, self.key(job_id), value)
             if kind == "held":
+                wait = min(self._poll_interval * POLL_GROWTH**attempt, self._max_poll_interval)
                 left_ms = int(answer[1])
-                # -1: a claim without expiry (not ours to set so); poll at the usual pace.
-                left = left_ms / 1000 if left_ms > 0 else self._poll_interval
-                return Held(retry_in=min(self._poll_interval, left))
+                # -1: a claim without expiry (not one of ours); poll at the usual pace.
+                return Held(retry_in=min(wait, left_ms / 1000) if left_ms > 0 else wait)
             entry = self._cache.accept(job_id, answer[1])
             if entry is not None:
                 return entry

@@ -538,13 +538,13 @@ class FailoverClaims:
         is due, claim through the primary again."""
         self._switch.answered()
 
-    async def claim(self, job_id: str) -> ClaimOutcome:
+    async def claim(self, job_id: str, *, attempt: int = 0) -> ClaimOutcome:
         """The primary's answer, or `NO_LEASE` (call without a claim) when it does not answer."""
         route = self._switch.route()
         if route is _Route.FALLBACK:
             return NO_LEASE
         try:
-            outcome = await self._primary.claim(job_id)
+            outcome = await self._primary.claim(job_id, attempt=attempt)
         except BackendUnavailable as exc:
             self._switch.failed(route, exc)
             return NO_LEASE

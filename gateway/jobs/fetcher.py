@@ -51,7 +51,7 @@ budget's `max_in_flight`), so nothing undoes that order. When a call inside a sl
 throttled by the upstream, the fetcher tells the budget (`Budget.throttled`), which slows down.
 
 Claims. A fetch that finds its id claimed by another process waits (polling the claim, which
-also reads the shared snapshot, every `Held.retry_in`) while it is cancellable, holding no
+also reads the shared snapshot, after each `Held.retry_in`) while it is cancellable, holding no
 budget: dropped by its last waiter, it stops at once; past its deadline, it ends in
 `BudgetExhausted`. A claim that cannot be made (the backend is down, or a bug) never fails or
 stalls a fetch beyond the backend's timeout: the fetch calls without one. A fetch dropped while
@@ -487,31 +487,31 @@ class JobFetcher:
         claims = self._claims
         if claims is None:
             return NO_LEASE
-        waited = False
+        held = 0
         while True:
-            outcome = await self._claim_once(claims, fetch.job_id)
+            outcome = await self._claim_once(claims, fetch.job_id, held)
             if not isinstance(outcome, Held):
                 return outcome
-            if not waited:
-                waited = True
+            if held == 0:
                 self._counts.claim_waits += 1
+            held += 1
             remaining = fetch.deadline - self._clock()
             if remaining <= 0:
                 # The holder's answer did not come in time; the waiters have left by now.
                 raise errors.BudgetExhausted(retry_after=outcome.retry_in)
             await self._sleep(min(outcome.retry_in, remaining))
 
-    async def _claim_once(self, claims: FetchClaims, job_id: str) -> ClaimOutcome:
+    async def _claim_once(self, claims: FetchClaims, job_id: str, attempt: int) -> ClaimOutcome:
         """One claim attempt. It runs to its end even if this fetch is cancelled meanwhile, so
         that a lease it took is released rather than left for other processes to wait out."""
-        attempt = asyncio.ensure_future(claims.claim(job_id))
+        claiming = asyncio.ensure_future(claims.claim(job_id, attempt=attempt))
         try:
-            return await asyncio.shield(attempt)
+            return await asyncio.shield(claiming)
         except asyncio.CancelledError:
-            if attempt.done():
-                self._release_taken(job_id, attempt)
+            if claiming.done():
+                self._release_taken(job_id, claiming)
             else:
-                attempt.add_done_callback(lambda done: self._release_taken(job_id, done))
+                claiming.add_done_callback(lambda done: self._release_taken(job_id, done))
             raise
         except Exception as exc:
             # `FailoverClaims` turns an unreachable backend into NO_LEASE; this is anything

@@ -255,6 +255,7 @@ class FakeClaims:
         self.shared: dict[str, CacheEntry] = {}
         self.held: set[str] = set()
         self.attempts: defaultdict[str, int] = defaultdict(int)
+        self.held_answers: defaultdict[str, int] = defaultdict(int)
         self.gate: asyncio.Event | None = None
         self.failure: Exception | None = None
 
@@ -263,7 +264,8 @@ class FakeClaims:
         self.shared[job_id] = CacheEntry(job)
         self.elsewhere.discard(job_id)
 
-    async def claim(self, job_id: str) -> ClaimOutcome:
+    async def claim(self, job_id: str, *, attempt: int = 0) -> ClaimOutcome:
+        assert attempt == self.held_answers[job_id], "attempt counts the Held answers"
         self.attempts[job_id] += 1
         if self.gate is not None:
             await self.gate.wait()
@@ -272,6 +274,7 @@ class FakeClaims:
         if job_id in self.shared:
             return self.shared[job_id]
         if job_id in self.elsewhere:
+            self.held_answers[job_id] += 1
             return Held(retry_in=self.poll)
         self.log.append(f"claim {job_id}")
         self.held.add(job_id)

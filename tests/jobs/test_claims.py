@@ -133,6 +133,22 @@ async def test_a_claim_whose_holder_never_stores_expires_and_is_taken_over(
     as_lease(await b.claims.claim("job-1"))
 
 
+async def test_a_waiter_polls_soon_then_less_and_less_often(
+    client: redis.asyncio.Redis, prefix: str
+) -> None:
+    holder, waiter = Process(client, prefix, lease=2.0), Process(client, prefix)
+    waiter.claims = RedisFetchClaims(
+        client, waiter.cache, lease=2.0, prefix=prefix, poll_interval=0.01, max_poll_interval=0.1
+    )
+    as_lease(await holder.claims.claim("job-1"))
+    waits = []
+    for attempt in range(8):
+        held = await waiter.claims.claim("job-1", attempt=attempt)
+        assert isinstance(held, Held)
+        waits.append(round(held.retry_in, 4))
+    assert waits == [0.01, 0.015, 0.0225, 0.0338, 0.0506, 0.0759, 0.1, 0.1]
+
+
 async def test_a_release_never_drops_another_process_s_claim(
     client: redis.asyncio.Redis, prefix: str
 ) -> None:

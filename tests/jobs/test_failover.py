@@ -395,7 +395,7 @@ class FakeClaims:
         self.released = 0
         self.answer: CacheEntry | Held | None = None
 
-    async def claim(self, job_id: str) -> Lease | CacheEntry | Held:
+    async def claim(self, job_id: str, *, attempt: int = 0) -> Lease | CacheEntry | Held:
         self.asked.append(job_id)
         if self.down:
             raise outage()
