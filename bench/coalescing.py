@@ -385,7 +385,9 @@ def report(
         print(
             f"  {name} fetcher: {delta.get('cache_hits', '?')} cache hits, "
             f"{delta.get('cache_misses', '?')} misses, {delta.get('coalesced', '?')} coalesced "
-            f"onto a fetch in flight, {delta.get('upstream_calls', '?')} upstream calls"
+            f"onto a fetch in flight, {delta.get('upstream_calls', '?')} upstream calls; "
+            f"{delta.get('claim_waits', '?')} fetches waited for another process's call, "
+            f"{delta.get('answered_elsewhere', '?')} answered by one"
         )
     # The shared cache's price: each Redis command is one round trip of some gateway.
     commands = sorted(redis_calls.items(), key=lambda item: -item[1])

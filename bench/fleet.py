@@ -54,20 +54,24 @@ class Fleet:
     def failovers(self) -> tuple[list[str], int]:
         """Lines on each gateway's failovers since it started, from `/readyz` now, and their
         total. A failover means Redis did not answer one process for a while (or its pool of
-        connections ran out), which then served on its own cache and budget share: the fleet
-        was not one fleet during that time."""
+        connections ran out), which then served on its own cache and budget share, and
+        fetched without fleet-wide claims: the fleet was not one fleet during that time."""
         lines, total = [], 0
         for gateway in self.gateways:
             ready = readiness(gateway)
-            cache = (ready.get("cache") or {}).get("failover") or {}
-            budget = (ready.get("budget") or {}).get("failover") or {}
-            total += int(cache.get("failovers", 0)) + int(budget.get("failovers", 0))
+            parts = {
+                name: (ready.get(name) or {}).get("failover") or {}
+                for name in ("cache", "budget", "claims")
+            }
+            total += sum(int(part.get("failovers", 0)) for part in parts.values())
             errors = {
-                str(part.get("lastError")) for part in (cache, budget) if part.get("lastError")
+                str(part.get("lastError")) for part in parts.values() if part.get("lastError")
             }
             lines.append(
-                f"{gateway.name}: status {ready.get('status')}, failovers to local: cache "
-                f"{cache.get('failovers', 'n/a')}, budget {budget.get('failovers', 'n/a')}"
+                f"{gateway.name}: status {ready.get('status')}, failovers to local: "
+                + ", ".join(
+                    f"{name} {part.get('failovers', 'n/a')}" for name, part in parts.items()
+                )
                 + (f" (last error: {'; '.join(sorted(errors))})" if errors else "")
             )
         return lines, total
