@@ -60,6 +60,7 @@ from collections.abc import Awaitable, Callable, Hashable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from types import TracebackType
+from typing import TypeVar
 
 from gateway import errors
 from gateway.jobs.backend import BackendUnavailable
@@ -77,6 +78,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: Seconds between two attempts to use an unreachable primary again.
 DEFAULT_PROBE_INTERVAL = 1.0
@@ -178,6 +181,26 @@ class _Switch:
         if route is _Route.PROBE:
             self._probing = False
             self._next_probe = self._clock() + self._probe_interval
+
+    async def serve(
+        self, primary: Callable[[], Awaitable[T]], fallback: Callable[[], Awaitable[T]]
+    ) -> T:
+        """`primary()` while it answers (or when its probe is due), else `fallback()`: one
+        call's trip through the switch, for wrappers whose two sides need nothing of each other
+        (the cache and the claims; the budget's slots need more and do it themselves)."""
+        route = self.route()
+        if route is not _Route.FALLBACK:
+            try:
+                answer = await primary()
+            except BackendUnavailable as exc:
+                self.failed(route, exc)
+            except BaseException:
+                self.abandoned(route)
+                raise
+            else:
+                self.succeeded(route)
+                return answer
+        return await fallback()
 
     def status(self) -> FailoverStatus:
         since = self._degraded_since
@@ -440,54 +463,24 @@ class FailoverCache:
         self._switch.answered()
 
     async def get(self, job_id: str) -> CacheEntry | None:
-        route = self._switch.route()
-        if route is not _Route.FALLBACK:
-            try:
-                entry = await self._primary.get(job_id)
-            except BackendUnavailable as exc:
-                self._switch.failed(route, exc)
-            except BaseException:
-                self._switch.abandoned(route)
-                raise
-            else:
-                self._switch.succeeded(route)
-                return entry
-        return await self._fallback.get(job_id)
+        return await self._switch.serve(
+            lambda: self._primary.get(job_id), lambda: self._fallback.get(job_id)
+        )
 
     async def get_many(self, job_ids: Sequence[str]) -> list[CacheEntry | None]:
         """`get` for many ids at once, by the same rules: the whole batch goes to one side."""
-        route = self._switch.route()
-        if route is not _Route.FALLBACK:
-            try:
-                entries = await self._primary.get_many(job_ids)
-            except BackendUnavailable as exc:
-                self._switch.failed(route, exc)
-            except BaseException:
-                self._switch.abandoned(route)
-                raise
-            else:
-                self._switch.succeeded(route)
-                return entries
-        return await self._fallback.get_many(job_ids)
+        return await self._switch.serve(
+            lambda: self._primary.get_many(job_ids), lambda: self._fallback.get_many(job_ids)
+        )
 
     def peek_finished(self, job_id: str) -> Job | None:
         # Both sides' memories: a final snapshot is true wherever it was kept.
         return self._primary.peek_finished(job_id) or self._fallback.peek_finished(job_id)
 
     async def put(self, job_id: str, job: Job | None) -> None:
-        route = self._switch.route()
-        if route is not _Route.FALLBACK:
-            try:
-                await self._primary.put(job_id, job)
-            except BackendUnavailable as exc:
-                self._switch.failed(route, exc)
-            except BaseException:
-                self._switch.abandoned(route)
-                raise
-            else:
-                self._switch.succeeded(route)
-                return
-        await self._fallback.put(job_id, job)
+        await self._switch.serve(
+            lambda: self._primary.put(job_id, job), lambda: self._fallback.put(job_id, job)
+        )
 
     def _log_degraded(self, exc: BackendUnavailable) -> None:
         logger.warning(
@@ -540,19 +533,14 @@ class FailoverClaims:
 
     async def claim(self, job_id: str, *, attempt: int = 0) -> ClaimOutcome:
         """The primary's answer, or `NO_LEASE` (call without a claim) when it does not answer."""
-        route = self._switch.route()
-        if route is _Route.FALLBACK:
+
+        async def no_claim() -> ClaimOutcome:
             return NO_LEASE
-        try:
-            outcome = await self._primary.claim(job_id, attempt=attempt)
-        except BackendUnavailable as exc:
-            self._switch.failed(route, exc)
-            return NO_LEASE
-        except BaseException:
-            self._switch.abandoned(route)
-            raise
-        self._switch.succeeded(route)
-        if isinstance(outcome, CacheEntry | Held):
+
+        outcome = await self._switch.serve(
+            lambda: self._primary.claim(job_id, attempt=attempt), no_claim
+        )
+        if isinstance(outcome, CacheEntry | Held) or outcome is NO_LEASE:
             return outcome
         return _FailoverLease(outcome, self._switch)
 
