@@ -478,11 +478,19 @@ class LocalBudget:
         )
 
     def _schedule(self, delay: float, callback: Callable[[], None]) -> TimerHandle:
-        if math.isinf(delay):
-            return _NeverFires()
-        if self._call_later is not None:
-            return self._call_later(delay, callback)
-        return asyncio.get_running_loop().call_later(delay, callback)
+        return schedule(self._call_later, delay, callback)
+
+
+def schedule(
+    call_later: CallLater | None, delay: float, callback: Callable[[], None]
+) -> TimerHandle:
+    """A budget's timer: `call_later` when injected (tests), else the running loop's; an
+    infinite delay (no deadline) gets a timer that never fires."""
+    if math.isinf(delay):
+        return _NeverFires()
+    if call_later is not None:
+        return call_later(delay, callback)
+    return asyncio.get_running_loop().call_later(delay, callback)
 
 
 class _NeverFires:

@@ -95,7 +95,7 @@ from gateway.jobs.adaptive import (
     Decrease,
 )
 from gateway.jobs.backend import REDIS_UNAVAILABLE, BackendUnavailable, redis_unavailable
-from gateway.jobs.budget import BudgetStatus, CallLater, TimerHandle, earliest_grant
+from gateway.jobs.budget import BudgetStatus, CallLater, TimerHandle, earliest_grant, schedule
 from gateway.jobs.fair_queue import FairQueue, Ticket
 from gateway.settings import GatewaySettings
 
@@ -761,11 +761,7 @@ class RedisBudget:
         return max(eta, mine)
 
     def _schedule(self, delay: float, callback: Callable[[], None]) -> TimerHandle:
-        if math.isinf(delay):
-            return _NeverFires()
-        if self._call_later is not None:
-            return self._call_later(delay, callback)
-        return asyncio.get_running_loop().call_later(delay, callback)
+        return schedule(self._call_later, delay, callback)
 
 
 def _copy(exc: Exception) -> Exception:
@@ -778,13 +774,6 @@ def _copy(exc: Exception) -> Exception:
 
 def _us(seconds: float) -> int:
     return math.ceil(seconds * 1e6)
-
-
-class _NeverFires:
-    """The timer of an infinite deadline."""
-
-    def cancel(self) -> None:
-        pass
 
 
 class _Slot:

@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.jobs.model import JsonValue
+from gateway.mps.signing import FORM_CONTENT_TYPE
 from gateway.simulator import errors
 from gateway.simulator.actions import query_job, submit_job
 from gateway.simulator.errors import ApiError
@@ -49,8 +50,6 @@ from gateway.simulator.state import (
 )
 
 logger = logging.getLogger(__name__)
-
-FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 
 Handler = Callable[[Simulator, Mapping[str, str]], dict[str, JsonValue]]
 HANDLERS: dict[str, Handler] = {QUERY_ACTION: query_job, SUBMIT_ACTION: submit_job}
