@@ -51,6 +51,7 @@ slots, so a naive switch could let a second's worth of calls through twice):
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import enum
 import logging
@@ -213,7 +214,41 @@ class _Switch:
         )
 
 
-class FailoverBudget:
+class _Failover(abc.ABC):
+    """What the three wrappers share: a name for log lines and the switch between the primary
+    and its stand-in, with its status and its health-check hook."""
+
+    def __init__(self, *, name: str, probe_interval: float, clock: Callable[[], float]) -> None:
+        self._name = name
+        self._switch = _Switch(
+            probe_interval=probe_interval,
+            clock=clock,
+            on_degraded=self._degraded,
+            on_recovered=self._recovered,
+        )
+
+    @property
+    def degraded(self) -> bool:
+        return self._switch.degraded
+
+    def status(self) -> FailoverStatus:
+        return self._switch.status()
+
+    def backend_answered(self) -> None:
+        """The primary's backend just answered a health check: while degraded, and when a probe
+        is due, use the primary again."""
+        self._switch.answered()
+
+    @abc.abstractmethod
+    def _degraded(self, exc: BackendUnavailable) -> None:
+        """Called once when the primary stops answering: say (and prepare) what serves now."""
+
+    @abc.abstractmethod
+    def _recovered(self) -> None:
+        """Called once when the primary answers again."""
+
+
+class FailoverBudget(_Failover):
     """A `Budget` served by `primary` (shared) and, while it does not answer, by `fallback`.
 
     The fallback's limit should be this process's share of the account's (see the module
@@ -237,7 +272,6 @@ class FailoverBudget:
             raise ValueError(f"Expected a settling time of at least 0 s, received {settle}.")
         self._primary = primary
         self._fallback = fallback
-        self._name = name
         self._probe_interval = probe_interval
         self._settle = fallback.snapshot().window if settle is None else settle
         self._clock = clock
@@ -246,12 +280,7 @@ class FailoverBudget:
         self._fallback_from = -math.inf
         #: Until this time, a slot on the primary also takes one on the fallback (settling back).
         self._both_until = -math.inf
-        self._switch = _Switch(
-            probe_interval=probe_interval,
-            clock=clock,
-            on_degraded=self._degraded,
-            on_recovered=self._recovered,
-        )
+        super().__init__(name=name, probe_interval=probe_interval, clock=clock)
 
     @property
     def primary(self) -> Budget:
@@ -260,10 +289,6 @@ class FailoverBudget:
     @property
     def fallback(self) -> Budget:
         return self._fallback
-
-    @property
-    def degraded(self) -> bool:
-        return self._switch.degraded
 
     @property
     def limit(self) -> int:
@@ -294,14 +319,6 @@ class FailoverBudget:
         except BackendUnavailable:
             # A snapshot is a hint (retry_after, /readyz): the fallback's will do.
             return self._fallback.snapshot()
-
-    def status(self) -> FailoverStatus:
-        return self._switch.status()
-
-    def backend_answered(self) -> None:
-        """The primary's backend just answered a health check: while degraded, and when a probe
-        is due, serve from the primary again."""
-        self._switch.answered()
 
     def _serving(self) -> Budget:
         return self._fallback if self._switch.degraded else self._primary
@@ -419,7 +436,7 @@ class _FailoverSlot:
                 self._budget._switch.failed(_Route.PRIMARY, failure)
 
 
-class FailoverCache:
+class FailoverCache(_Failover):
     """A `SnapshotCache` served by `primary` (shared) and, while it does not answer, by
     `fallback` (this process's memory). `name` names the primary in log lines."""
 
@@ -434,13 +451,7 @@ class FailoverCache:
     ) -> None:
         self._primary = primary
         self._fallback = fallback
-        self._name = name
-        self._switch = _Switch(
-            probe_interval=probe_interval,
-            clock=clock,
-            on_degraded=self._log_degraded,
-            on_recovered=self._log_recovered,
-        )
+        super().__init__(name=name, probe_interval=probe_interval, clock=clock)
 
     @property
     def primary(self) -> SnapshotCache:
@@ -449,18 +460,6 @@ class FailoverCache:
     @property
     def fallback(self) -> SnapshotCache:
         return self._fallback
-
-    @property
-    def degraded(self) -> bool:
-        return self._switch.degraded
-
-    def status(self) -> FailoverStatus:
-        return self._switch.status()
-
-    def backend_answered(self) -> None:
-        """The primary's backend just answered a health check: while degraded, and when a probe
-        is due, serve from the primary again."""
-        self._switch.answered()
 
     async def get(self, job_id: str) -> CacheEntry | None:
         return await self._switch.serve(
@@ -482,18 +481,18 @@ class FailoverCache:
             lambda: self._primary.put(job_id, job), lambda: self._fallback.put(job_id, job)
         )
 
-    def _log_degraded(self, exc: BackendUnavailable) -> None:
+    def _degraded(self, exc: BackendUnavailable) -> None:
         logger.warning(
             "%s unreachable (%s), caching job snapshots in this process only",
             self._name,
             exc.reason,
         )
 
-    def _log_recovered(self) -> None:
+    def _recovered(self) -> None:
         logger.warning("%s reachable again, back on the shared snapshot cache", self._name)
 
 
-class FailoverClaims:
+class FailoverClaims(_Failover):
     """`FetchClaims` served by `primary` (shared) and, while it does not answer, by nobody: a
     fetch then holds `NO_LEASE` and calls, as a lone process would. `name` names the primary in
     log lines."""
@@ -507,29 +506,11 @@ class FailoverClaims:
         name: str = "Redis",
     ) -> None:
         self._primary = primary
-        self._name = name
-        self._switch = _Switch(
-            probe_interval=probe_interval,
-            clock=clock,
-            on_degraded=self._log_degraded,
-            on_recovered=self._log_recovered,
-        )
+        super().__init__(name=name, probe_interval=probe_interval, clock=clock)
 
     @property
     def primary(self) -> FetchClaims:
         return self._primary
-
-    @property
-    def degraded(self) -> bool:
-        return self._switch.degraded
-
-    def status(self) -> FailoverStatus:
-        return self._switch.status()
-
-    def backend_answered(self) -> None:
-        """The primary's backend just answered a health check: while degraded, and when a probe
-        is due, claim through the primary again."""
-        self._switch.answered()
 
     async def claim(self, job_id: str, *, attempt: int = 0) -> ClaimOutcome:
         """The primary's answer, or `NO_LEASE` (call without a claim) when it does not answer."""
@@ -544,7 +525,7 @@ class FailoverClaims:
             return outcome
         return _FailoverLease(outcome, self._switch)
 
-    def _log_degraded(self, exc: BackendUnavailable) -> None:
+    def _degraded(self, exc: BackendUnavailable) -> None:
         logger.warning(
             "%s unreachable (%s), fetching without fleet-wide claims (each process calls "
             "for itself)",
@@ -552,7 +533,7 @@ class FailoverClaims:
             exc.reason,
         )
 
-    def _log_recovered(self) -> None:
+    def _recovered(self) -> None:
         logger.warning("%s reachable again, claiming fetches fleet-wide", self._name)
 
 
