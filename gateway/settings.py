@@ -145,6 +145,11 @@ class GatewaySettings(BaseSettings):
     log_level: str = Field(default="INFO", description="Python logging level.")
 
     @property
+    def upstream_window(self) -> float:
+        """Seconds a completed call keeps its budget slot: the upstream's 1 s plus the margin."""
+        return 1.0 + self.upstream_window_margin
+
+    @property
     def fallback_qps(self) -> int:
         """This process's share of `upstream_qps` while it cannot reach the shared budget."""
         return max(1, self.upstream_qps // self.expected_replicas)

@@ -278,7 +278,7 @@ class LocalBudget:
         `upstream_concurrency` of them in flight."""
         return cls(
             settings.upstream_qps,
-            1.0 + settings.upstream_window_margin,
+            settings.upstream_window,
             max_in_flight=settings.upstream_concurrency,
             clock=clock,
             call_later=call_later,

@@ -359,7 +359,7 @@ class RedisBudget:
         """The QueryIProductionJob budget of the fleet: `upstream_qps` calls per (1 s +
         margin), `upstream_concurrency` in flight per process, leases that outlast a call
         (connect + read timeout) by a window and a second."""
-        window = 1.0 + settings.upstream_window_margin
+        window = settings.upstream_window
         return cls(
             redis,
             operation=QUERY_JOB,
