@@ -163,3 +163,23 @@ def format_answers(tally: Tally, elapsed: float) -> list[str]:
         f"ids: {tally.found} found, {tally.not_found} not found (null), {tally.errors} with "
         f"errors{f' {tally.error_codes}' if tally.error_codes else ''}, {tally.wrong} wrong",
     ]
+
+
+def invalidities(
+    tally: Tally, *, calls: int, expected_calls: int, throttled: int, peak: int, limit: int
+) -> list[str]:
+    """What makes a run of uncached ids invalid (a run with any is not a measurement): failed
+    queries, ids with errors or wrong answers, another number of upstream calls than ids,
+    throttling, or a rolling second over the limit."""
+    return [
+        text
+        for failed, text in (
+            (bool(tally.http_failures), f"failed queries: {tally.http_failures[:3]}"),
+            (tally.errors > 0, f"{tally.errors} ids with errors"),
+            (tally.wrong > 0, f"{tally.wrong} wrong answers"),
+            (calls != expected_calls, f"{calls} upstream calls instead of {expected_calls}"),
+            (throttled > 0, f"{throttled} calls throttled by the simulator"),
+            (peak > limit, f"peak window {peak} over the limit {limit}"),
+        )
+        if failed
+    ]

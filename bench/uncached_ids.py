@@ -30,7 +30,14 @@ if not __package__:  # run as `python bench/uncached_ids.py`: make `bench` impor
 
 from bench.processes import HOST, ServerGroup, scrub_environment
 from bench.readouts import fetcher_stats, simulator_action_stats
-from bench.uncached import Tally, format_answers, make_ids, send_all, warm_up
+from bench.uncached import (
+    Tally,
+    format_answers,
+    invalidities,
+    make_ids,
+    send_all,
+    warm_up,
+)
 from gateway.settings import (
     SIMULATOR_DEMO_ACCESS_KEY_ID,
     SIMULATOR_DEMO_ACCESS_KEY_SECRET,
@@ -138,18 +145,9 @@ def report(
         f"about {floor:.2f} s + {waves} upstream round trips (one took {1000 * latency:.0f} ms "
         f"through the gateway, warm), i.e. ~{floor + waves * latency:.2f} s"
     )
-    problems = [
-        text
-        for failed, text in (
-            (bool(tally.http_failures), f"failed queries: {tally.http_failures[:3]}"),
-            (tally.errors > 0, f"{tally.errors} ids with errors"),
-            (tally.wrong > 0, f"{tally.wrong} wrong answers"),
-            (calls != count, f"{calls} upstream calls instead of {count}"),
-            (throttled > 0, f"{throttled} calls throttled by the simulator"),
-            (peak > args.qps, f"peak window {peak} over the limit {args.qps}"),
-        )
-        if failed
-    ]
+    problems = invalidities(
+        tally, calls=calls, expected_calls=count, throttled=throttled, peak=peak, limit=args.qps
+    )
     verdict = "meets" if ratio <= GOAL else "MISSES"
     print(f"elapsed / ideal = {ratio:.3f}: {verdict} the goal of <= {GOAL}")
     if problems:
