@@ -172,7 +172,18 @@ class GatewaySettings(BaseSettings):
     @model_validator(mode="after")
     def _whole_key_pair(self) -> GatewaySettings:
         # Half a key pair is a deployment mistake (a secret that failed to mount), not a wish
-        # to run on the demo simulator: refuse to start rather than serve demo data.
+        # to run on the demo simulator: refuse to start rather than serve demo data. A blank
+        # value is such a mistake too (`KEY_ID=${UNSET_VAR}`), not a way of leaving it unset.
+        for name, value in (
+            ("ALIBABA_CLOUD_ACCESS_KEY_ID", self.access_key_id),
+            ("ALIBABA_CLOUD_ACCESS_KEY_SECRET", self.access_key_secret),
+            ("ALIBABA_CLOUD_SECURITY_TOKEN", self.security_token),
+        ):
+            text = value.get_secret_value() if isinstance(value, SecretStr) else value
+            if text is not None and not text.strip():
+                raise ValueError(
+                    f"Expected {name} to be unset or to hold a value, received a blank one."
+                )
         has_id, has_secret = self.access_key_id is not None, self.access_key_secret is not None
         if has_id != has_secret:
             given, missing = (

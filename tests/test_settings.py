@@ -66,6 +66,40 @@ def test_half_a_key_pair_is_refused(values: dict[str, str], message: str) -> Non
         GatewaySettings(**values)
 
 
+@pytest.mark.parametrize(
+    ("values", "name"),
+    [
+        ({"access_key_id": "", "access_key_secret": "s"}, "ALIBABA_CLOUD_ACCESS_KEY_ID"),
+        ({"access_key_id": " \t", "access_key_secret": "s"}, "ALIBABA_CLOUD_ACCESS_KEY_ID"),
+        ({"access_key_id": "LTAIx", "access_key_secret": ""}, "ALIBABA_CLOUD_ACCESS_KEY_SECRET"),
+        ({"access_key_id": "LTAIx", "access_key_secret": "\n"}, "ALIBABA_CLOUD_ACCESS_KEY_SECRET"),
+        ({"access_key_id": "", "access_key_secret": ""}, "ALIBABA_CLOUD_ACCESS_KEY_ID"),
+        (
+            {"access_key_id": "LTAIx", "access_key_secret": "s", "security_token": " "},
+            "ALIBABA_CLOUD_SECURITY_TOKEN",
+        ),
+        (
+            {"access_key_id": "", "access_key_secret": "s", "mps_endpoint": "http://sim:9000"},
+            "ALIBABA_CLOUD_ACCESS_KEY_ID",
+        ),
+    ],
+)
+def test_a_blank_credential_is_refused_like_half_a_pair(values: dict[str, str], name: str) -> None:
+    # A blank id used to pass: the gateway served the embedded demo, or signed with the demo
+    # pair when an endpoint was set.
+    with pytest.raises(ValidationError, match=f"Expected {name} to be unset or to hold a value"):
+        GatewaySettings(**values)
+
+
+def test_blank_credentials_from_the_environment_are_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", "")
+    monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "a-secret")
+    with pytest.raises(ValidationError, match="ALIBABA_CLOUD_ACCESS_KEY_ID"):
+        GatewaySettings()
+
+
 def test_a_refused_setting_never_shows_the_secret() -> None:
     with pytest.raises(ValidationError) as refused:
         GatewaySettings(access_key_secret="topsecret123", upstream_qps=0)
