@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
@@ -17,18 +18,24 @@ from dataclasses import asdict, dataclass
 import httpx
 import redis.asyncio
 import redis.exceptions
+from cross_web import HTTPException
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
+from gateway.api import client_json
 from gateway.api.context import Context
 from gateway.api.schema import build_schema
 from gateway.api.views import JobViews
+from gateway.api.websocket import GatewayWebSocketAdapter, TransportWSHandler, close_quietly
 from gateway.credentials import account_credentials
+from gateway.http_errors import BAD_REQUEST, CODE_OF_STATUS, ErrorResponse
 from gateway.jobs.backend import open_redis
 from gateway.jobs.budget import Budget, LocalBudget
 from gateway.jobs.cache import LocalSnapshotCache, SnapshotCache
@@ -38,7 +45,7 @@ from gateway.jobs.fetcher import JobFetcher
 from gateway.jobs.redis_budget import RedisBudget
 from gateway.jobs.redis_cache import RedisSnapshotCache
 from gateway.jobs.retry import RetryPolicy
-from gateway.middleware import BodySizeLimit, BrowserCORS
+from gateway.middleware import BodyReadTimeout, BodySizeLimit, BrowserCORS
 from gateway.mps.client import MpsClient
 from gateway.oss import OssPresigner
 from gateway.settings import GatewaySettings
@@ -200,15 +207,72 @@ def _camel(name: str) -> str:
 
 
 class GatewayGraphQL(GraphQL[Context, None]):
-    """Strawberry's ASGI app, giving each operation a fresh `Context`."""
+    """Strawberry's ASGI app, giving each operation a fresh `Context`.
+
+    Nothing a client sends makes it answer 5xx: a request it cannot read is answered 4xx with a
+    coded GraphQL error (`gateway.http_errors`), a WebSocket frame as `gateway.api.websocket`
+    says. It speaks `graphql-transport-ws` only: the older `graphql-ws` protocol
+    (subscriptions-transport-ws, unmaintained) is refused with 4406.
+    """
+
+    graphql_transport_ws_handler_class = TransportWSHandler
+    websocket_adapter_class = GatewayWebSocketAdapter
 
     def __init__(self, settings: GatewaySettings, state: _AppState) -> None:
         super().__init__(
-            build_schema(settings), graphql_ide="graphiql" if settings.graphiql else None
+            build_schema(settings),
+            graphql_ide="graphiql" if settings.graphiql else None,
+            subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
         )
         self._settings = settings
         self._state = state
         self._views = JobViews()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await self._serve_websocket(WebSocket(scope, receive=receive, send=send))
+            return
+        try:
+            response = await self.run(Request(scope, receive=receive))
+        except HTTPException as refused:
+            # Strawberry's refusals (a body that is no GraphQL request, a method, GraphiQL
+            # turned off), answered as GraphQL errors instead of plain text.
+            allow = {"allow": "GET, POST"} if refused.status_code == 405 else None
+            code = CODE_OF_STATUS.get(refused.status_code, BAD_REQUEST)
+            response = ErrorResponse(refused.status_code, refused.reason, code, headers=allow)
+        except ClientDisconnect:
+            logger.debug("HTTP client left before its request body arrived")
+            return
+        await response(scope, receive, send)
+
+    async def _serve_websocket(self, websocket: WebSocket) -> None:
+        try:
+            await self.run(websocket)
+        except Exception:
+            # A bug, not the client's doing: logged like a masked error, and the socket gets
+            # a close frame (1011, internal error) instead of being dropped.
+            correlation_id = uuid.uuid4().hex
+            logger.exception("Unexpected error on a WebSocket (correlation id %s)", correlation_id)
+            await close_quietly(
+                websocket, 1011, f"Unexpected error (correlation id {correlation_id})."
+            )
+
+    def decode_json(self, data: str | bytes) -> object:
+        # HTTP bodies, GET parameters and WebSocket frames alike.
+        return client_json.decode(data)
+
+    def parse_json(self, data: str | bytes) -> object:
+        """A request body, or a GET request's `variables` or `extensions`: a JSON object (an
+        array is a batch, which Strawberry refuses with its own message)."""
+        try:
+            value = self.decode_json(data)
+        except client_json.MalformedJson as exc:
+            raise HTTPException(400, exc.message) from exc
+        if not isinstance(value, dict | list):
+            raise HTTPException(
+                400, f"Expected a JSON object, received {client_json.describe(value)}."
+            )
+        return value
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket
@@ -307,7 +371,10 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
             )
         )
 
-    middleware = [Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)]
+    middleware = [
+        Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes),
+        Middleware(BodyReadTimeout, timeout=settings.body_timeout),
+    ]
     origins = [origin.strip() for origin in settings.cors_origins.split(",") if origin.strip()]
     if origins:
         middleware.insert(
@@ -322,7 +389,8 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
         )
     return Starlette(
         routes=[
-            Route("/graphql", graphql, methods=["GET", "POST"]),
+            # Every method: the view answers those it does not serve with a coded 405.
+            Route("/graphql", graphql, methods=None),
             WebSocketRoute("/graphql", graphql),
             Route("/healthz", healthz),
             Route("/readyz", readyz),

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-import json
+import asyncio
+import logging
 
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.http_errors import REQUEST_TIMEOUT, REQUEST_TOO_LARGE, ErrorResponse
+
+logger = logging.getLogger(__name__)
 
 
 class BodySizeLimit:
@@ -26,7 +31,7 @@ class BodySizeLimit:
         declared = _header(scope, b"content-length")
         if declared is not None:
             if not declared.isdigit() or int(declared) > self.max_bytes:
-                await self._refuse(send)
+                await self._refuse(scope, receive, send)
                 return
             # The HTTP server delivers exactly the declared length: nothing more to watch.
             await self.app(scope, receive, send)
@@ -53,30 +58,71 @@ class BodySizeLimit:
             await self.app(scope, limited_receive, tracking_send)
         except _BodyTooLarge:
             if not response_started:
-                await self._refuse(send)
+                await self._refuse(scope, receive, send)
 
-    async def _refuse(self, send: Send) -> None:
-        body = json.dumps(
-            {
-                "errors": [
-                    {
-                        "message": f"Request bodies are limited to {self.max_bytes} bytes.",
-                        "extensions": {"code": "REQUEST_TOO_LARGE", "limit": self.max_bytes},
-                    }
-                ]
-            }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        refusal = ErrorResponse(
+            413,
+            f"Request bodies are limited to {self.max_bytes} bytes.",
+            REQUEST_TOO_LARGE,
+            limit=self.max_bytes,
         )
-        await send({"type": "http.response.body", "body": body})
+        await refusal(scope, receive, send)
+
+
+class BodyReadTimeout:
+    """Gives a request `timeout` seconds, from the end of its headers, to deliver its whole body.
+
+    A client that sends its body slowly, or stops halfway (slowloris), holds a connection and a
+    task for as long as it likes otherwise. When the time is up while the app waits for the
+    body, the request is answered 408 with `connection: close` (unless an answer has started)
+    and the connection closes. Only waiting for the body is timed: an app that never reads it,
+    or waits for the client to disconnect after it, is not affected.
+    """
+
+    def __init__(self, app: ASGIApp, timeout: float) -> None:
+        self.app = app
+        self.timeout = timeout
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        deadline = asyncio.get_running_loop().time() + self.timeout
+        body_complete = False
+        response_started = False
+
+        async def timed_receive() -> Message:
+            nonlocal body_complete
+            if body_complete:
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                raise _BodyTimedOut from None
+            body_complete = message["type"] != "http.request" or not message.get("more_body")
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal response_started
+            response_started = response_started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, timed_receive, tracking_send)
+        except _BodyTimedOut:
+            logger.debug("Request body not received within %s s: answered 408", self.timeout)
+            if not response_started:
+                refusal = ErrorResponse(
+                    408,
+                    f"Expected the whole request body within {self.timeout:g} s of its headers, "
+                    "received only part of it in that time.",
+                    REQUEST_TIMEOUT,
+                    headers={"connection": "close"},
+                    limit=self.timeout,
+                )
+                await refusal(scope, receive, send)
 
 
 class BrowserCORS(CORSMiddleware):
@@ -104,4 +150,8 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
 
 
 class _BodyTooLarge(Exception):
+    pass
+
+
+class _BodyTimedOut(Exception):
     pass

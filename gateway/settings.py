@@ -141,6 +141,31 @@ class GatewaySettings(BaseSettings):
         description="Comma-separated origins browsers may call from; empty turns CORS off.",
     )
 
+    # --- client connections -----------------------------------------------------------------
+    idle_timeout: float = Field(
+        default=5.0,
+        gt=0,
+        description="Seconds a client connection may stay idle (before its first request, or "
+        "between requests) before the gateway closes it.",
+    )
+    header_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds a client has to send a request's headers, from their first byte.",
+    )
+    body_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds a client has to send a request's whole body, from the end of its "
+        "headers (408 after that).",
+    )
+    max_connections: int = Field(
+        default=1000,
+        ge=1,
+        description="Client connections (HTTP and WebSocket) one process holds at once; those "
+        "beyond are closed as soon as they are accepted.",
+    )
+
     # --- process ----------------------------------------------------------------------------
     log_level: str = Field(default="INFO", description="Python logging level.")
 

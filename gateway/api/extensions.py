@@ -13,18 +13,29 @@ import uuid
 from collections.abc import Iterator, Sequence
 
 from graphql import ASTValidationRule, GraphQLError, GraphQLSyntaxError
-from strawberry.extensions import MaskErrors
+from strawberry.exceptions import MissingQueryError
+from strawberry.extensions import MaskErrors, ParserCache
+from strawberry.schema.exceptions import CannotGetOperationTypeError
+from strawberry.types.execution import StreamExecutionResult
 
 from gateway.api.context import Context
 from gateway.errors import GatewayError
+from gateway.http_errors import BAD_REQUEST
 
 logger = logging.getLogger(__name__)
+
+
+#: Strawberry's refusals of a request it cannot run: no query, or no operation to run in it.
+#: HTTP answers them 400 before executing; over WebSocket they are the operation's errors.
+_REQUEST_ERRORS = (MissingQueryError, CannotGetOperationTypeError)
 
 
 def is_unexpected(error: GraphQLError) -> bool:
     """Whether an error comes from a resolver failing in a way the gateway did not plan for."""
     original = error.original_error
-    return original is not None and not isinstance(original, GatewayError | GraphQLError)
+    return original is not None and not isinstance(
+        original, (GatewayError, GraphQLError, *_REQUEST_ERRORS)
+    )
 
 
 class OperationPolicy(MaskErrors):
@@ -59,17 +70,15 @@ class OperationPolicy(MaskErrors):
             # Strawberry makes one context per WebSocket connection: each operation gets its
             # own deadline and loader.
             context.context = context.context.for_operation()
-        try:
-            yield from super().on_operation()
-        except GraphQLError as raised:
-            # A syntax error raised by ParserCache's `on_parse` hook (or by the parser it calls,
-            # MaxTokensLimiter's limit included) leaves the operation as an exception, before any
-            # result exists; Strawberry makes this same error object the result's only error.
-            _add_code(raised)
-            raise
-        result = self.execution_context.result
-        for error in getattr(result, "errors", None) or ():
-            _add_code(error)
+        yield from super().on_operation()
+        _add_codes(self.execution_context.result)
+
+    def on_stream_result(self, result: StreamExecutionResult) -> Iterator[None]:
+        # A streamed result (each of a WebSocket operation's) goes to the client when this hook
+        # yields, before `on_operation` ends. The codes go on first: an error masked next gets
+        # INTERNAL_ERROR whatever it had.
+        _add_codes(result)
+        yield from super().on_stream_result(result)
 
     def anonymise_error(self, error: GraphQLError) -> GraphQLError:
         correlation_id = uuid.uuid4().hex
@@ -84,13 +93,42 @@ class OperationPolicy(MaskErrors):
         return masked
 
 
+class SyntaxErrorsAsResults(ParserCache):
+    """Strawberry's ParserCache, except that a document that does not parse (the token limit
+    included) is left to Strawberry's own parse step, which makes the syntax error the
+    operation's result on every transport.
+
+    ParserCache raises it from its hook instead, where `Schema.stream` (WebSocket operations)
+    does not catch it: such an operation ended in a bare `complete` and a logged traceback. A
+    failing document is parsed twice, which the token limit keeps cheap.
+    """
+
+    def on_parse(self) -> Iterator[None]:
+        context = self.execution_context
+        try:
+            context.graphql_document = self.cached_parse_document(
+                context.query, **context.parse_options
+            )
+        except GraphQLError:
+            context.graphql_document = None
+        yield
+
+
+def _add_codes(result: object) -> None:
+    for error in getattr(result, "errors", None) or ():
+        _add_code(error)
+
+
 def _add_code(error: GraphQLError) -> None:
     if "code" in (error.extensions or {}):
         return
+    original = error.original_error
     if isinstance(error, GraphQLSyntaxError):
         code = "GRAPHQL_PARSE_FAILED"
-    elif error.original_error is None:
+    elif original is None:
         code = "GRAPHQL_VALIDATION_FAILED"
+    elif isinstance(original, _REQUEST_ERRORS):
+        code = BAD_REQUEST
     else:
         code = "BAD_USER_INPUT"
     error.extensions = {**(error.extensions or {}), "code": code}

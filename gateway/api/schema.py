@@ -6,15 +6,10 @@ import logging
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import (
-    MaxAliasesLimiter,
-    ParserCache,
-    QueryDepthLimiter,
-    ValidationCache,
-)
+from strawberry.extensions import MaxAliasesLimiter, QueryDepthLimiter, ValidationCache
 from strawberry.types import ExecutionContext
 
-from gateway.api.extensions import OperationPolicy
+from gateway.api.extensions import OperationPolicy, SyntaxErrorsAsResults
 from gateway.api.query import Query
 from gateway.api.subscription import Subscription
 from gateway.settings import GatewaySettings
@@ -49,7 +44,7 @@ def build_schema(settings: GatewaySettings) -> strawberry.Schema:
         query=Query,
         subscription=Subscription,
         extensions=[
-            lambda: ParserCache(maxsize=1024),
+            lambda: SyntaxErrorsAsResults(maxsize=1024),
             lambda: ValidationCache(maxsize=1024),
             lambda: OperationPolicy(settings.max_tokens, limit_rules),
         ],

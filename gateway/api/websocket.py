@@ -1,0 +1,167 @@
+"""GraphQL over WebSocket (`graphql-transport-ws`) as the gateway speaks it: Strawberry's handler,
+with each frame checked against the protocol before it is acted on.
+
+Whatever a client sends:
+- a frame that is not a message of the protocol (not a JSON object, an unknown type, an id or a
+  payload of the wrong type, a subscribe whose query is not a string...) closes the socket with
+  4400 and a reason saying what was expected, as the protocol's reference server does;
+- an operation that fails before it executes (syntax, token limit, validation, variables, too
+  many operations) gets one `error` message whose errors carry `extensions.code`, and the socket
+  stays open;
+- the socket ends with a close frame (never a dropped connection); a client that left is one
+  DEBUG line, not an error.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from graphql import GraphQLError
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from strawberry.asgi import ASGIWebSocketAdapter
+from strawberry.http.exceptions import WebSocketDisconnected
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+)
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import Message
+
+from gateway.api.client_json import describe
+from gateway.api.context import Context
+
+logger = logging.getLogger(__name__)
+
+#: Code of the `error` answering a subscribe beyond the connection's limit of operations.
+TOO_MANY_OPERATIONS = "TOO_MANY_OPERATIONS"
+
+#: The most a close frame's reason may hold (RFC 6455: 125 bytes of payload, 2 for the code).
+_MAX_REASON_BYTES = 123
+
+_PAYLOAD_OPTIONAL = ("connection_init", "ping", "pong")
+_WITH_ID = ("subscribe", "complete")
+_CLIENT_TYPES = (*_PAYLOAD_OPTIONAL, *_WITH_ID)
+
+
+def protocol_violation(message: object) -> str | None:
+    """Why `message` (a decoded frame) is not a client message of `graphql-transport-ws`, as a
+    sentence; None when it is one. The rules are the protocol's, as its reference server
+    (graphql-ws) checks them."""
+    if not isinstance(message, dict):
+        return f"Expected a message to be a JSON object, received {describe(message)}."
+    kind = message.get("type")
+    if kind not in _CLIENT_TYPES:
+        shown = repr(kind)[:40] if isinstance(kind, str) else describe(kind)
+        return f"Expected a message type among {', '.join(_CLIENT_TYPES)}, received {shown}."
+    payload = message.get("payload")
+    if kind in _PAYLOAD_OPTIONAL:
+        if payload is not None and not isinstance(payload, dict):
+            received = describe(payload)
+            return f"Expected a {kind} payload to be an object or null, received {received}."
+        return None
+    operation_id = message.get("id")
+    if not isinstance(operation_id, str) or not operation_id:
+        received = "an empty string" if operation_id == "" else describe(operation_id)
+        return f"Expected a {kind} id to be a non-empty string, received {received}."
+    if kind == "complete":
+        return None
+    if not isinstance(payload, dict):
+        return f"Expected a subscribe payload to be an object, received {describe(payload)}."
+    query = payload.get("query")
+    if not isinstance(query, str):
+        return f"Expected the subscribe payload's query to be a string, received {describe(query)}."
+    for field, kind_expected, expected in (
+        ("variables", dict, "an object"),
+        ("extensions", dict, "an object"),
+        ("operationName", str, "a string"),
+    ):
+        value = payload.get(field)
+        if value is not None and not isinstance(value, kind_expected):
+            received = describe(value)
+            return (
+                f"Expected the subscribe payload's {field} to be {expected} or null, received "
+                f"{received}."
+            )
+    return None
+
+
+class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
+    """Strawberry's `graphql-transport-ws` handler, answering every frame as the module says."""
+
+    async def handle_message(self, message: Message) -> None:
+        problem = protocol_violation(message)
+        if problem is not None:
+            await self.handle_invalid_message(problem)
+            return
+        if message["type"] == "connection_init" and message.get("payload", {}) is None:
+            # The protocol allows a null payload; Strawberry takes anything but an object for
+            # a malformed one.
+            message = {"type": "connection_init"}
+        elif message["type"] == "subscribe" and self._at_operation_limit(message["id"]):
+            await self._refuse_operation(message["id"])
+            return
+        await super().handle_message(message)
+
+    def _at_operation_limit(self, operation_id: str) -> bool:
+        # Checked where Strawberry checks it (after the acknowledgement and the id's
+        # uniqueness, which close the socket), so that the refusal can carry a code.
+        limit = self.max_subscriptions_per_connection
+        return (
+            limit is not None
+            and self.connection_acknowledged
+            and operation_id not in self.operations
+            and len(self.operations) >= limit
+        )
+
+    async def _refuse_operation(self, operation_id: str) -> None:
+        limit = self.max_subscriptions_per_connection
+        error = GraphQLError(
+            f"Expected at most {limit} operations in progress on one connection, received one "
+            "more; complete one first.",
+            extensions={"code": TOO_MANY_OPERATIONS, "limit": limit},
+        )
+        await self.send_message({"id": operation_id, "type": "error", "payload": [error.formatted]})
+
+    @staticmethod
+    def _get_pre_execution_close_reason(error: GraphQLError) -> str | None:
+        # Strawberry closes the socket (4400) on a syntax error or an operation it cannot pick.
+        # They are the operation's failures, not the connection's: the protocol answers them
+        # with an `error` message, which leaves the connection's other operations running.
+        return None
+
+    async def handle_task_exception(self, error: Exception) -> None:
+        if isinstance(error, WebSocketDisconnected):
+            logger.debug("WebSocket client left while an operation was answering it")
+            return
+        correlation_id = uuid.uuid4().hex
+        logger.error(
+            "Unexpected error in a WebSocket operation (correlation id %s)",
+            correlation_id,
+            exc_info=error,
+        )
+
+
+class GatewayWebSocketAdapter(ASGIWebSocketAdapter):
+    """Strawberry's WebSocket adapter, for a socket that may have been closed by either side:
+    sending to a closed socket is a disconnection, closing one twice does nothing, and a close
+    reason is cut to what a close frame holds."""
+
+    async def send_json(self, message: Any) -> None:
+        if self.ws.application_state is WebSocketState.DISCONNECTED:
+            raise WebSocketDisconnected
+        await super().send_json(message)
+
+    async def close(self, code: int, reason: str) -> None:
+        await close_quietly(self.ws, code, reason)
+
+
+async def close_quietly(websocket: WebSocket, code: int, reason: str) -> None:
+    """Closes `websocket` with `code` and `reason` (cut to fit a close frame), unless it is
+    closed already or the client has left."""
+    if websocket.application_state is not WebSocketState.CONNECTED:
+        return
+    fitted = reason.encode()[:_MAX_REASON_BYTES].decode(errors="ignore")
+    try:
+        await websocket.close(code=code, reason=fitted)
+    except WebSocketDisconnect:
+        logger.debug("WebSocket client left before its close frame (%d) was sent", code)

@@ -1,0 +1,48 @@
+"""Answers the HTTP layer gives by itself, before GraphQL runs or instead of it.
+
+Each is a GraphQL response that holds only errors,
+`{"errors": [{"message": <a sentence>, "extensions": {"code": <code>, ...}}]}`, so that a
+client reads every failure the same way. Their codes are plain constants: nothing raises them as
+a `GatewayError`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+from starlette.responses import Response
+
+#: 400: a body, parameter or encoding the gateway cannot read as a GraphQL request.
+BAD_REQUEST = "BAD_REQUEST"
+#: 404: GraphiQL asked for while it is turned off.
+NOT_FOUND = "NOT_FOUND"
+#: 405: a method other than GET and POST on /graphql.
+METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
+#: 408: a request body that did not arrive within GATEWAY_BODY_TIMEOUT.
+REQUEST_TIMEOUT = "REQUEST_TIMEOUT"
+#: 413: a request body over GATEWAY_MAX_BODY_BYTES.
+REQUEST_TOO_LARGE = "REQUEST_TOO_LARGE"
+
+#: The code of each status Strawberry's view refuses a request with.
+CODE_OF_STATUS = {400: BAD_REQUEST, 404: NOT_FOUND, 405: METHOD_NOT_ALLOWED}
+
+
+class ErrorResponse(Response):
+    """An HTTP error answered as a GraphQL response with one coded error."""
+
+    media_type = "application/json"
+
+    def __init__(
+        self,
+        status_code: int,
+        message: str,
+        code: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        **extensions: object,
+    ) -> None:
+        error = {"message": message, "extensions": {"code": code, **extensions}}
+        super().__init__(
+            json.dumps({"errors": [error]}).encode(), status_code=status_code, headers=headers
+        )
