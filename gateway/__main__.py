@@ -54,6 +54,7 @@ def export_schema(schema: strawberry.Schema) -> str:
 
 def run_gateway(host: str, port: int) -> int:
     from gateway.app import create_app
+    from gateway.server import server_options
 
     settings = GatewaySettings()
     _configure_logging(settings.log_level)
@@ -64,9 +65,12 @@ def run_gateway(host: str, port: int) -> int:
     gc.collect()
     gc.freeze()
     print(_banner(settings, host, port), flush=True)
-    # websockets-sansio: the websockets implementation without the library's deprecated API.
     uvicorn.run(
-        app, host=host, port=port, log_level=settings.log_level.lower(), ws="websockets-sansio"
+        app,
+        host=host,
+        port=port,
+        log_level=settings.log_level.lower(),
+        **server_options(settings),
     )
     return 0
 

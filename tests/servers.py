@@ -24,9 +24,11 @@ def run_asgi_server(
     host: str = "127.0.0.1",
     lifespan: str = "auto",
     startup_timeout: float = 10.0,
+    **options: Any,
 ) -> Iterator[str]:
     """Serve `app` on a free port of `host` until the block ends; yields its base URL
-    (`http://127.0.0.1:<port>`).
+    (`http://127.0.0.1:<port>`). `options` go to `uvicorn.Config` (the gateway's are
+    `gateway.server.server_options(settings)`).
 
     The server runs in a daemon thread with its own event loop, so both sync clients (the official
     SDK) and async tests can call it. Leaving the block stops the server and waits for the thread.
@@ -36,9 +38,12 @@ def run_asgi_server(
         host=host,
         port=0,  # the OS picks a free port; it is read back from the bound socket
         lifespan=lifespan,
-        # The sans-I/O implementation: the legacy one imports deprecated websockets APIs, whose
-        # warnings would fail tests.
-        ws="websockets-sansio",
+        **{
+            # The sans-I/O implementation: the legacy one imports deprecated websockets APIs,
+            # whose warnings would fail tests.
+            "ws": "websockets-sansio",
+            **options,
+        },
         # No dictConfig of its own: uvicorn's records go to the root logger, where pytest
         # captures them (and shows them with a failing test).
         log_config=None,

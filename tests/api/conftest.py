@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from gateway.app import create_app
+from gateway.server import server_options
 from gateway.settings import (
     SIMULATOR_DEMO_ACCESS_KEY_ID,
     SIMULATOR_DEMO_ACCESS_KEY_SECRET,
@@ -56,7 +57,10 @@ def start_gateway(simulator: SimulatorServer) -> StartGateway:
     @contextmanager
     def start(**overrides: Any) -> Iterator[GatewayServer]:
         settings = gateway_settings(simulator, **overrides)
-        with run_asgi_server(create_app(settings), lifespan="on") as url:
+        # Served as `python -m gateway serve` serves it: its connection limits included.
+        with run_asgi_server(
+            create_app(settings), lifespan="on", **server_options(settings)
+        ) as url:
             yield GatewayServer(url=url, settings=settings)
 
     return start

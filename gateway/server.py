@@ -1,0 +1,157 @@
+"""How `python -m gateway serve` runs the app: uvicorn, with a bound on what each client
+connection may cost.
+
+uvicorn closes a keep-alive connection left idle after a response, but it waits for ever for a
+connection's first byte and for a request's headers, and it accepts any number of connections.
+`LimitedHttpProtocol` adds both timers and a cap on connections. The request body's timeout is
+ASGI middleware (`gateway.middleware.BodyReadTimeout`), so it holds under any server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from gateway.settings import GatewaySettings
+
+logger = logging.getLogger(__name__)
+
+#: Seconds between two warnings that connections are being refused at the cap.
+REFUSAL_WARNING_INTERVAL = 60.0
+
+
+def server_options(settings: GatewaySettings) -> dict[str, Any]:
+    """Keyword arguments of `uvicorn.run` (or `uvicorn.Config`) serving the gateway."""
+    return {
+        "http": limited_http_protocol(settings),
+        # websockets-sansio: the websockets implementation without the library's deprecated API.
+        "ws": "websockets-sansio",
+        # A WebSocket frame is bounded like an HTTP body (uvicorn's default is 16 MiB).
+        "ws_max_size": settings.max_body_bytes,
+        # uvicorn's own timer after each response; ours (the same, to the millisecond) fires
+        # first, this one is rounded up because uvicorn takes whole seconds.
+        "timeout_keep_alive": math.ceil(settings.idle_timeout),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    """What one client connection may cost: time idle, time to send headers, and how many
+    connections the process holds."""
+
+    idle_timeout: float
+    header_timeout: float
+    max_connections: int
+
+    @classmethod
+    def from_settings(cls, settings: GatewaySettings) -> ConnectionLimits:
+        return cls(settings.idle_timeout, settings.header_timeout, settings.max_connections)
+
+
+def limited_http_protocol(settings: GatewaySettings) -> type[LimitedHttpProtocol]:
+    """`LimitedHttpProtocol` with the limits of `settings` (uvicorn builds one per connection
+    from the class it is given, so the limits travel as class attributes)."""
+
+    class Limited(LimitedHttpProtocol):
+        limits = ConnectionLimits.from_settings(settings)
+        refusals = _Refusals()
+
+    return Limited
+
+
+class LimitedHttpProtocol(HttpToolsProtocol):
+    """uvicorn's HTTP/1.1 protocol (httptools), with its connection's cost bounded:
+
+    - idle: a connection that sends nothing for `idle_timeout` (before its first request,
+      between requests, or trickling the leftovers of a request already answered) is closed;
+    - headers: a request whose headers are not complete `header_timeout` after its first byte
+      is dropped with its connection (slowloris);
+    - cap: a connection accepted while the process holds `max_connections` (HTTP and WebSocket
+      alike) is closed at once, before a byte of it is read. Closing is the cheapest refusal
+      there is: a 503 would need the request read first, and the flood that fills the cap is
+      usually of clients that send nothing. A load balancer retries such a connection elsewhere.
+
+    The timers never run while a request is being answered: the app's own deadlines bound that.
+    """
+
+    limits: ClassVar[ConnectionLimits]
+    refusals: ClassVar[_Refusals]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._timer: asyncio.TimerHandle | None = None
+        self._reading_headers = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.limits.max_connections:
+            self.refusals.count(self.loop.time(), self.limits.max_connections)
+            transport.close()
+            return
+        self._expire_in(self.limits.idle_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_timer()
+        super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._reading_headers = True
+        self._expire_in(self.limits.header_timeout)
+
+    def on_headers_complete(self) -> None:
+        # The request is the app's now (or the WebSocket protocol's, which takes the transport
+        # over): no timer of ours may close it.
+        self._reading_headers = False
+        self._cancel_timer()
+        super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        # Idle only if no pipelined request started and no new one is arriving.
+        if not self._reading_headers and self.cycle.response_complete:
+            self._expire_in(self.limits.idle_timeout)
+
+    def _expire_in(self, seconds: float) -> None:
+        self._cancel_timer()
+        if not self.transport.is_closing():
+            self._timer = self.loop.call_later(seconds, self._expire)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _expire(self) -> None:
+        self._timer = None
+        logger.debug(
+            "Closing a client connection %s",
+            "whose request headers did not arrive in time" if self._reading_headers else "idle",
+        )
+        self.transport.close()
+
+
+class _Refusals:
+    """Counts connections refused at the cap, and says so in a warning at most once a
+    `REFUSAL_WARNING_INTERVAL`: a flood of connections must not become a flood of log lines."""
+
+    def __init__(self) -> None:
+        self._refused = 0
+        self._warned_at: float | None = None
+
+    def count(self, now: float, cap: int) -> None:
+        self._refused += 1
+        if self._warned_at is None or now - self._warned_at >= REFUSAL_WARNING_INTERVAL:
+            logger.warning(
+                "Refused %d client connection(s): this process holds its "
+                "GATEWAY_MAX_CONNECTIONS (%d)",
+                self._refused,
+                cap,
+            )
+            self._refused = 0
+            self._warned_at = now
