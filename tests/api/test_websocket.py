@@ -137,6 +137,20 @@ async def test_a_close_reason_is_cut_to_fit_its_frame(
     assert warnings_and_errors(caplog) == []
 
 
+async def test_a_frame_over_the_body_limit_closes_with_1009(
+    start_gateway: StartGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    # uvicorn's default was 16 MiB, sixteen times an HTTP body.
+    with start_gateway(max_body_bytes=1024) as gateway:
+        async with socket_to(gateway) as socket:
+            await socket.send(
+                subscribe({"query": "{ __typename }", "variables": {"x": "y" * 1024}})
+            )
+            closed = await close_frame(socket)
+    assert closed.code == 1009
+    assert warnings_and_errors(caplog) == []
+
+
 async def test_a_frame_before_connection_init(gateway: GatewayServer) -> None:
     async with socket_to(gateway, init=False) as socket:
         await socket.send("[]")
