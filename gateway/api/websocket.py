@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Any
+from collections.abc import Mapping
 
 from graphql import GraphQLError
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
@@ -146,7 +146,7 @@ class GatewayWebSocketAdapter(ASGIWebSocketAdapter):
     sending to a closed socket is a disconnection, closing one twice does nothing, and a close
     reason is cut to what a close frame holds."""
 
-    async def send_json(self, message: Any) -> None:
+    async def send_json(self, message: Mapping[str, object]) -> None:
         if self.ws.application_state is WebSocketState.DISCONNECTED:
             raise WebSocketDisconnected
         await super().send_json(message)
