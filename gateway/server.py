@@ -148,10 +148,10 @@ class _Refusals:
         self._refused += 1
         if self._warned_at is None or now - self._warned_at >= REFUSAL_WARNING_INTERVAL:
             logger.warning(
-                "Refused %d client connection(s): this process holds its "
-                "GATEWAY_MAX_CONNECTIONS (%d)",
-                self._refused,
+                "Refusing client connections: this process holds GATEWAY_MAX_CONNECTIONS (%d) "
+                "already (%d refused since the last such warning)",
                 cap,
+                self._refused,
             )
             self._refused = 0
             self._warned_at = now

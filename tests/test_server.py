@@ -200,7 +200,8 @@ async def test_connections_beyond_the_cap_are_closed_at_once(
         "WARNING"
     ]
     assert refusals[0].getMessage() == (
-        "Refused 1 client connection(s): this process holds its GATEWAY_MAX_CONNECTIONS (3)"
+        "Refusing client connections: this process holds GATEWAY_MAX_CONNECTIONS (3) already "
+        "(1 refused since the last such warning)"
     )
 
 
