@@ -59,7 +59,7 @@ def limited_http_protocol(settings: GatewaySettings) -> type[LimitedHttpProtocol
 
     class Limited(LimitedHttpProtocol):
         limits = ConnectionLimits.from_settings(settings)
-        refusals = _Refusals()
+        refusals = Refusals()
 
     return Limited
 
@@ -80,7 +80,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     """
 
     limits: ClassVar[ConnectionLimits]
-    refusals: ClassVar[_Refusals]
+    refusals: ClassVar[Refusals]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -136,7 +136,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
-class _Refusals:
+class Refusals:
     """Counts connections refused at the cap, and says so in a warning at most once a
     `REFUSAL_WARNING_INTERVAL`: a flood of connections must not become a flood of log lines."""
 

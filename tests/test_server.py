@@ -19,7 +19,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from gateway.app import create_app
-from gateway.server import server_options
+from gateway.server import Refusals, server_options
 from gateway.settings import GatewaySettings
 from tests.api.conftest import gateway_settings
 from tests.logs import warnings_and_errors
@@ -213,3 +213,14 @@ def test_the_serve_command_applies_the_limits() -> None:
     # uvicorn's own keep-alive timer, in whole seconds, never before ours.
     assert options["timeout_keep_alive"] == 3
     assert options["ws_max_size"] == settings.max_body_bytes
+
+
+def test_refusals_are_warned_at_most_once_a_minute(caplog: pytest.LogCaptureFixture) -> None:
+    refusals = Refusals()
+    for now in (0.0, 1.0, 2.0, 59.9, 60.0, 61.0):  # the clock is passed in: no waiting
+        refusals.count(now, cap=3)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "gateway.server"]
+    assert [message.rsplit("(", 1)[1] for message in warnings] == [
+        "1 refused since the last such warning)",
+        "4 refused since the last such warning)",
+    ]
