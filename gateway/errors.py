@@ -4,8 +4,9 @@
     ├── InvalidJobId             INVALID_JOB_ID        a job id the upstream could never accept
     ├── TooManyIds               TOO_MANY_IDS          a jobs(ids) list over the limit
     ├── InvalidArgument          INVALID_ARGUMENT      a field argument outside its documented range
-    ├── JobNotFound              JOB_NOT_FOUND         no such job (most fields return null instead)
     ├── BudgetExhausted          BUDGET_EXHAUSTED      no upstream call slot before the deadline
+    ├── DeadlineExceeded         DEADLINE_EXCEEDED     the request's deadline came first
+    ├── ShuttingDown             SHUTTING_DOWN         the process is stopping; another will answer
     └── UpstreamError                                  the upstream call failed; carries requestId
         ├── UpstreamThrottled    UPSTREAM_THROTTLED    the cloud said Throttling*
         ├── UpstreamUnavailable  UPSTREAM_UNAVAILABLE  5xx, connection refused or dropped
@@ -83,28 +84,53 @@ class InvalidArgument(GatewayError):
         return {"argument": self.argument}
 
 
-class JobNotFound(GatewayError):
-    code = "JOB_NOT_FOUND"
-
-    def __init__(self, job_id: str) -> None:
-        super().__init__(f"No smart-production job has the id {job_id!r}.")
-        self.job_id = job_id
-
-    def context(self) -> dict[str, Any]:
-        return {"jobId": self.job_id}
+#: Seconds a client is told to wait when nothing better is known: the upstream's window.
+DEFAULT_RETRY_AFTER = 1.0
 
 
 class BudgetExhausted(GatewayError):
     code = "BUDGET_EXHAUSTED"
     retryable = True
 
-    def __init__(self, retry_after: float, operation: str = "QueryIProductionJob") -> None:
+    def __init__(self, retry_after: float) -> None:
+        retry_after = max(0.0, retry_after)
         super().__init__(
-            f"The upstream call budget for {operation} has no free slot before this request's "
-            f"deadline; retry in {retry_after:.2f} s."
+            "The upstream call budget has no free slot before this request's deadline; "
+            f"retry in {retry_after:.2f} s."
         )
         self.retry_after = retry_after
-        self.operation = operation
+
+    def context(self) -> dict[str, Any]:
+        return {"retryAfter": round(self.retry_after, 3)}
+
+
+class DeadlineExceeded(GatewayError):
+    """The request's deadline passed while its answer was still being made (an upstream call
+    under way, another process's call it waited for, or its own execution)."""
+
+    code = "DEADLINE_EXCEEDED"
+    retryable = True
+
+    def __init__(self, what: str, retry_after: float = DEFAULT_RETRY_AFTER) -> None:
+        super().__init__(
+            f"The request's deadline passed while {what}; retry in {retry_after:.2f} s."
+        )
+        self.retry_after = max(0.0, retry_after)
+
+    def context(self) -> dict[str, Any]:
+        return {"retryAfter": round(self.retry_after, 3)}
+
+
+class ShuttingDown(GatewayError):
+    """This process is stopping: it grants no more upstream calls. Another process (or this
+    one, restarted) will answer a retry."""
+
+    code = "SHUTTING_DOWN"
+    retryable = True
+
+    def __init__(self, retry_after: float = DEFAULT_RETRY_AFTER) -> None:
+        super().__init__(f"The gateway is shutting down; retry in {retry_after:.2f} s.")
+        self.retry_after = retry_after
 
     def context(self) -> dict[str, Any]:
         return {"retryAfter": round(self.retry_after, 3)}
@@ -145,7 +171,9 @@ class UpstreamThrottled(UpstreamError):
         self.retry_after = retry_after
 
     def context(self) -> dict[str, Any]:
-        return {**super().context(), "retryAfter": self.retry_after}
+        # Always a hint: the upstream's own when it sent one, else its window.
+        retry_after = DEFAULT_RETRY_AFTER if self.retry_after is None else self.retry_after
+        return {**super().context(), "retryAfter": retry_after}
 
 
 class UpstreamUnavailable(UpstreamError):
