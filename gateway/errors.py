@@ -6,6 +6,8 @@
     ├── InvalidArgument          INVALID_ARGUMENT      a field argument outside its documented range
     ├── JobNotFound              JOB_NOT_FOUND         no such job (most fields return null instead)
     ├── BudgetExhausted          BUDGET_EXHAUSTED      no upstream call slot before the deadline
+    ├── QueryTooComplex          QUERY_TOO_COMPLEX     an operation estimated to cost over the limit
+    ├── DeadlineExceeded         DEADLINE_EXCEEDED     the request's deadline passed mid-answer
     └── UpstreamError                                  the upstream call failed; carries requestId
         ├── UpstreamThrottled    UPSTREAM_THROTTLED    the cloud said Throttling*
         ├── UpstreamUnavailable  UPSTREAM_UNAVAILABLE  5xx, connection refused or dropped
@@ -108,6 +110,39 @@ class BudgetExhausted(GatewayError):
 
     def context(self) -> dict[str, Any]:
         return {"retryAfter": round(self.retry_after, 3)}
+
+
+class QueryTooComplex(GatewayError):
+    """An operation refused before execution: its estimated cost (see `gateway.api.cost`) is over
+    the gateway's limit."""
+
+    code = "QUERY_TOO_COMPLEX"
+
+    def __init__(self, cost: int, limit: int) -> None:
+        super().__init__(
+            f"Expected an operation costing at most {limit}, received one costing {cost}: ask for "
+            "fewer ids, files or aliased fields, or split the operation."
+        )
+        self.cost = cost
+        self.limit = limit
+
+    def context(self) -> dict[str, Any]:
+        return {"cost": self.cost, "limit": self.limit}
+
+
+class DeadlineExceeded(GatewayError):
+    """The request's deadline (`GATEWAY_REQUEST_DEADLINE`, or less with `x-request-timeout`)
+    passed while its answer was being made; the work left is not done."""
+
+    code = "DEADLINE_EXCEEDED"
+    retryable = True
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__(
+            f"Expected this answer within the request's deadline of {timeout:g} s, which passed "
+            "first: ask for less, or allow more time."
+        )
+        self.timeout = timeout
 
 
 class UpstreamError(GatewayError):
