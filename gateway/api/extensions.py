@@ -32,8 +32,9 @@ class OperationPolicy(MaskErrors):
 
     - Deadlines: each operation of a WebSocket connection gets a context of its own.
     - Limits: the document's token count (parser option, as MaxTokensLimiter sets it) and the
-      given validation rules (query depth, aliases), added as AddValidationRules adds them. The
-      rule classes must be made once and passed in: the validation cache is keyed by them.
+      given validation rules (all of them: they replace Strawberry's default list; see
+      `gateway.api.limits`). The rule classes must be made once and passed in: the validation
+      cache is keyed by them.
     - Unexpected errors are masked (Strawberry's MaskErrors), each logged with a correlation id
       that the masked error carries too.
     - Errors raised by GraphQL itself get a code, as Apollo Server gives them, so that clients can
@@ -54,7 +55,7 @@ class OperationPolicy(MaskErrors):
     def on_operation(self) -> Iterator[None]:
         context = self.execution_context
         context.parse_options["max_tokens"] = self.max_tokens
-        context.validation_rules = context.validation_rules + self.validation_rules
+        context.validation_rules = self.validation_rules
         if isinstance(context.context, Context) and context.context.per_connection:
             # Strawberry makes one context per WebSocket connection: each operation gets its
             # own deadline and loader.
