@@ -9,6 +9,7 @@ from graphql import GraphQLError
 from strawberry.extensions import ParserCache, ValidationCache
 from strawberry.types import ExecutionContext
 
+from gateway.api.cost import CostModel
 from gateway.api.extensions import OperationPolicy
 from gateway.api.limits import validation_rules
 from gateway.api.query import Query
@@ -33,16 +34,19 @@ class GatewaySchema(strawberry.Schema):
 def build_schema(settings: GatewaySettings) -> strawberry.Schema:
     """The schema. Parsing and validation results are cached (a bounded LRU keyed by the query
     text): on a warm gateway most requests skip both, the costliest steps of a small query.
-    Every document is bounded before it runs (`gateway.api.limits`)."""
+    Every operation is bounded before it runs (`gateway.api.limits`, `gateway.api.cost`)."""
     # The validation rules are made once, here: the validation cache is keyed by the document
     # AND the rule classes, and rules made per request would make every request miss it.
     rules = validation_rules(max_depth=settings.max_query_depth, max_aliases=settings.max_aliases)
-    return GatewaySchema(
+    schema = GatewaySchema(
         query=Query,
         subscription=Subscription,
         extensions=[
             lambda: ParserCache(maxsize=1024),
             lambda: ValidationCache(maxsize=1024),
-            lambda: OperationPolicy(settings.max_tokens, rules),
+            lambda: OperationPolicy(settings.max_tokens, rules, cost),
         ],
     )
+    # Made from the schema's types, so after it; the factory above runs per request, later.
+    cost = CostModel(schema._schema, limit=settings.max_cost, max_ids=settings.max_ids)
+    return schema
