@@ -12,6 +12,7 @@ from strawberry.types import ExecutionContext
 from gateway.api.cost import CostModel
 from gateway.api.extensions import OperationPolicy
 from gateway.api.limits import validation_rules
+from gateway.api.pacing import PacedExecution
 from gateway.api.query import Query
 from gateway.api.subscription import Subscription
 from gateway.settings import GatewaySettings
@@ -34,13 +35,15 @@ class GatewaySchema(strawberry.Schema):
 def build_schema(settings: GatewaySettings) -> strawberry.Schema:
     """The schema. Parsing and validation results are cached (a bounded LRU keyed by the query
     text): on a warm gateway most requests skip both, the costliest steps of a small query.
-    Every operation is bounded before it runs (`gateway.api.limits`, `gateway.api.cost`)."""
+    Every operation is bounded before it runs (`gateway.api.limits`, `gateway.api.cost`) and
+    paced while it runs (`gateway.api.pacing`)."""
     # The validation rules are made once, here: the validation cache is keyed by the document
     # AND the rule classes, and rules made per request would make every request miss it.
     rules = validation_rules(max_depth=settings.max_query_depth, max_aliases=settings.max_aliases)
     schema = GatewaySchema(
         query=Query,
         subscription=Subscription,
+        execution_context_class=PacedExecution,
         extensions=[
             lambda: ParserCache(maxsize=1024),
             lambda: ValidationCache(maxsize=1024),
