@@ -6,10 +6,10 @@ import logging
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import ParserCache, ValidationCache
 from strawberry.types import ExecutionContext
 
 from gateway.api.cost import CostModel
+from gateway.api.documents import DocumentCache, Documents
 from gateway.api.extensions import OperationPolicy
 from gateway.api.limits import validation_rules
 from gateway.api.pacing import PacedExecution
@@ -34,7 +34,8 @@ class GatewaySchema(strawberry.Schema):
 
 def build_schema(settings: GatewaySettings) -> strawberry.Schema:
     """The schema. Parsing and validation results are cached (a bounded LRU keyed by the query
-    text): on a warm gateway most requests skip both, the costliest steps of a small query.
+    text): on a warm gateway most requests skip both, the costliest steps of a small query;
+    long documents are parsed and validated off the event loop (`gateway.api.documents`).
     Every operation is bounded before it runs (`gateway.api.limits`, `gateway.api.cost`) and
     paced while it runs (`gateway.api.pacing`)."""
     # The validation rules are made once, here: the validation cache is keyed by the document
@@ -45,11 +46,12 @@ def build_schema(settings: GatewaySettings) -> strawberry.Schema:
         subscription=Subscription,
         execution_context_class=PacedExecution,
         extensions=[
-            lambda: ParserCache(maxsize=1024),
-            lambda: ValidationCache(maxsize=1024),
+            lambda: DocumentCache(documents),
             lambda: OperationPolicy(settings.max_tokens, rules, cost),
         ],
     )
-    # Made from the schema's types, so after it; the factory above runs per request, later.
+    # Both read the schema's types, so they are made after it; the factories above run per
+    # request, later.
+    documents = Documents(schema._schema, max_tokens=settings.max_tokens, rules=rules)
     cost = CostModel(schema._schema, limit=settings.max_cost, max_ids=settings.max_ids)
     return schema
