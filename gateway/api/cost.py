@@ -2,9 +2,10 @@
 
     cost(selection set) = sum over its fields of  size x (weight + cost(the field's selection))
 
-One unit is about the CPU time of one plain field (an object or a scalar, ~3 us measured on a
-result of 20,000 files). `weight` is 1, or `WEIGHTS[type, field]` for fields that cost more:
-a signed URL (an HMAC chain) and a job lookup (the loader, and on a miss an upstream call).
+One unit is about the CPU time of one plain field (an object or a scalar). `weight` is 1, or
+`WEIGHTS[type, field]` for fields that cost more: a signed URL (an HMAC chain) and a job lookup
+(the loader, and on a miss an upstream call). How the weights and the default limit were
+chosen, with what realistic operations cost: docs/bounded-requests.md.
 `size` is 1, or for a list the most items it can have:
 
 - `jobs(ids:)`: the number of ids, from the literal or the variable's value (the variables are
@@ -55,7 +56,7 @@ from graphql import (
 from gateway.api.fragments import FragmentMemo
 from gateway.errors import QueryTooComplex
 
-#: Fields that cost more than a plain value, in units of one (measured: a signed URL ~26 us).
+#: Fields that cost more than a plain value, in units of one plain field.
 WEIGHTS: Mapping[tuple[str, str], int] = {
     ("Query", "job"): 10,
     ("Query", "node"): 10,

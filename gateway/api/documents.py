@@ -1,8 +1,8 @@
 """Parsing and validation of documents: cached, and off the event loop when long.
 
-Both take time linear in a document, but not little: a 12 KB document of 500 fields took 25 ms
-to parse and 75 ms to validate, a 27 KB one (what the token limit lets through) 105 + 80 ms.
-Spent on the event loop, that time is every other request's wait. `Documents` parses and
+Both take time linear in a document, but not little: the longest documents the token limit lets
+through take a tenth of a second or more (docs/bounded-requests.md). Spent on the event loop,
+that time is every other request's wait. `Documents` parses and
 validates a document longer than `THREAD_CHARS` in a worker thread instead, and the event loop
 serves the other requests meanwhile (the interpreter hands the lock between threads every few
 milliseconds). Shorter ones, the common case, stay on the loop, where they cost less than the

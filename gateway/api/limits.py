@@ -8,7 +8,7 @@
 - `BoundedOverlappingFields`: the specification's OverlappingFieldsCanBeMergedRule from
   graphql-core, with a smaller work budget. It compares the fields that share a response name
   pairwise; graphql-core stops it after 500,000 steps, seconds of CPU, and we after
-  `OVERLAP_BUDGET`, with an error that says why.
+  `OVERLAP_BUDGET`, with an error that says why. Measurements: docs/bounded-requests.md.
 
 `validation_rules(...)` is every rule an operation is validated with. Make it once per schema:
 Strawberry's validation cache is keyed by the rule classes.
@@ -39,8 +39,8 @@ from graphql.validation.validate import ValidationAbortedError
 from gateway.api.fragments import FragmentMemo
 
 #: Steps OverlappingFieldsCanBeMergedRule may take on one document (graphql-core's own budget
-#: unit: about one field comparison). graphql-core's default, 500,000, took 1 to 2.5 s here; the
-#: documents of our tests and examples need at most a few thousand.
+#: unit: about one field comparison): tens of milliseconds, where realistic documents need a
+#: few thousand at most.
 OVERLAP_BUDGET = 20_000
 
 
