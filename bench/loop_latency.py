@@ -1,6 +1,7 @@
 """Loop latency: a `{ __typename }` while heavy requests run, against the same on an idle gateway.
 
     .venv/bin/python -m bench.loop_latency [--seconds 10] [--files 20000] [--probe-interval 0.02]
+                                           [--bomb-levels 40]
 
 A standalone simulator and one gateway pointed at it (GATEWAY_MPS_ENDPOINT, the simulator's demo
 key pair, every other setting at its default) run as child processes. A job whose result lists
@@ -109,6 +110,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--probe-interval", type=float, default=0.02, help="seconds between two probes"
     )
+    parser.add_argument(
+        "--bomb-levels",
+        type=int,
+        default=40,
+        help="fragments of the bomb (a gateway without linear limits never ends 40: use ~18)",
+    )
     args = parser.parse_args(argv)
     try:
         return run_benchmark(args)
@@ -126,7 +133,11 @@ def run_benchmark(args: argparse.Namespace) -> int:
     if removed:
         print(f"ignoring (removed from the children's environment): {', '.join(removed)}")
     heavies = [
-        Heavy("fragment bomb (40 levels)", fragment_bomb, refused_with("QUERY_TOO_COMPLEX")),
+        Heavy(
+            f"fragment bomb ({args.bomb_levels} levels)",
+            lambda round: fragment_bomb(round, args.bomb_levels),
+            refused_with("QUERY_TOO_COMPLEX"),
+        ),
         Heavy(
             "500 job fields with distinct arguments",
             distinct_fields,
