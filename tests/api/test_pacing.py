@@ -13,7 +13,8 @@ import pytest
 from gateway import errors
 from gateway.api.pacing import Pacer
 from gateway.simulator.jobs import success_result
-from tests.api.conftest import GatewayServer, SimulatorServer, graphql
+from tests.api.conftest import GatewayServer, SimulatorServer, StartGateway, graphql
+from tests.api.test_subscriptions import graphql_ws, planted, subscribe
 
 
 class Clock:
@@ -162,3 +163,35 @@ async def test_the_deadline_stops_a_long_list(
             }
         ],
     }
+
+
+async def test_each_subscription_event_has_a_deadline_of_its_own(
+    simulator: SimulatorServer, start_gateway: StartGateway
+) -> None:
+    job_id = "5ab5c1de0000000000000000000000f1"
+    keys = [f"out/face-{n}.jpg" for n in range(40)]  # longer than a list completed unpaced
+    simulator.put_job(job_id, planted(job_id, "Analysing"))
+    query = """subscription($id: ID!) {
+      jobUpdates(id: $id, intervalSeconds: 0.5) { state result { files { key } } } }"""
+    with start_gateway(request_deadline=0.5, cache_running_ttl=0.1) as gateway:
+        async with graphql_ws(gateway) as socket:
+
+            async def finish_later() -> None:
+                await asyncio.sleep(1.0)  # past the subscription's first deadline
+                simulator.put_job(job_id, planted(job_id, "Success", success_result(keys)))
+
+            finisher = asyncio.create_task(finish_later())
+            messages = await subscribe(socket, query, {"id": job_id})
+            await finisher
+
+    assert [message["payload"] for message in messages[:-1]] == [
+        {"data": {"jobUpdates": {"state": "ANALYSING", "result": None}}},
+        {
+            "data": {
+                "jobUpdates": {
+                    "state": "SUCCESS",
+                    "result": {"files": [{"key": key} for key in keys]},
+                }
+            }
+        },
+    ]
