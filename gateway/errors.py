@@ -5,7 +5,8 @@
     ├── TooManyIds               TOO_MANY_IDS          a jobs(ids) list over the limit
     ├── InvalidArgument          INVALID_ARGUMENT      a field argument outside its documented range
     ├── BudgetExhausted          BUDGET_EXHAUSTED      no upstream call slot before the deadline
-    ├── DeadlineExceeded         DEADLINE_EXCEEDED     the request's deadline came first
+    ├── QueryTooComplex          QUERY_TOO_COMPLEX     an operation estimated to cost over the limit
+    ├── DeadlineExceeded         DEADLINE_EXCEEDED     the request's deadline passed mid-answer
     ├── ShuttingDown             SHUTTING_DOWN         the process is stopping; another will answer
     └── UpstreamError                                  the upstream call failed; carries requestId
         ├── UpstreamThrottled    UPSTREAM_THROTTLED    the cloud said Throttling*
@@ -104,23 +105,6 @@ class BudgetExhausted(GatewayError):
         return {"retryAfter": round(self.retry_after, 3)}
 
 
-class DeadlineExceeded(GatewayError):
-    """The request's deadline passed while its answer was still being made (an upstream call
-    under way, another process's call it waited for, or its own execution)."""
-
-    code = "DEADLINE_EXCEEDED"
-    retryable = True
-
-    def __init__(self, what: str, retry_after: float = DEFAULT_RETRY_AFTER) -> None:
-        super().__init__(
-            f"The request's deadline passed while {what}; retry in {retry_after:.2f} s."
-        )
-        self.retry_after = max(0.0, retry_after)
-
-    def context(self) -> dict[str, Any]:
-        return {"retryAfter": round(self.retry_after, 3)}
-
-
 class ShuttingDown(GatewayError):
     """This process is stopping: it grants no more upstream calls. Another process (or this
     one, restarted) will answer a retry."""
@@ -134,6 +118,53 @@ class ShuttingDown(GatewayError):
 
     def context(self) -> dict[str, Any]:
         return {"retryAfter": round(self.retry_after, 3)}
+
+
+class QueryTooComplex(GatewayError):
+    """An operation refused before execution: its estimated cost (see `gateway.api.cost`) is over
+    the gateway's limit."""
+
+    code = "QUERY_TOO_COMPLEX"
+
+    def __init__(self, cost: int, limit: int) -> None:
+        super().__init__(
+            f"Expected an operation costing at most {limit}, received one costing {cost}: ask for "
+            "fewer ids, files or aliased fields, or split the operation."
+        )
+        self.cost = cost
+        self.limit = limit
+
+    def context(self) -> dict[str, Any]:
+        return {"cost": self.cost, "limit": self.limit}
+
+
+class DeadlineExceeded(GatewayError):
+    """The request's deadline (`GATEWAY_REQUEST_DEADLINE`, or less with `x-request-timeout`)
+    passed while its answer was being made: an upstream call under way (its answer will be
+    cached: `retry_after` says when to ask again), another process's call it waited for, or its
+    own execution (`timeout` given: ask for less, or allow more time)."""
+
+    code = "DEADLINE_EXCEEDED"
+    retryable = True
+
+    def __init__(
+        self, what: str, *, timeout: float | None = None, retry_after: float | None = None
+    ) -> None:
+        deadline = (
+            "request's deadline" if timeout is None else f"request's deadline of {timeout:g} s"
+        )
+        advice = (
+            "ask for less, or allow more time"
+            if retry_after is None
+            else f"retry in {max(0.0, retry_after):.2f} s"
+        )
+        super().__init__(f"The {deadline} passed while {what}; {advice}.")
+        self.timeout = timeout
+        self.retry_after = None if retry_after is None else max(0.0, retry_after)
+
+    def context(self) -> dict[str, Any]:
+        retry_after = None if self.retry_after is None else round(self.retry_after, 3)
+        return {"retryAfter": retry_after}
 
 
 class UpstreamError(GatewayError):

@@ -16,6 +16,7 @@ from graphql import ASTValidationRule, GraphQLError, GraphQLSyntaxError
 from strawberry.extensions import MaskErrors
 
 from gateway.api.context import Context
+from gateway.api.cost import CostModel
 from gateway.errors import GatewayError
 
 logger = logging.getLogger(__name__)
@@ -31,9 +32,12 @@ class OperationPolicy(MaskErrors):
     """What the gateway enforces on every operation, and what clients see of its errors.
 
     - Deadlines: each operation of a WebSocket connection gets a context of its own.
-    - Limits: the document's token count (parser option, as MaxTokensLimiter sets it) and the
-      given validation rules (query depth, aliases), added as AddValidationRules adds them. The
-      rule classes must be made once and passed in: the validation cache is keyed by them.
+    - Limits: the document's token count (parser option, as MaxTokensLimiter sets it), the
+      given validation rules (all of them: they replace Strawberry's default list; see
+      `gateway.api.limits`), and, once the document is valid and the variables known, the
+      operation's cost (`gateway.api.cost`): over the limit, it is refused unrun with
+      QUERY_TOO_COMPLEX. The rule classes must be made once and passed in: the validation
+      cache is keyed by them.
     - Unexpected errors are masked (Strawberry's MaskErrors), each logged with a correlation id
       that the masked error carries too.
     - Errors raised by GraphQL itself get a code, as Apollo Server gives them, so that clients can
@@ -45,16 +49,20 @@ class OperationPolicy(MaskErrors):
     """
 
     def __init__(
-        self, max_tokens: int, validation_rules: Sequence[type[ASTValidationRule]]
+        self,
+        max_tokens: int,
+        validation_rules: Sequence[type[ASTValidationRule]],
+        cost: CostModel | None = None,
     ) -> None:
         super().__init__(should_mask_error=is_unexpected, error_message="Unexpected error.")
         self.max_tokens = max_tokens
         self.validation_rules = tuple(validation_rules)
+        self.cost = cost
 
     def on_operation(self) -> Iterator[None]:
         context = self.execution_context
         context.parse_options["max_tokens"] = self.max_tokens
-        context.validation_rules = context.validation_rules + self.validation_rules
+        context.validation_rules = self.validation_rules
         if isinstance(context.context, Context) and context.context.per_connection:
             # Strawberry makes one context per WebSocket connection: each operation gets its
             # own deadline and loader.
@@ -70,6 +78,15 @@ class OperationPolicy(MaskErrors):
         result = self.execution_context.result
         for error in getattr(result, "errors", None) or ():
             _add_code(error)
+
+    def on_execute(self) -> Iterator[None]:
+        # Here, not in validation: the document is valid (so the walk may trust its types and
+        # fragments) and the variables are known. Raised, Strawberry answers it as it answers
+        # a validation error, for a query and for a subscription alike.
+        context = self.execution_context
+        if self.cost is not None and context.graphql_document is not None:
+            self.cost.check(context.graphql_document, context.operation_name, context.variables)
+        yield
 
     def anonymise_error(self, error: GraphQLError) -> GraphQLError:
         correlation_id = uuid.uuid4().hex

@@ -6,15 +6,13 @@ import logging
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import (
-    MaxAliasesLimiter,
-    ParserCache,
-    QueryDepthLimiter,
-    ValidationCache,
-)
 from strawberry.types import ExecutionContext
 
+from gateway.api.cost import CostModel
+from gateway.api.documents import DocumentCache, Documents
 from gateway.api.extensions import OperationPolicy
+from gateway.api.limits import validation_rules
+from gateway.api.pacing import PacedExecution
 from gateway.api.query import Query
 from gateway.api.subscription import Subscription
 from gateway.settings import GatewaySettings
@@ -36,21 +34,24 @@ class GatewaySchema(strawberry.Schema):
 
 def build_schema(settings: GatewaySettings) -> strawberry.Schema:
     """The schema. Parsing and validation results are cached (a bounded LRU keyed by the query
-    text): on a warm gateway most requests skip both, the costliest steps of a small query."""
-    # The limits' validation rules are made once, here. Each QueryDepthLimiter or
-    # MaxAliasesLimiter makes a new rule class when it is constructed, and the validation cache
-    # is keyed by the document AND the rules: limiters constructed per request (as factories
-    # are) would make every request miss the cache and validate again.
-    limit_rules = [
-        *QueryDepthLimiter(max_depth=settings.max_query_depth).validation_rules,
-        *MaxAliasesLimiter(max_alias_count=settings.max_aliases).validation_rules,
-    ]
-    return GatewaySchema(
+    text): on a warm gateway most requests skip both, the costliest steps of a small query;
+    long documents are parsed and validated off the event loop (`gateway.api.documents`).
+    Every operation is bounded before it runs (`gateway.api.limits`, `gateway.api.cost`) and
+    paced while it runs (`gateway.api.pacing`)."""
+    # The validation rules are made once, here: the validation cache is keyed by the document
+    # AND the rule classes, and rules made per request would make every request miss it.
+    rules = validation_rules(max_depth=settings.max_query_depth, max_aliases=settings.max_aliases)
+    schema = GatewaySchema(
         query=Query,
         subscription=Subscription,
+        execution_context_class=PacedExecution,
         extensions=[
-            lambda: ParserCache(maxsize=1024),
-            lambda: ValidationCache(maxsize=1024),
-            lambda: OperationPolicy(settings.max_tokens, limit_rules),
+            lambda: DocumentCache(documents),
+            lambda: OperationPolicy(settings.max_tokens, rules, cost),
         ],
     )
+    # Both read the schema's types, so they are made after it; the factories above run per
+    # request, later.
+    documents = Documents(schema._schema, max_tokens=settings.max_tokens, rules=rules)
+    cost = CostModel(schema._schema, limit=settings.max_cost, max_ids=settings.max_ids)
+    return schema

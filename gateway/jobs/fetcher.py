@@ -434,9 +434,14 @@ class JobFetcher:
         # doing, so that a slow upstream never reads as "budget problem, retry now".
         stage = fetch.stage
         if stage is _Stage.CALL:
-            return errors.DeadlineExceeded("its upstream call was under way")
+            return errors.DeadlineExceeded(
+                "its upstream call was under way", retry_after=errors.DEFAULT_RETRY_AFTER
+            )
         if stage is _Stage.CLAIM:
-            return errors.DeadlineExceeded("another gateway process was fetching the job")
+            return errors.DeadlineExceeded(
+                "another gateway process was fetching the job",
+                retry_after=errors.DEFAULT_RETRY_AFTER,
+            )
         if stage is _Stage.BACKOFF and fetch.last_error is not None:
             return fetch.last_error
         return errors.BudgetExhausted(retry_after=self._budget.status().next_free_in)

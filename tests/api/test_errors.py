@@ -19,7 +19,7 @@ import httpx
 import json5
 import pytest
 import strawberry
-from graphql import GraphQLSyntaxError, parse, validate
+from graphql import GraphQLSyntaxError, parse, specified_rules, validate
 from graphql import build_schema as build_graphql_schema
 from strawberry.asgi import GraphQL
 
@@ -309,7 +309,8 @@ async def test_query_size_limits(
         "data": None,
         "errors": [
             {
-                "message": "'anonymous' exceeds maximum operation depth of 2",
+                "message": "Expected operations nested at most 2 fields deep, received an "
+                "anonymous operation nested 3 deep.",
                 "locations": location(deep, "key"),
                 "extensions": {"code": "GRAPHQL_VALIDATION_FAILED"},
             }
@@ -319,7 +320,7 @@ async def test_query_size_limits(
         "data": None,
         "errors": [
             {
-                "message": "3 aliases found. Allowed: 2",
+                "message": "Expected at most 2 aliases in one document, received 3.",
                 "extensions": {"code": "GRAPHQL_VALIDATION_FAILED"},
             }
         ],
@@ -910,7 +911,8 @@ async def test_an_unexpected_error_is_masked_and_logged_with_a_correlation_id(
     http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
 ) -> None:
     schema = strawberry.Schema(
-        query=BuggyQuery, extensions=[lambda: OperationPolicy(max_tokens=1000, validation_rules=())]
+        query=BuggyQuery,
+        extensions=[lambda: OperationPolicy(max_tokens=1000, validation_rules=specified_rules)],
     )
     query = "{ broken missing items { value } }"
     with (
