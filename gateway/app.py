@@ -7,17 +7,17 @@ cache, one fetcher) and closes them; each GraphQL request gets its own loader (s
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import signal
+import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass
+from types import FrameType
 
-import httpx
-import redis.asyncio
-import redis.exceptions
 from cross_web import HTTPException
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -34,163 +34,15 @@ from gateway.api.context import Context
 from gateway.api.schema import build_schema
 from gateway.api.views import JobViews
 from gateway.api.websocket import GatewayWebSocketAdapter, TransportWSHandler, close_quietly
-from gateway.credentials import account_credentials
 from gateway.http_errors import BAD_REQUEST, CODE_OF_STATUS, ErrorResponse
-from gateway.jobs.backend import open_redis
-from gateway.jobs.budget import Budget, LocalBudget
-from gateway.jobs.cache import LocalSnapshotCache, SnapshotCache
-from gateway.jobs.claims import RedisFetchClaims
-from gateway.jobs.failover import FailoverBudget, FailoverCache, FailoverClaims
-from gateway.jobs.fetcher import JobFetcher
-from gateway.jobs.redis_budget import RedisBudget
-from gateway.jobs.redis_cache import RedisSnapshotCache
-from gateway.jobs.retry import RetryPolicy
 from gateway.middleware import BodyReadTimeout, BodySizeLimit, BrowserCORS
-from gateway.mps.client import MpsClient
-from gateway.oss import OssPresigner
+from gateway.services import Services
 from gateway.settings import GatewaySettings
-from gateway.upstream import open_upstream_http
 
 logger = logging.getLogger(__name__)
 
 #: Header a client may send to give its request less time than the gateway's default deadline.
 TIMEOUT_HEADER = "x-request-timeout"
-
-
-@dataclass(slots=True)
-class Services:
-    """The parts all requests of one process share, alive from start-up to shutdown.
-
-    Without `redis_url` the budget and the cache live in this process. With it, they are shared
-    by every process using that Redis and prefix, each wrapped in a failover to a local one
-    (`gateway.jobs.failover`): when Redis does not answer, this process serves on its share of
-    the account's limit (`upstream_qps // expected_replicas`) and its own cache until Redis
-    answers again. With Redis, the fetcher also claims each id it fetches
-    (`gateway.jobs.claims`), so that the fleet makes one call per id at a time; while Redis
-    does not answer, it fetches without claims.
-    """
-
-    http: httpx.AsyncClient
-    client: MpsClient
-    budget: Budget
-    cache: SnapshotCache
-    fetcher: JobFetcher
-    #: Signs OSS download URLs with the key the upstream calls use (no I/O).
-    presigner: OssPresigner
-    #: The Redis client behind the shared budget and cache; None when there is none.
-    redis: redis.asyncio.Redis | None = None
-    #: The fleet-wide fetch claims (with Redis only).
-    claims: FailoverClaims | None = None
-
-    @classmethod
-    def build(cls, settings: GatewaySettings) -> Services:
-        # One credential choice for both signers: MPS calls and OSS download URLs.
-        credentials = account_credentials(settings)
-        http = open_upstream_http(settings, credentials)
-        client = MpsClient(http, region=settings.region_id)
-        shared: redis.asyncio.Redis | None = None
-        budget: Budget
-        cache: SnapshotCache
-        claims: FailoverClaims | None = None
-        if settings.redis_url is None:
-            budget = LocalBudget.from_settings(settings)
-            cache = LocalSnapshotCache.from_settings(settings)
-        else:
-            shared = open_redis(
-                settings.redis_url.get_secret_value(), timeout=settings.redis_timeout
-            )
-            budget = _shared_budget(settings, shared)
-            shared_cache = RedisSnapshotCache.from_settings(shared, settings)
-            cache = FailoverCache(shared_cache, LocalSnapshotCache.from_settings(settings))
-            claims = FailoverClaims(RedisFetchClaims.from_settings(shared, shared_cache, settings))
-        fetcher = JobFetcher(
-            client, budget, cache, claims=claims, retry=RetryPolicy.from_settings(settings)
-        )
-        return cls(
-            http=http,
-            client=client,
-            budget=budget,
-            cache=cache,
-            fetcher=fetcher,
-            redis=shared,
-            claims=claims,
-            presigner=OssPresigner(credentials),
-        )
-
-    async def aclose(self) -> None:
-        # The fetcher first: its fetches use the HTTP client and its claim releases use Redis.
-        try:
-            await self.fetcher.aclose()
-            await self.http.aclose()
-        finally:
-            if isinstance(self.budget, FailoverBudget) and isinstance(
-                self.budget.primary, RedisBudget
-            ):
-                # Its pump first: it talks to Redis until stopped.
-                await self.budget.primary.aclose()
-            if self.redis is not None:
-                await self.redis.aclose()
-
-    async def probe_redis(self) -> bool:
-        """Whether Redis answers a PING now (within the Redis timeout); False without Redis.
-
-        An answer also serves as the failovers' probe when one is due: a process that makes no
-        calls (idle behind a load balancer) has nothing else to notice that Redis is back with.
-        """
-        if self.redis is None:
-            return False
-        try:
-            answered = bool(await self.redis.ping())
-        except redis.exceptions.RedisError:
-            return False
-        if answered:
-            for part in (self.budget, self.cache, self.claims):
-                if isinstance(part, FailoverBudget | FailoverCache | FailoverClaims):
-                    part.backend_answered()
-        return answered
-
-    def degraded(self) -> bool:
-        """Whether a shared part is being served locally because Redis did not answer."""
-        return any(
-            isinstance(part, FailoverBudget | FailoverCache | FailoverClaims) and part.degraded
-            for part in (self.budget, self.cache, self.claims)
-        )
-
-
-def _local_share(settings: GatewaySettings) -> GatewaySettings:
-    """`settings` with `upstream_qps` cut to this process's share of the account's limit."""
-    return settings.model_copy(update={"upstream_qps": settings.fallback_qps})
-
-
-def _shared_budget(settings: GatewaySettings, shared: redis.asyncio.Redis) -> FailoverBudget:
-    """The fleet's budget in Redis; while Redis does not answer, this process's share of the
-    limit, so that `expected_replicas` processes that all lost Redis together stay under it."""
-    return FailoverBudget(
-        RedisBudget.from_settings(shared, settings),
-        LocalBudget.from_settings(_local_share(settings)),
-    )
-
-
-def _budget_report(budget: Budget) -> dict[str, object]:
-    report: dict[str, object] = {"shared": False}
-    if isinstance(budget, FailoverBudget):
-        status = budget.status()
-        report = {"shared": not status.degraded, "failover": asdict(status)}
-    return {**report, **asdict(budget.snapshot())}
-
-
-def _cache_report(cache: SnapshotCache) -> dict[str, object]:
-    if isinstance(cache, FailoverCache):
-        status = cache.status()
-        return {"shared": not status.degraded, "failover": asdict(status)}
-    return {"shared": False}
-
-
-def _claims_report(claims: FailoverClaims | None) -> dict[str, object]:
-    if claims is None:
-        return {"shared": False}
-    status = claims.status()
-    return {"shared": not status.degraded, "failover": asdict(status)}
 
 
 def _camel_keys(value: object) -> object:
@@ -295,6 +147,31 @@ class GatewayGraphQL(GraphQL[Context, None]):
         )
 
 
+def _on_sigterm(action: Callable[[], None]) -> Callable[[], None]:
+    """Run `action` on the event loop when the process gets SIGTERM, before the server's own
+    handler (which stops accepting and waits for requests under way); returns what undoes it.
+
+    The server waits for every request before it shuts the app down, so requests waiting for a
+    budget slot would otherwise run to their deadline: `action` answers them at once. Only the
+    main thread can take signals (a server run in a thread, as tests do, gets nothing).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    loop = asyncio.get_running_loop()
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        loop.call_soon_threadsafe(action)
+        if callable(previous):
+            previous(signum, frame)
+
+    def restore() -> None:
+        signal.signal(signal.SIGTERM, previous)
+
+    signal.signal(signal.SIGTERM, handle)
+    return restore
+
+
 class _AppState:
     """Holds the services between lifespan start and end."""
 
@@ -324,7 +201,8 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        state.services = Services.build(settings)
+        state.services = services = Services.build(settings)
+        restore = _on_sigterm(services.begin_shutdown)
         logger.info(
             "Gateway started: upstream %s (%s), budget %d calls/s",
             settings.upstream_kind.value,
@@ -343,7 +221,8 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
         try:
             yield
         finally:
-            services, state.services = state.services, None
+            restore()
+            state.services = None
             await services.aclose()
 
     async def healthz(request: Request) -> Response:
@@ -356,17 +235,17 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
         configured = services.redis is not None
         reachable = await services.probe_redis()
         # Degraded still serves (HTTP 200): each process on its own budget share and cache.
-        degraded = configured and (not reachable or services.degraded())
+        degraded = configured and (not reachable or services.degraded)
+        report = services.report()
+        redis_report = report.pop("redis")
+        assert isinstance(redis_report, dict)
         return JSONResponse(
             _camel_keys(
                 {
                     "status": "degraded" if degraded else "ready",
                     "upstream": settings.upstream_kind.value,
-                    "redis": {"configured": configured, "reachable": reachable},
-                    "budget": _budget_report(services.budget),
-                    "cache": _cache_report(services.cache),
-                    "claims": _claims_report(services.claims),
-                    "fetcher": asdict(services.fetcher.stats()),
+                    "redis": {**redis_report, "reachable": reachable},
+                    **report,
                 }
             )
         )

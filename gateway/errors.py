@@ -4,8 +4,10 @@
     ├── InvalidJobId             INVALID_JOB_ID        a job id the upstream could never accept
     ├── TooManyIds               TOO_MANY_IDS          a jobs(ids) list over the limit
     ├── InvalidArgument          INVALID_ARGUMENT      a field argument outside its documented range
-    ├── JobNotFound              JOB_NOT_FOUND         no such job (most fields return null instead)
     ├── BudgetExhausted          BUDGET_EXHAUSTED      no upstream call slot before the deadline
+    ├── QueryTooComplex          QUERY_TOO_COMPLEX     an operation estimated to cost over the limit
+    ├── DeadlineExceeded         DEADLINE_EXCEEDED     the request's deadline passed mid-answer
+    ├── ShuttingDown             SHUTTING_DOWN         the process is stopping; another will answer
     └── UpstreamError                                  the upstream call failed; carries requestId
         ├── UpstreamThrottled    UPSTREAM_THROTTLED    the cloud said Throttling*
         ├── UpstreamUnavailable  UPSTREAM_UNAVAILABLE  5xx, connection refused or dropped
@@ -83,31 +85,86 @@ class InvalidArgument(GatewayError):
         return {"argument": self.argument}
 
 
-class JobNotFound(GatewayError):
-    code = "JOB_NOT_FOUND"
-
-    def __init__(self, job_id: str) -> None:
-        super().__init__(f"No smart-production job has the id {job_id!r}.")
-        self.job_id = job_id
-
-    def context(self) -> dict[str, Any]:
-        return {"jobId": self.job_id}
+#: Seconds a client is told to wait when nothing better is known: the upstream's window.
+DEFAULT_RETRY_AFTER = 1.0
 
 
 class BudgetExhausted(GatewayError):
     code = "BUDGET_EXHAUSTED"
     retryable = True
 
-    def __init__(self, retry_after: float, operation: str = "QueryIProductionJob") -> None:
+    def __init__(self, retry_after: float) -> None:
+        retry_after = max(0.0, retry_after)
         super().__init__(
-            f"The upstream call budget for {operation} has no free slot before this request's "
-            f"deadline; retry in {retry_after:.2f} s."
+            "The upstream call budget has no free slot before this request's deadline; "
+            f"retry in {retry_after:.2f} s."
         )
         self.retry_after = retry_after
-        self.operation = operation
 
     def context(self) -> dict[str, Any]:
         return {"retryAfter": round(self.retry_after, 3)}
+
+
+class ShuttingDown(GatewayError):
+    """This process is stopping: it grants no more upstream calls. Another process (or this
+    one, restarted) will answer a retry."""
+
+    code = "SHUTTING_DOWN"
+    retryable = True
+
+    def __init__(self, retry_after: float = DEFAULT_RETRY_AFTER) -> None:
+        super().__init__(f"The gateway is shutting down; retry in {retry_after:.2f} s.")
+        self.retry_after = retry_after
+
+    def context(self) -> dict[str, Any]:
+        return {"retryAfter": round(self.retry_after, 3)}
+
+
+class QueryTooComplex(GatewayError):
+    """An operation refused before execution: its estimated cost (see `gateway.api.cost`) is over
+    the gateway's limit."""
+
+    code = "QUERY_TOO_COMPLEX"
+
+    def __init__(self, cost: int, limit: int) -> None:
+        super().__init__(
+            f"Expected an operation costing at most {limit}, received one costing {cost}: ask for "
+            "fewer ids, files or aliased fields, or split the operation."
+        )
+        self.cost = cost
+        self.limit = limit
+
+    def context(self) -> dict[str, Any]:
+        return {"cost": self.cost, "limit": self.limit}
+
+
+class DeadlineExceeded(GatewayError):
+    """The request's deadline (`GATEWAY_REQUEST_DEADLINE`, or less with `x-request-timeout`)
+    passed while its answer was being made: an upstream call under way (its answer will be
+    cached: `retry_after` says when to ask again), another process's call it waited for, or its
+    own execution (`timeout` given: ask for less, or allow more time)."""
+
+    code = "DEADLINE_EXCEEDED"
+    retryable = True
+
+    def __init__(
+        self, what: str, *, timeout: float | None = None, retry_after: float | None = None
+    ) -> None:
+        deadline = (
+            "request's deadline" if timeout is None else f"request's deadline of {timeout:g} s"
+        )
+        advice = (
+            "ask for less, or allow more time"
+            if retry_after is None
+            else f"retry in {max(0.0, retry_after):.2f} s"
+        )
+        super().__init__(f"The {deadline} passed while {what}; {advice}.")
+        self.timeout = timeout
+        self.retry_after = None if retry_after is None else max(0.0, retry_after)
+
+    def context(self) -> dict[str, Any]:
+        retry_after = None if self.retry_after is None else round(self.retry_after, 3)
+        return {"retryAfter": retry_after}
 
 
 class UpstreamError(GatewayError):
@@ -145,7 +202,9 @@ class UpstreamThrottled(UpstreamError):
         self.retry_after = retry_after
 
     def context(self) -> dict[str, Any]:
-        return {**super().context(), "retryAfter": self.retry_after}
+        # Always a hint: the upstream's own when it sent one, else its window.
+        retry_after = DEFAULT_RETRY_AFTER if self.retry_after is None else self.retry_after
+        return {**super().context(), "retryAfter": retry_after}
 
 
 class UpstreamUnavailable(UpstreamError):

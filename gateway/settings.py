@@ -132,6 +132,12 @@ class GatewaySettings(BaseSettings):
     max_query_depth: int = Field(default=12, ge=1, description="Deepest query accepted.")
     max_aliases: int = Field(default=50, ge=1, description="Most aliases in one query.")
     max_tokens: int = Field(default=5_000, ge=1, description="Most tokens in one query document.")
+    max_cost: int = Field(
+        default=100_000,
+        ge=1,
+        description="Most an operation may cost (about one unit per value it resolves; lists "
+        "count their items, see gateway/api/cost.py): more is QUERY_TOO_COMPLEX, unrun.",
+    )
     graphiql: bool = Field(default=True, description="Serve GraphiQL to browsers at /graphql.")
     max_body_bytes: int = Field(
         default=1 << 20, ge=1024, description="Largest HTTP request body accepted (bytes)."

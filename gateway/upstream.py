@@ -7,7 +7,6 @@ import httpx
 from gateway.credentials import Credentials, account_credentials
 from gateway.mps.signing import RpcSignatureV1
 from gateway.settings import GatewaySettings, SimulatorSettings, UpstreamKind
-from gateway.simulator.app import create_simulator_app
 
 
 def open_upstream_http(
@@ -20,6 +19,9 @@ def open_upstream_http(
     timeout = httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout)
     transport: httpx.AsyncBaseTransport | None = None
     if settings.upstream_kind is UpstreamKind.EMBEDDED_SIMULATOR:
+        # Imported only when embedded: a gateway on the cloud never loads the simulator.
+        from gateway.simulator.app import create_simulator_app
+
         transport = httpx.ASGITransport(app=create_simulator_app(SimulatorSettings()))
     credentials = credentials or account_credentials(settings)
     auth = RpcSignatureV1(

@@ -33,6 +33,8 @@ from tests.rawhttp import (
 )
 from tests.servers import SimulatorServer, run_asgi_server
 
+pytestmark = pytest.mark.slow
+
 QUERY = json.dumps({"query": "{ __typename }"}).encode()
 #: Long enough that a connection this test sees closed was closed by the limit under test.
 LONG = 600.0

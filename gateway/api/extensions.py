@@ -14,11 +14,12 @@ from collections.abc import Iterator, Sequence
 
 from graphql import ASTValidationRule, GraphQLError, GraphQLSyntaxError
 from strawberry.exceptions import MissingQueryError
-from strawberry.extensions import MaskErrors, ParserCache
+from strawberry.extensions import MaskErrors
 from strawberry.schema.exceptions import CannotGetOperationTypeError
 from strawberry.types.execution import StreamExecutionResult
 
 from gateway.api.context import Context
+from gateway.api.cost import CostModel
 from gateway.errors import GatewayError
 from gateway.http_errors import BAD_REQUEST
 
@@ -42,9 +43,12 @@ class OperationPolicy(MaskErrors):
     """What the gateway enforces on every operation, and what clients see of its errors.
 
     - Deadlines: each operation of a WebSocket connection gets a context of its own.
-    - Limits: the document's token count (parser option, as MaxTokensLimiter sets it) and the
-      given validation rules (query depth, aliases), added as AddValidationRules adds them. The
-      rule classes must be made once and passed in: the validation cache is keyed by them.
+    - Limits: the document's token count (parser option, as MaxTokensLimiter sets it), the
+      given validation rules (all of them: they replace Strawberry's default list; see
+      `gateway.api.limits`), and, once the document is valid and the variables known, the
+      operation's cost (`gateway.api.cost`): over the limit, it is refused unrun with
+      QUERY_TOO_COMPLEX. The rule classes must be made once and passed in: the validation
+      cache is keyed by them.
     - Unexpected errors are masked (Strawberry's MaskErrors), each logged with a correlation id
       that the masked error carries too.
     - Errors raised by GraphQL itself get a code, as Apollo Server gives them, so that clients can
@@ -56,21 +60,33 @@ class OperationPolicy(MaskErrors):
     """
 
     def __init__(
-        self, max_tokens: int, validation_rules: Sequence[type[ASTValidationRule]]
+        self,
+        max_tokens: int,
+        validation_rules: Sequence[type[ASTValidationRule]],
+        cost: CostModel | None = None,
     ) -> None:
         super().__init__(should_mask_error=is_unexpected, error_message="Unexpected error.")
         self.max_tokens = max_tokens
         self.validation_rules = tuple(validation_rules)
+        self.cost = cost
 
     def on_operation(self) -> Iterator[None]:
         context = self.execution_context
         context.parse_options["max_tokens"] = self.max_tokens
-        context.validation_rules = context.validation_rules + self.validation_rules
+        context.validation_rules = self.validation_rules
         if isinstance(context.context, Context) and context.context.per_connection:
             # Strawberry makes one context per WebSocket connection: each operation gets its
             # own deadline and loader.
             context.context = context.context.for_operation()
-        yield from super().on_operation()
+        try:
+            yield from super().on_operation()
+        except GraphQLError as raised:
+            # A syntax error raised by the parse hook (`DocumentCache`, the token limit
+            # included) leaves the operation as an exception, before any result exists; the
+            # schema makes this same error object the result's only error (`execute`, and
+            # `GatewaySchema.stream`).
+            _add_code(raised)
+            raise
         _add_codes(self.execution_context.result)
 
     def on_stream_result(self, result: StreamExecutionResult) -> Iterator[None]:
@@ -79,6 +95,15 @@ class OperationPolicy(MaskErrors):
         # INTERNAL_ERROR whatever it had.
         _add_codes(result)
         yield from super().on_stream_result(result)
+
+    def on_execute(self) -> Iterator[None]:
+        # Here, not in validation: the document is valid (so the walk may trust its types and
+        # fragments) and the variables are known. Raised, Strawberry answers it as it answers
+        # a validation error, for a query and for a subscription alike.
+        context = self.execution_context
+        if self.cost is not None and context.graphql_document is not None:
+            self.cost.check(context.graphql_document, context.operation_name, context.variables)
+        yield
 
     def anonymise_error(self, error: GraphQLError) -> GraphQLError:
         correlation_id = uuid.uuid4().hex
@@ -91,27 +116,6 @@ class OperationPolicy(MaskErrors):
         masked = super().anonymise_error(error)
         masked.extensions = {"code": "INTERNAL_ERROR", "correlationId": correlation_id}
         return masked
-
-
-class SyntaxErrorsAsResults(ParserCache):
-    """Strawberry's ParserCache, except that a document that does not parse (the token limit
-    included) is left to Strawberry's own parse step, which makes the syntax error the
-    operation's result on every transport.
-
-    ParserCache raises it from its hook instead, where `Schema.stream` (WebSocket operations)
-    does not catch it: such an operation ended in a bare `complete` and a logged traceback. A
-    failing document is parsed twice, which the token limit keeps cheap.
-    """
-
-    def on_parse(self) -> Iterator[None]:
-        context = self.execution_context
-        try:
-            context.graphql_document = self.cached_parse_document(
-                context.query, **context.parse_options
-            )
-        except GraphQLError:
-            context.graphql_document = None
-        yield
 
 
 def _add_codes(result: object) -> None:

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
+from typing import Any
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import MaxAliasesLimiter, QueryDepthLimiter, ValidationCache
+from strawberry.schema.schema import StreamResult
 from strawberry.types import ExecutionContext
+from strawberry.types.execution import PreExecutionError
+from strawberry.types.graphql import OperationType
 
-from gateway.api.extensions import OperationPolicy, SyntaxErrorsAsResults
+from gateway.api.cost import CostModel
+from gateway.api.documents import DocumentCache, Documents
+from gateway.api.extensions import OperationPolicy
+from gateway.api.limits import validation_rules
+from gateway.api.pacing import PacedExecution
 from gateway.api.query import Query
 from gateway.api.subscription import Subscription
 from gateway.settings import GatewaySettings
@@ -28,24 +36,70 @@ class GatewaySchema(strawberry.Schema):
         for error in errors:
             logger.debug("GraphQL error at %s: %s", error.path, error.message)
 
+    async def stream(
+        self,
+        query: str | None,
+        variable_values: dict[str, Any] | None = None,
+        context_value: Any | None = None,
+        root_value: Any | None = None,
+        operation_name: str | None = None,
+        operation_extensions: dict[str, Any] | None = None,
+        allowed_operation_types: Iterable[OperationType] | None = None,
+    ) -> StreamResult:
+        """Strawberry's `stream` (what WebSocket operations run), answering a document that
+        does not parse with a result, as `execute` does.
+
+        A parse hook (`DocumentCache`) raises the syntax error, the token limit's included;
+        `execute` makes it the result's error, `stream` let it escape: the operation ended in a
+        bare `complete` and an ERROR traceback. `OperationPolicy` has given it its code.
+        """
+        results = await super().stream(
+            query,
+            variable_values,
+            context_value,
+            root_value,
+            operation_name,
+            operation_extensions,
+            allowed_operation_types,
+        )
+        return _syntax_error_as_result(results)
+
+
+async def _syntax_error_as_result(results: StreamResult) -> StreamResult:
+    try:
+        first = await anext(results)
+    except StopAsyncIteration:
+        return
+    except GraphQLError as error:
+        # Nothing else escapes before the first result: Strawberry turns every later failure,
+        # and every failure of validation or execution hooks, into a result of its own.
+        yield PreExecutionError(data=None, errors=[error])
+        return
+    yield first
+    async for result in results:
+        yield result
+
 
 def build_schema(settings: GatewaySettings) -> strawberry.Schema:
     """The schema. Parsing and validation results are cached (a bounded LRU keyed by the query
-    text): on a warm gateway most requests skip both, the costliest steps of a small query."""
-    # The limits' validation rules are made once, here. Each QueryDepthLimiter or
-    # MaxAliasesLimiter makes a new rule class when it is constructed, and the validation cache
-    # is keyed by the document AND the rules: limiters constructed per request (as factories
-    # are) would make every request miss the cache and validate again.
-    limit_rules = [
-        *QueryDepthLimiter(max_depth=settings.max_query_depth).validation_rules,
-        *MaxAliasesLimiter(max_alias_count=settings.max_aliases).validation_rules,
-    ]
-    return GatewaySchema(
+    text): on a warm gateway most requests skip both, the costliest steps of a small query;
+    long documents are parsed and validated off the event loop (`gateway.api.documents`).
+    Every operation is bounded before it runs (`gateway.api.limits`, `gateway.api.cost`) and
+    paced while it runs (`gateway.api.pacing`)."""
+    # The validation rules are made once, here: the validation cache is keyed by the document
+    # AND the rule classes, and rules made per request would make every request miss it.
+    rules = validation_rules(max_depth=settings.max_query_depth, max_aliases=settings.max_aliases)
+    schema = GatewaySchema(
         query=Query,
         subscription=Subscription,
+        execution_context_class=PacedExecution,
         extensions=[
-            lambda: SyntaxErrorsAsResults(maxsize=1024),
-            lambda: ValidationCache(maxsize=1024),
-            lambda: OperationPolicy(settings.max_tokens, limit_rules),
+            lambda: DocumentCache(documents),
+            lambda: OperationPolicy(settings.max_tokens, rules, cost),
         ],
     )
+    # Both read the schema's types, so they are made after it; the factories above run per
+    # request, later.
+    documents = Documents(schema._schema, max_tokens=settings.max_tokens, rules=rules)
+    cost = CostModel(schema._schema, limit=settings.max_cost, max_ids=settings.max_ids)
+    return schema

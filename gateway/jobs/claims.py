@@ -59,10 +59,10 @@ from typing import Final, Protocol, TypeAlias
 
 import redis.asyncio
 
-from gateway.jobs.backend import REDIS_UNAVAILABLE, redis_unavailable
 from gateway.jobs.cache import CacheEntry
 from gateway.jobs.redis_cache import RedisSnapshotCache
 from gateway.settings import GatewaySettings
+from gateway.shared.backend import REDIS_UNAVAILABLE, redis_unavailable
 
 __all__ = [
     "CLAIM",

@@ -26,12 +26,13 @@ snapshot key and takes the claim atomically, finds the fresh answer, and serves 
 claims, such a fetch would call the upstream once more for that id.
 
 Deadlines, cancellation and coalescing. Every `get_many` call has its own deadline and stops
-waiting at it: an id still pending then is a `BudgetExhausted` with a retry hint, whatever the
-fetch behind it is doing. A fetch is shared by all its waiters; when the last one leaves (timed
-out, or cancelled because its request went away), the fetch is cancelled if it is still waiting
-(for a budget slot, or between retries), so an abandoned fetch never spends budget. A fetch
-whose call is under way is left to finish: the call is paid for, and its answer goes to the
-cache.
+waiting at it. An id still pending then gets what the fetch behind it was doing: waiting for a
+budget slot, `BudgetExhausted` with when the budget could next serve; its call (or another
+process's) under way, `DeadlineExceeded`; waiting to retry, the last call's error. A fetch is
+shared by all its waiters; when the last one leaves (timed out, or cancelled because its
+request went away), the fetch is cancelled if it is still waiting (for a budget slot, or
+between retries), so an abandoned fetch never spends budget. A fetch whose call is under way is
+left to finish: the call is paid for, and its answer goes to the cache.
 
 The budget is asked with the latest deadline of the fetch's waiters when it asks. A waiter
 that joins later with a later deadline raises the fetch's deadline; if the budget then gives up
@@ -66,6 +67,7 @@ with its traceback; the API layer masks it). `get_many` raises only when it is c
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import math
 import random
@@ -75,13 +77,13 @@ from dataclasses import dataclass
 from typing import Protocol, TypeAlias
 
 from gateway import errors
-from gateway.jobs.backend import BackendUnavailable
-from gateway.jobs.budget import Budget
+from gateway.budget.protocol import Budget
 from gateway.jobs.cache import CacheEntry, SnapshotCache
 from gateway.jobs.claims import NO_LEASE, ClaimOutcome, FetchClaims, Held, Lease
 from gateway.jobs.ids import validate_job_id
 from gateway.jobs.model import Job
 from gateway.jobs.retry import RetryPolicy
+from gateway.shared.backend import BackendUnavailable
 
 __all__ = ["FetchResult", "FetcherStats", "JobFetcher", "JobSource", "RetryPolicy"]
 
@@ -149,10 +151,33 @@ class _Counters:
     answered_elsewhere: int = 0
 
 
+class _Stage(enum.Enum):
+    """What a fetch is doing, which says what its waiters get if their deadline comes first."""
+
+    #: Waiting for a budget slot: BudgetExhausted, with when the budget could next serve.
+    BUDGET = "budget"
+    #: Its upstream call is under way: DeadlineExceeded (the answer will be cached).
+    CALL = "call"
+    #: Waiting for another process's call (a claim held elsewhere): DeadlineExceeded.
+    CLAIM = "claim"
+    #: Waiting to retry after a failed call: that call's error.
+    BACKOFF = "backoff"
+
+
 class _Fetch:
     """One fetch of one id, shared by every request waiting for that id."""
 
-    __slots__ = ("cancellable", "deadline", "future", "job_id", "key", "task", "waiters")
+    __slots__ = (
+        "cancellable",
+        "deadline",
+        "future",
+        "job_id",
+        "key",
+        "last_error",
+        "stage",
+        "task",
+        "waiters",
+    )
 
     def __init__(
         self,
@@ -172,6 +197,9 @@ class _Fetch:
         #: True while the fetch only waits (budget, backoff) and may be dropped.
         self.cancellable = True
         self.task: asyncio.Task[None] | None = None
+        self.stage = _Stage.BUDGET
+        #: The error of the last failed call, while waiting to retry.
+        self.last_error: errors.GatewayError | None = None
 
 
 class JobFetcher:
@@ -230,16 +258,20 @@ class JobFetcher:
             in_flight=len(self._in_flight),
         )
 
-    async def aclose(self, *, grace: float = 2.0) -> None:
-        """Stops the fetches under way (at shutdown: nobody will read their answers) and lets
-        pending claim releases finish, for at most `grace` seconds, so that other processes
-        need not wait out this process's leases."""
+    async def aclose(self, *, grace: float = 1.0) -> None:
+        """Stops the fetches under way (at shutdown: their waiters get `ShuttingDown`), then
+        lets the claim releases finish, those the stopped fetches started included, for at
+        most `grace` seconds in all, so that other processes need not wait out this process's
+        leases."""
+        give_up = self._clock() + grace
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
-        pending: list[asyncio.Future[None]] = [*tasks, *self._releases]
-        if pending:
-            await asyncio.wait(pending, timeout=grace)
+        # The fetches first: a cancelled fetch starts its claim's release in its `finally`.
+        if tasks:
+            await asyncio.wait(tasks, timeout=max(0.0, give_up - self._clock()))
+        if self._releases:
+            await asyncio.wait(list(self._releases), timeout=max(0.0, give_up - self._clock()))
 
     def peek_finished(self, job_id: str) -> Job | None:
         """A fresh final snapshot of `job_id` from this process's memory, else None: no I/O,
@@ -393,15 +425,26 @@ class JobFetcher:
 
     def _outcome(self, fetch: _Fetch) -> FetchResult:
         future = fetch.future
-        if future.done() and not future.cancelled():
-            return future.result()
-        if not future.done():
-            self._leave(fetch)
-            self._counts.timeouts += 1
-        # Deadline reached (or the fetch was cancelled from outside, at shutdown): tell the
-        # client when the budget could next serve a newcomer.
-        retry_after = self._budget.snapshot().next_free_in
-        return errors.BudgetExhausted(retry_after=retry_after)
+        if future.done():
+            # Cancelled from outside: the process is stopping.
+            return errors.ShuttingDown() if future.cancelled() else future.result()
+        self._leave(fetch)
+        self._counts.timeouts += 1
+        # The deadline came first; what the client is told depends on what the fetch was
+        # doing, so that a slow upstream never reads as "budget problem, retry now".
+        stage = fetch.stage
+        if stage is _Stage.CALL:
+            return errors.DeadlineExceeded(
+                "its upstream call was under way", retry_after=errors.DEFAULT_RETRY_AFTER
+            )
+        if stage is _Stage.CLAIM:
+            return errors.DeadlineExceeded(
+                "another gateway process was fetching the job",
+                retry_after=errors.DEFAULT_RETRY_AFTER,
+            )
+        if stage is _Stage.BACKOFF and fetch.last_error is not None:
+            return fetch.last_error
+        return errors.BudgetExhausted(retry_after=self._budget.status().next_free_in)
 
     # --- per fetch --------------------------------------------------------------------------
 
@@ -454,8 +497,8 @@ class JobFetcher:
         while True:
             try:
                 job = await self._call(fetch)
-            except errors.BudgetExhausted:
-                raise  # no slot before the deadline: retrying cannot help
+            except (errors.BudgetExhausted, errors.ShuttingDown):
+                raise  # no slot before the deadline, or none at all: retrying cannot help
             except errors.GatewayError as exc:
                 if not self._retry.should_retry(exc, attempt):
                     raise
@@ -463,6 +506,8 @@ class JobFetcher:
                 if self._clock() + delay >= fetch.deadline:
                     raise  # a retry could not end before the deadline: the last error stands
                 fetch.cancellable = True
+                fetch.stage = _Stage.BACKOFF
+                fetch.last_error = exc
                 if fetch.waiters <= 0:
                     # Everyone left while the call was under way: a retry would spend budget
                     # for nobody. The last error stands (and is not cached).
@@ -474,6 +519,7 @@ class JobFetcher:
                     "Job %s: %s, retry %s in %.3f s", fetch.job_id, exc.code, attempt, delay
                 )
                 await self._sleep(delay)
+                fetch.stage = _Stage.BUDGET
                 continue
             try:
                 await self._cache.put(fetch.job_id, job)
@@ -498,8 +544,14 @@ class JobFetcher:
             remaining = fetch.deadline - self._clock()
             if remaining <= 0:
                 # The holder's answer did not come in time; the waiters have left by now.
-                raise errors.BudgetExhausted(retry_after=outcome.retry_in)
-            await self._sleep(min(outcome.retry_in, remaining))
+                raise errors.DeadlineExceeded(
+                    "another gateway process was fetching the job", retry_after=outcome.retry_in
+                )
+            fetch.stage = _Stage.CLAIM
+            try:
+                await self._sleep(min(outcome.retry_in, remaining))
+            finally:
+                fetch.stage = _Stage.BUDGET
 
     async def _claim_once(self, claims: FetchClaims, job_id: str, attempt: int) -> ClaimOutcome:
         """One claim attempt. It runs to its end even if this fetch is cancelled meanwhile, so
@@ -558,6 +610,7 @@ class JobFetcher:
                     # From here the call is paid for: the fetch finishes even if nobody
                     # waits any more, and its answer goes to the cache.
                     fetch.cancellable = False
+                    fetch.stage = _Stage.CALL
                     self._counts.upstream_calls += 1
                     return await self._source.query_job(fetch.job_id)
             except errors.UpstreamThrottled:

@@ -47,11 +47,11 @@ from typing import Final
 
 import redis.asyncio
 
-from gateway.jobs.backend import REDIS_UNAVAILABLE, redis_unavailable
 from gateway.jobs.cache import CacheEntry, CacheTtls
 from gateway.jobs.model import Job
 from gateway.mps.decode import decode_job
 from gateway.settings import GatewaySettings
+from gateway.shared.backend import REDIS_UNAVAILABLE, redis_unavailable
 
 __all__ = ["FORMAT_VERSION", "RedisSnapshotCache"]
 

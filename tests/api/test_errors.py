@@ -19,7 +19,7 @@ import httpx
 import json5
 import pytest
 import strawberry
-from graphql import GraphQLSyntaxError, parse, validate
+from graphql import GraphQLSyntaxError, parse, specified_rules, validate
 from graphql import build_schema as build_graphql_schema
 from strawberry.asgi import GraphQL
 
@@ -45,7 +45,7 @@ JOB_IDS = "query Jobs($ids: [ID!]!) { jobs(ids: $ids) { id } }"
 #: The form of an upstream RequestId (the simulator's, like the cloud's: an upper-case UUID).
 REQUEST_ID = re.compile(r"[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12}")
 BUDGET_MESSAGE = re.compile(
-    rf"The upstream call budget for {QUERY_ACTION} has no free slot before this request's "
+    r"The upstream call budget has no free slot before this request's "
     r"deadline; retry in (?P<seconds>\d+\.\d\d) s\."
 )
 
@@ -309,7 +309,8 @@ async def test_query_size_limits(
         "data": None,
         "errors": [
             {
-                "message": "'anonymous' exceeds maximum operation depth of 2",
+                "message": "Expected operations nested at most 2 fields deep, received an "
+                "anonymous operation nested 3 deep.",
                 "locations": location(deep, "key"),
                 "extensions": {"code": "GRAPHQL_VALIDATION_FAILED"},
             }
@@ -319,7 +320,7 @@ async def test_query_size_limits(
         "data": None,
         "errors": [
             {
-                "message": "3 aliases found. Allowed: 2",
+                "message": "Expected at most 2 aliases in one document, received 3.",
                 "extensions": {"code": "GRAPHQL_VALIDATION_FAILED"},
             }
         ],
@@ -352,6 +353,8 @@ def upstream_error(
             "upstreamCode": code,
             "requestId": request_id,
             "httpStatus": status,
+            # A throttle always says when to retry: the upstream's window, unless it said.
+            **({"retryAfter": 1.0} if code.startswith("Throttling") else {}),
         },
     }
 
@@ -897,7 +900,7 @@ class BuggyQuery:
 
     @strawberry.field
     def missing(self) -> str | None:
-        raise errors.JobNotFound("0123")
+        raise errors.InvalidJobId("0123", "a test reason")
 
     @strawberry.field
     def items(self) -> list[Item | None]:
@@ -908,7 +911,8 @@ async def test_an_unexpected_error_is_masked_and_logged_with_a_correlation_id(
     http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
 ) -> None:
     schema = strawberry.Schema(
-        query=BuggyQuery, extensions=[lambda: OperationPolicy(max_tokens=1000, validation_rules=())]
+        query=BuggyQuery,
+        extensions=[lambda: OperationPolicy(max_tokens=1000, validation_rules=specified_rules)],
     )
     query = "{ broken missing items { value } }"
     with (
@@ -938,10 +942,10 @@ async def test_an_unexpected_error_is_masked_and_logged_with_a_correlation_id(
                 "extensions": {"code": "INTERNAL_ERROR", "correlationId": correlation_ids[1]},
             },
             {
-                "message": errors.JobNotFound("0123").message,
+                "message": errors.InvalidJobId("0123", "a test reason").message,
                 "locations": location(query, "missing"),
                 "path": ["missing"],
-                "extensions": {"code": "JOB_NOT_FOUND", "jobId": "0123"},
+                "extensions": {"code": "INVALID_JOB_ID", "jobId": "0123"},
             },
         ],
     }

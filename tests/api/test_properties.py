@@ -20,6 +20,8 @@ from tests.api.conftest import GatewayServer
 from tests.logs import CLIENT_LOGGERS
 from tests.rawhttp import PATIENCE
 
+pytestmark = pytest.mark.slow
+
 PROPERTIES = settings(
     max_examples=200,
     deadline=None,

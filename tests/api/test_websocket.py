@@ -216,6 +216,22 @@ async def test_a_syntax_error_is_an_error_message_and_the_socket_stays(
     assert warnings_and_errors(caplog) == []
 
 
+async def test_a_long_document_that_does_not_parse_is_an_error_message(
+    gateway: GatewayServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Long documents are parsed in a worker thread (gateway.api.documents): the same answer.
+    query = "{ " + "__typename " * 600
+    async with socket_to(gateway) as socket:
+        failed = await operation(socket, {"query": query})
+    [message] = failed
+    assert message["type"] == "error"
+    assert [error["extensions"] for error in message["payload"]] == [
+        {"code": "GRAPHQL_PARSE_FAILED"}
+    ]
+    assert message["payload"][0]["message"] == "Syntax Error: Expected Name, found <EOF>."
+    assert warnings_and_errors(caplog) == []
+
+
 async def test_a_query_over_the_token_limit_is_an_error_message(
     start_gateway: StartGateway, caplog: pytest.LogCaptureFixture
 ) -> None:

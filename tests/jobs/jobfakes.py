@@ -12,7 +12,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-from gateway.jobs.budget import LocalBudget
+from gateway.budget import LocalBudget
 from gateway.jobs.cache import CacheEntry, LocalSnapshotCache
 from gateway.jobs.claims import ClaimOutcome, FetchClaims, Held
 from gateway.jobs.fetcher import FetchResult, JobFetcher

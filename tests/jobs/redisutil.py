@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import redis.asyncio
 
-from gateway.jobs.backend import open_redis
+from gateway.shared.backend import open_redis
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 START_REDIS = "redis-server --daemonize yes --port 6379 --save '' --appendonly no"

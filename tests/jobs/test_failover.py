@@ -1,5 +1,5 @@
-"""FailoverBudget and FailoverCache: on plain fakes with a hand-moved clock, then on a real
-redis-server that the test stops and starts again."""
+"""FailoverCache and FailoverClaims, and the switch they follow: on plain fakes with a
+hand-moved clock, then on a real redis-server that the test stops and starts again."""
 
 from __future__ import annotations
 
@@ -9,30 +9,21 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Hashable, Iterator, Sequence
-from contextlib import AbstractAsyncContextManager
-from types import TracebackType
+from collections.abc import AsyncIterator, Iterator, Sequence
 
 import pytest
 import redis.asyncio
 
-from gateway import errors
-from gateway.jobs.backend import BackendUnavailable, open_redis
-from gateway.jobs.budget import BudgetStatus, LocalBudget
 from gateway.jobs.cache import CacheEntry, LocalSnapshotCache
 from gateway.jobs.claims import NO_LEASE, Held, Lease
-from gateway.jobs.failover import (
-    FailoverBudget,
-    FailoverCache,
-    FailoverClaims,
-    FailoverStatus,
-)
+from gateway.jobs.failover import FailoverCache, FailoverClaims
 from gateway.jobs.model import Job
-from gateway.jobs.redis_budget import RedisBudget
 from gateway.jobs.redis_cache import RedisSnapshotCache
 from gateway.mps.decode import decode_job
+from gateway.shared.backend import BackendUnavailable, open_redis
+from gateway.shared.switch import BackendSwitch, SwitchStatus
 
-LOGGER = "gateway.jobs.failover"
+LOGGER = "gateway.shared.switch"
 #: When the test snapshots were fetched: now, so that caches keep them; fixed, so they compare.
 FETCHED_AT = time.time()
 
@@ -51,6 +42,14 @@ class Clock:
         self.slept.append(delay)
         self.now += delay
         await asyncio.sleep(0)
+
+
+LOCAL = "serving from this process"
+SHARED = "serving from Redis"
+
+
+def switch(clock: Clock) -> BackendSwitch:
+    return BackendSwitch(probe_interval=1.0, clock=clock, local_mode=LOCAL, shared_mode=SHARED)
 
 
 def outage() -> BackendUnavailable:
@@ -98,75 +97,6 @@ class FakeCache:
             raise outage()
 
 
-class FakeBudget:
-    """Grants every slot unless `down` (BackendUnavailable) or `full` (BudgetExhausted);
-    records grants and releases; `release_down` makes releases fail."""
-
-    def __init__(self, limit: int) -> None:
-        self._limit = limit
-        self.down = False
-        self.full = False
-        self.release_down = False
-        self.granted = 0
-        self.released = 0
-        self.asked = 0
-        self.throttles = 0
-        self.keys: list[Hashable | None] = []
-        self.gate: asyncio.Event | None = None
-
-    @property
-    def limit(self) -> int:
-        return self._limit
-
-    def slot(
-        self, deadline: float, *, key: Hashable | None = None
-    ) -> AbstractAsyncContextManager[None]:
-        self.keys.append(key)
-        return FakeSlot(self)
-
-    async def throttled(self) -> None:
-        if self.down:
-            raise outage()
-        self.throttles += 1
-
-    def snapshot(self) -> BudgetStatus:
-        return BudgetStatus(
-            limit=self._limit,
-            effective_limit=self._limit,
-            window=1.0,
-            in_flight=self.granted - self.released,
-            recent=0,
-            waiting=0,
-            next_free_in=0.0,
-        )
-
-
-class FakeSlot:
-    def __init__(self, budget: FakeBudget) -> None:
-        self.budget = budget
-
-    async def __aenter__(self) -> None:
-        budget = self.budget
-        budget.asked += 1
-        if budget.gate is not None:
-            await budget.gate.wait()
-        if budget.down:
-            raise outage()
-        if budget.full:
-            raise errors.BudgetExhausted(retry_after=0.5)
-        budget.granted += 1
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self.budget.release_down:
-            raise outage()
-        self.budget.released += 1
-
-
 def warnings_logged(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [
         record.getMessage()
@@ -186,7 +116,7 @@ def clock() -> Clock:
 @pytest.fixture
 def caches(clock: Clock) -> tuple[FakeCache, FakeCache, FailoverCache]:
     primary, fallback = FakeCache(), FakeCache()
-    return primary, fallback, FailoverCache(primary, fallback, probe_interval=1.0, clock=clock)
+    return primary, fallback, FailoverCache(primary, fallback, switch(clock))
 
 
 async def test_a_healthy_primary_serves_alone(
@@ -217,12 +147,10 @@ async def test_the_fallback_serves_at_once_when_the_primary_is_down_and_it_is_sa
     assert primary.calls == ["put a"]  # not asked again within the probe interval
     assert fallback.calls == ["put a", "get a", "get b"]
     assert warnings_logged(caplog) == [
-        "Redis unreachable (ConnectionError: Error 111 connecting to 10.0.0.5:6379), "
-        "caching job snapshots in this process only"
+        f"Redis unreachable (ConnectionError: Error 111 connecting to 10.0.0.5:6379): {LOCAL}"
     ]
-    assert cache.status() == FailoverStatus(
+    assert cache.status() == SwitchStatus(
         degraded=True,
-        serving="fallback",
         degraded_for=clock.now - 100.0,
         failovers=1,
         last_error="ConnectionError: Error 111 connecting to 10.0.0.5:6379",
@@ -257,10 +185,10 @@ async def test_the_primary_is_probed_once_per_interval_and_serves_again_when_it_
 
     assert [message.split(" (")[0] for message in warnings_logged(caplog)] == [
         "Redis unreachable",
-        "Redis reachable again, back on the shared snapshot cache",
+        f"Redis reachable again: {SHARED}",
     ]
     assert cache.status().failovers == 1
-    assert cache.status().serving == "primary"
+    assert not cache.status().degraded
 
 
 async def test_while_a_probe_is_under_way_the_others_use_the_fallback(
@@ -404,7 +332,7 @@ class FakeClaims:
 
 async def test_claims_pass_through_while_the_primary_answers(clock: Clock) -> None:
     primary = FakeClaims()
-    claims = FailoverClaims(primary, probe_interval=1.0, clock=clock)
+    claims = FailoverClaims(primary, switch(clock))
     lease = await claims.claim("a")
     assert not isinstance(lease, CacheEntry | Held)
     await lease.release()
@@ -420,7 +348,7 @@ async def test_without_the_primary_a_fetch_claims_nothing_and_goes_ahead_at_once
     clock: Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
     primary = FakeClaims()
-    claims = FailoverClaims(primary, probe_interval=1.0, clock=clock)
+    claims = FailoverClaims(primary, switch(clock))
     primary.down = True
     assert await claims.claim("a") is NO_LEASE
     assert await claims.claim("b") is NO_LEASE  # not asked: within the probe interval
@@ -435,13 +363,13 @@ async def test_without_the_primary_a_fetch_claims_nothing_and_goes_ahead_at_once
     assert not claims.degraded
     assert [message.split(" (")[0] for message in warnings_logged(caplog)] == [
         "Redis unreachable",
-        "Redis reachable again, claiming fetches fleet-wide",
+        f"Redis reachable again: {SHARED}",
     ]
 
 
 async def test_a_release_that_cannot_reach_the_primary_fails_it_over(clock: Clock) -> None:
     primary = FakeClaims()
-    claims = FailoverClaims(primary, probe_interval=1.0, clock=clock)
+    claims = FailoverClaims(primary, switch(clock))
     lease = await claims.claim("a")
     assert not isinstance(lease, CacheEntry | Held)
     primary.down = True
@@ -453,223 +381,14 @@ async def test_a_release_that_cannot_reach_the_primary_fails_it_over(clock: Cloc
 
 async def test_a_health_check_brings_the_claims_back_too(clock: Clock) -> None:
     primary = FakeClaims()
-    claims = FailoverClaims(primary, probe_interval=1.0, clock=clock)
+    claims = FailoverClaims(primary, switch(clock))
     primary.down = True
     await claims.claim("a")
     primary.down = False
     clock.now += 1.0
-    claims.backend_answered()
+    claims.switch.answered()
     assert not claims.degraded
     assert primary.asked == ["a"]
-
-
-# --- the budget --------------------------------------------------------------------------------
-
-
-SETTLE = 0.5
-
-
-@pytest.fixture
-def budgets(clock: Clock) -> tuple[FakeBudget, FakeBudget, FailoverBudget]:
-    primary, fallback = FakeBudget(100), FakeBudget(25)
-    budget = FailoverBudget(
-        primary, fallback, probe_interval=1.0, settle=SETTLE, clock=clock, sleep=clock.sleep
-    )
-    return primary, fallback, budget
-
-
-async def test_the_budget_falls_back_and_says_its_local_limit_once(
-    budgets: tuple[FakeBudget, FakeBudget, FailoverBudget],
-    clock: Clock,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    primary, fallback, budget = budgets
-    assert budget.limit == 100
-    primary.down = True
-    for _ in range(3):
-        async with budget.slot(clock.now + 5):
-            pass
-    assert (fallback.granted, fallback.released) == (3, 3)
-    assert primary.asked == 1  # no probe within the interval
-    assert clock.slept == [SETTLE]  # only the first waited for the fleet's last window
-    assert budget.degraded
-    assert budget.limit == 25
-    assert budget.snapshot().limit == 25
-    assert warnings_logged(caplog) == [
-        "Redis unreachable (ConnectionError: Error 111 connecting to 10.0.0.5:6379), "
-        "serving on a local budget of 25 calls/s"
-    ]
-
-    primary.down = False
-    clock.now += 1.0
-    async with budget.slot(clock.now + 5):  # the probe
-        pass
-    assert (primary.granted, primary.released) == (1, 1)
-    assert not budget.degraded
-    assert budget.limit == 100
-    assert warnings_logged(caplog)[1:] == [
-        "Redis reachable again, serving on the shared budget of 100 calls/s"
-    ]
-
-
-async def test_a_probe_whose_local_slot_is_refused_is_given_back(
-    budgets: tuple[FakeBudget, FakeBudget, FailoverBudget], clock: Clock
-) -> None:
-    primary, fallback, budget = budgets
-    primary.down = True
-    async with budget.slot(clock.now + 5):  # fails over
-        pass
-    primary.down = False
-    clock.now += 1.0
-    fallback.full = True
-    with pytest.raises(errors.BudgetExhausted):
-        async with budget.slot(clock.now + 5):  # the probe, refused before it asked Redis
-            pass
-    fallback.full = False
-    clock.now += 1.0
-
-    # The next due probe still happens, and brings the process back to Redis.
-    async with budget.slot(clock.now + 5):
-        pass
-    assert not budget.degraded
-    assert primary.granted == 1
-
-
-async def test_settling_in_no_local_slot_before_the_fleet_s_last_window_is_over(
-    budgets: tuple[FakeBudget, FakeBudget, FailoverBudget], clock: Clock
-) -> None:
-    primary, fallback, budget = budgets
-    primary.down = True
-    with pytest.raises(errors.BudgetExhausted) as exhausted:
-        async with budget.slot(clock.now + SETTLE / 2):  # fails over, cannot wait that long
-            pass
-    assert exhausted.value.retry_after == pytest.approx(SETTLE)
-    assert fallback.asked == 0
-    assert budget.degraded
-
-    async with budget.slot(clock.now + 5):
-        pass
-    assert clock.slept == [SETTLE]
-    assert fallback.granted == 1
-
-
-async def test_settling_back_takes_a_slot_on_both_sides_for_a_while(
-    budgets: tuple[FakeBudget, FakeBudget, FailoverBudget], clock: Clock
-) -> None:
-    primary, fallback, budget = budgets
-    primary.down = True
-    async with budget.slot(clock.now + 5):
-        pass
-    primary.down = False
-    clock.now += 1.0
-    back = clock.now
-    async with budget.slot(clock.now + 5):  # the probe: both sides
-        assert (primary.granted, fallback.granted) == (1, 2)
-    clock.now = back + 1.0 + SETTLE - 0.01  # probe interval + settling time, nearly
-    async with budget.slot(clock.now + 5):
-        assert (primary.granted, fallback.granted) == (2, 3)
-    clock.now = back + 1.0 + SETTLE
-    async with budget.slot(clock.now + 5):  # the whole fleet is back: Redis alone
-        assert (primary.granted, fallback.granted) == (3, 3)
-    assert (primary.released, fallback.released) == (3, 3)
-
-
-async def test_a_full_shared_budget_while_settling_back_gives_the_local_slot_back(
-    budgets: tuple[FakeBudget, FakeBudget, FailoverBudget], clock: Clock
-) -> None:
-    primary, fallback, budget = budgets
-    primary.down = True
-    async with budget.slot(clock.now + 5):
-        pass
-    primary.down, primary.full = False, True
-    clock.now += 1.0
-    with pytest.raises(errors.BudgetExhausted):  # a probe answered "full": Redis is back
-        async with budget.slot(clock.now + 5):
-            pass
-    assert not budget.degraded
-    assert (fallback.granted, fallback.released) == (2, 2)
-
-
-async def test_a_slot_is_released_on_the_side_that_granted_it(
-    budgets: tuple[FakeBudget, FakeBudget, FailoverBudget], clock: Clock
-) -> None:
-    primary, fallback, budget = budgets
-    shared_slot = budget.slot(clock.now + 5)
-    await shared_slot.__aenter__()
-    primary.down = True
-    async with budget.slot(clock.now + 5):  # fails over
-        assert budget.degraded
-        primary.down = False
-        clock.now += 1.0
-        async with budget.slot(clock.now + 5):  # the probe: back on the primary (and local)
-            assert not budget.degraded
-    await shared_slot.__aexit__(None, None, None)
-    assert (primary.granted, primary.released) == (2, 2)
-    assert (fallback.granted, fallback.released) == (2, 2)
-
-
-async def test_a_full_shared_budget_is_an_answer_not_an_outage(
-    budgets: tuple[FakeBudget, FakeBudget, FailoverBudget], clock: Clock
-) -> None:
-    primary, fallback, budget = budgets
-    primary.full = True
-    with pytest.raises(errors.BudgetExhausted):
-        async with budget.slot(clock.now + 5):
-            pass
-    assert not budget.degraded
-    assert fallback.asked == 0
-
-
-async def test_a_release_that_cannot_reach_redis_does_not_fail_the_call(
-    budgets: tuple[FakeBudget, FakeBudget, FailoverBudget], clock: Clock
-) -> None:
-    primary, fallback, budget = budgets
-    primary.release_down = True
-    async with budget.slot(clock.now + 5):
-        pass
-    assert budget.degraded
-    assert (primary.granted, primary.released) == (1, 0)  # left to expire in Redis
-    async with budget.slot(clock.now + 5):
-        pass
-    assert fallback.granted == 1
-
-
-async def test_the_body_s_error_passes_through_and_the_slot_is_released(
-    budgets: tuple[FakeBudget, FakeBudget, FailoverBudget], clock: Clock
-) -> None:
-    primary, _, budget = budgets
-    with pytest.raises(errors.UpstreamTimeout):
-        async with budget.slot(clock.now + 5):
-            raise errors.UpstreamTimeout("The upstream did not answer in time.")
-    assert (primary.granted, primary.released) == (1, 1)
-    assert not budget.degraded
-
-
-async def test_keys_and_throttles_go_to_the_side_serving(
-    budgets: tuple[FakeBudget, FakeBudget, FailoverBudget], clock: Clock
-) -> None:
-    primary, fallback, budget = budgets
-    async with budget.slot(clock.now + 5, key="request-1"):
-        await budget.throttled()
-    assert (primary.keys, primary.throttles) == (["request-1"], 1)
-
-    primary.down = True
-    await budget.throttled()  # Redis fails here first: the local budget slows down instead
-    assert budget.degraded
-    async with budget.slot(clock.now + 5, key="request-2"):
-        await budget.throttled()
-    assert (fallback.keys, fallback.throttles) == (["request-2"], 2)
-    assert primary.keys == ["request-1"]
-
-
-async def test_a_slot_cannot_be_entered_twice(
-    budgets: tuple[FakeBudget, FakeBudget, FailoverBudget], clock: Clock
-) -> None:
-    _, _, budget = budgets
-    slot = budget.slot(clock.now + 5)
-    async with slot:
-        with pytest.raises(RuntimeError, match="twice"):
-            await slot.__aenter__()
 
 
 # --- a real Redis that goes away and comes back ------------------------------------------------
@@ -748,17 +467,17 @@ async def test_a_real_redis_that_stops_and_comes_back(
     local = LocalSnapshotCache(
         terminal_ttl=60.0, running_ttl=60.0, not_found_ttl=60.0, max_entries=10
     )
-    cache = FailoverCache(shared, local, probe_interval=0.2)
+    cache = FailoverCache(
+        shared, local, BackendSwitch(probe_interval=0.2, local_mode=LOCAL, shared_mode=SHARED)
+    )
 
     await cache.put("before", job("before", "Analysing"))
     assert await redis_client.exists("test:job:before") == 1
 
     redis_process.stop()
-    started = time.monotonic()
     assert await cache.get("before") is None  # Redis is gone: the local cache never had it
     await cache.put("during", job("during", "Analysing"))
     assert await cache.get("during") == CacheEntry(job("during", "Analysing"))
-    assert time.monotonic() - started < 1.0
     assert cache.degraded
     assert "127.0.0.1:" in (cache.status().last_error or "")
 
@@ -770,71 +489,5 @@ async def test_a_real_redis_that_stops_and_comes_back(
     assert await redis_client.get("test:job:after") == b'{"v":1,"notFound":true}'
     assert [message.split(" (")[0] for message in warnings_logged(caplog)] == [
         "Redis unreachable",
-        "Redis reachable again, back on the shared snapshot cache",
+        f"Redis reachable again: {SHARED}",
     ]
-
-
-async def test_a_real_redis_budget_that_stops_and_comes_back(
-    redis_process: RedisProcess,
-    redis_client: redis.asyncio.Redis,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    shared = RedisBudget(
-        redis_client,
-        operation="TestOperation",
-        limit=5,
-        window=1.0,
-        max_in_flight=5,
-        lease=3.0,
-        prefix="test",
-    )
-    budget = FailoverBudget(shared, LocalBudget(2, 1.0), probe_interval=0.2, settle=0.1)
-    in_flight_key = shared.keys[0]
-    try:
-        async with budget.slot(time.monotonic() + 2):
-            assert await redis_client.zcard(in_flight_key) == 1  # the slot is held in Redis
-
-        redis_process.stop()
-        started = time.monotonic()
-        async with budget.slot(time.monotonic() + 2):
-            assert budget.degraded
-            assert budget.limit == 2
-        assert time.monotonic() - started < 1.0
-
-        redis_process.start()
-        await asyncio.sleep(0.25)
-        async with budget.slot(time.monotonic() + 2):
-            assert not budget.degraded
-            assert await redis_client.zcard(in_flight_key) == 1
-    finally:
-        await shared.aclose()
-    assert [message.split(" (")[0] for message in warnings_logged(caplog)] == [
-        "Redis unreachable",
-        "Redis reachable again, serving on the shared budget of 5 calls/s",
-    ]
-
-
-async def test_a_health_check_stands_in_for_a_probe_when_one_is_due(
-    caches: tuple[FakeCache, FakeCache, FailoverCache],
-    budgets: tuple[FakeBudget, FakeBudget, FailoverBudget],
-    clock: Clock,
-) -> None:
-    primary, _, cache = caches
-    shared, _, budget = budgets
-    primary.down = shared.down = True
-    await cache.get("a")
-    async with budget.slot(clock.now + 5):
-        pass
-    primary.down = shared.down = False
-
-    cache.backend_answered()  # within the probe interval: not yet
-    budget.backend_answered()
-    assert cache.degraded
-    assert budget.degraded
-    clock.now += 1.0
-    cache.backend_answered()  # an idle process learns that Redis is back without a call
-    budget.backend_answered()
-    assert not cache.degraded
-    assert not budget.degraded
-    assert primary.calls == ["get a"]
-    assert shared.asked == 1

@@ -12,14 +12,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway import errors
-from gateway.jobs.backend import BackendUnavailable
 from gateway.jobs.cache import CacheEntry
 from gateway.jobs.fetcher import FetchResult
 from gateway.jobs.model import Job, JobState
 from gateway.jobs.retry import RetryPolicy
+from gateway.shared.backend import BackendUnavailable
+from tests.budget.test_budget import max_arrivals_in_any_window
 
 from .jobfakes import ManualClock, Rig, make_job, settle
-from .test_budget import max_arrivals_in_any_window
 
 
 async def test_serves_jobs_and_not_found_in_order() -> None:
@@ -110,7 +110,7 @@ async def test_throttled_call_is_retried_through_the_budget() -> None:
     assert await task == [job]
     assert rig.source.calls == ["a", "a"]
     # Both calls took a budget slot, and both slots are still held.
-    assert rig.budget.snapshot().recent == 2
+    assert rig.budget.status().held == 2
     stats = rig.fetcher.stats()
     assert (stats.upstream_calls, stats.retries, stats.failures) == (2, 1, 0)
 
@@ -218,12 +218,12 @@ async def test_a_throttled_call_slows_the_budget_down() -> None:
     task = rig.start(["a", "b"])
     await settle()
     # Two throttles of one burst: one decrease.
-    status = rig.budget.snapshot()
+    status = rig.budget.status()
     assert (status.limit, status.effective_limit) == (100, 50)
     await rig.clock.advance(1.0)
     assert await task == [job, None]
     assert rig.source.calls == ["a", "b", "a", "b"]
-    assert rig.budget.snapshot().effective_limit == 55  # recovering, 5 calls per second
+    assert rig.budget.status().effective_limit == 55  # recovering, 5 calls per second
 
 
 async def test_shed_at_once_when_the_budget_cannot_make_the_deadline() -> None:
@@ -245,12 +245,12 @@ async def test_budget_wait_ends_at_the_deadline_without_a_call() -> None:
     holder = await rig.hold_budget(gate)
     task = rig.start(["a"], seconds=2.0)
     await settle()
-    assert rig.budget.snapshot().waiting == 1
+    assert rig.budget.status().waiting == 1
 
     await rig.clock.advance(2.0)
     (result,) = await task
     assert isinstance(result, errors.BudgetExhausted)
-    assert rig.budget.snapshot().waiting == 0
+    assert rig.budget.status().waiting == 0
 
     gate.set()
     await holder
@@ -272,7 +272,7 @@ async def test_fetch_abandoned_by_its_last_waiter_consumes_no_budget() -> None:
     (result,) = await hasty
     assert isinstance(result, errors.BudgetExhausted)
     # Nobody waits for "a" any more: the fetch left the budget queue instead of waiting on.
-    assert rig.budget.snapshot().waiting == 0
+    assert rig.budget.status().waiting == 0
     stats = rig.fetcher.stats()
     assert (stats.abandoned, stats.timeouts, stats.in_flight) == (1, 1, 0)
     gate.set()
@@ -308,11 +308,11 @@ async def test_fetch_waiting_for_max_in_flight_ends_at_the_deadline_without_a_ca
     task = rig.start(["a"], seconds=2.0)
     await settle()
     # The budget is far from its limit: only the process's one call in flight holds "a" back.
-    assert rig.budget.snapshot().waiting == 1
+    assert rig.budget.status().waiting == 1
     await rig.clock.advance(2.0)
     (result,) = await task
     assert isinstance(result, errors.BudgetExhausted)
-    assert rig.budget.snapshot().waiting == 0
+    assert rig.budget.status().waiting == 0
     rig.source.gate.set()
     assert await slow == [make_job("slow")]
     await rig.clock.advance(5.0)
@@ -326,11 +326,11 @@ async def test_cancelled_request_leaves_its_fetch_and_the_budget_queue() -> None
     holder = await rig.hold_budget(gate)
     task = rig.start(["a", "b"])
     await settle()
-    assert rig.budget.snapshot().waiting == 2
+    assert rig.budget.status().waiting == 2
     task.cancel()
     await settle()
     assert task.cancelled()
-    assert rig.budget.snapshot().waiting == 0
+    assert rig.budget.status().waiting == 0
     stats = rig.fetcher.stats()
     assert (stats.abandoned, stats.in_flight) == (2, 0)
     gate.set()
@@ -474,7 +474,7 @@ async def test_an_id_another_process_fetches_waits_for_its_answer_and_calls_noth
     assert await task == [answer, make_job("b")]
     assert rig.source.calls == ["b"]
     assert "put a" not in rig.log  # in the shared cache already
-    assert rig.budget.snapshot().recent == 1  # b's slot only
+    assert rig.budget.status().held == 1  # b's slot only
     stats = rig.fetcher.stats()
     assert (stats.claim_waits, stats.answered_elsewhere, stats.upstream_calls) == (1, 1, 1)
 
@@ -504,7 +504,7 @@ async def test_a_fetch_dropped_while_another_process_fetches_costs_nothing() -> 
     await rig.clock.advance(1.0)
     assert rig.claims.attempts["a"] == attempts  # stopped polling with its last waiter
     assert rig.source.calls == []
-    assert rig.budget.snapshot().recent == 0
+    assert rig.budget.status().held == 0
     stats = rig.fetcher.stats()
     assert (stats.abandoned, stats.in_flight) == (1, 0)
 
@@ -664,7 +664,7 @@ def test_random_traffic_keeps_every_promise(
     assert rig.source.max_active <= 3
     # Nothing left behind.
     assert rig.fetcher.stats().in_flight == 0
-    status = rig.budget.snapshot()
+    status = rig.budget.status()
     assert (status.in_flight, status.waiting) == (0, 0)
 
 
@@ -679,5 +679,5 @@ async def test_aclose_stops_the_fetches_under_way() -> None:
     await rig.fetcher.aclose(grace=1.0)
 
     (result,) = await task
-    assert isinstance(result, errors.BudgetExhausted)  # its waiter is told, not left hanging
+    assert isinstance(result, errors.ShuttingDown)  # its waiter is told, not left hanging
     assert rig.fetcher.stats().in_flight == 0

@@ -136,11 +136,11 @@ async def test_a_request_that_goes_away_stops_its_batch() -> None:
     loader = JobLoader(fetcher, rig.deadline())
     loads = asyncio.gather(loader.load("a"), loader.load("b"))
     await settle()
-    assert rig.budget.snapshot().waiting == 2
+    assert rig.budget.status().waiting == 2
     loads.cancel()
     await settle()
     # The batch stopped waiting, so its fetches left the budget queue before spending anything.
-    assert rig.budget.snapshot().waiting == 0
+    assert rig.budget.status().waiting == 0
     assert rig.fetcher.stats().abandoned == 2
     gate.set()
     await holder

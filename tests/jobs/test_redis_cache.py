@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 import redis.asyncio
 
-from gateway.jobs.backend import BackendUnavailable, open_redis
 from gateway.jobs.cache import CacheEntry
 from gateway.jobs.model import Job, JobState
 from gateway.jobs.redis_cache import RedisSnapshotCache
 from gateway.mps.decode import decode_job
 from gateway.settings import GatewaySettings
+from gateway.shared.backend import BackendUnavailable, open_redis
 
 from .redisutil import counting_client
 

@@ -422,6 +422,7 @@ async def test_upstream_code_maps_to_its_error(
         "upstreamCode": code,
         "requestId": REQUEST_ID,
         "httpStatus": status,
+        **({"retryAfter": 1.0} if expected is errors.UpstreamThrottled else {}),
     }
     assert code in error.message
     if expected is errors.UpstreamRejected:
@@ -516,8 +517,8 @@ async def test_retry_after(headers: dict[str, str], retry_after: float | None, s
         "requestId": REQUEST_ID,
         "httpStatus": status,
     }
-    if retry_after is not None:
-        expected["retryAfter"] = retry_after
+    # Always a hint for the client: the upstream's, else its window.
+    expected["retryAfter"] = 1.0 if retry_after is None else retry_after
     assert error.extensions == expected
     json.dumps(error.extensions, allow_nan=False)  # what a client receives is valid JSON
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.jobs.fair_queue import FairQueue, Ticket
+from gateway.budget.fair_queue import FairQueue, Ticket
 
 
 def drain(queue: FairQueue[str]) -> list[str]:

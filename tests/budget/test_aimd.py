@@ -11,7 +11,7 @@ import math
 
 import pytest
 
-from gateway.jobs.adaptive import AdaptiveLimit, AimdRule, Decrease
+from gateway.budget.aimd import AdaptiveLimit, AimdRule, Decrease
 
 
 def test_starts_at_the_limit() -> None:

@@ -1,0 +1,51 @@
+"""The upstream call budget: at most `limit` calls in any rolling window, shared fairly.
+
+`Budget` is what the fetcher uses. Every budget is a `SlotBudget` (fair, deadline-bound
+waiting) over a ledger that counts the slots: `LocalLedger` (one process), `RedisLedger` (a
+fleet) or `FailoverLedger` (Redis while it answers, a local share while it does not). The
+completion-time rule they keep, and why, is in `docs/architecture.md`.
+"""
+
+from __future__ import annotations
+
+import redis.asyncio
+
+from gateway.budget.failover import FailoverLedger, FailoverSlot
+from gateway.budget.local import LocalBudget, LocalLedger
+from gateway.budget.protocol import Budget, BudgetStatus
+from gateway.budget.redis_ledger import QUERY_JOB, RedisBudget, RedisLedger
+from gateway.budget.waiting import SlotBudget
+from gateway.settings import GatewaySettings
+from gateway.shared.switch import BackendSwitch
+
+__all__ = [
+    "QUERY_JOB",
+    "Budget",
+    "BudgetStatus",
+    "FailoverLedger",
+    "LocalBudget",
+    "LocalLedger",
+    "RedisBudget",
+    "RedisLedger",
+    "SlotBudget",
+    "shared_budget",
+]
+
+
+def shared_budget(
+    settings: GatewaySettings, redis: redis.asyncio.Redis, switch: BackendSwitch
+) -> SlotBudget[FailoverSlot]:
+    """The fleet's QueryIProductionJob budget in Redis; while Redis does not answer (as
+    `switch` says), this process's share of the limit, so that `expected_replicas` processes
+    that all lost Redis together stay under it."""
+    window = settings.upstream_window
+    ledger = FailoverLedger(
+        RedisLedger.from_settings(redis, settings),
+        LocalLedger(settings.fallback_qps, window),
+        switch,
+        settle=window,
+        # Every busy process is back within a probe interval, plus a probe that was failing
+        # (up to the Redis timeout) when Redis came back; then its local slots expire.
+        both_window=switch.probe_interval + settings.redis_timeout + window,
+    )
+    return SlotBudget(ledger, max_in_flight=settings.upstream_concurrency)

@@ -1,0 +1,79 @@
+"""`Budget`: what the fetcher asks of an upstream call budget, and `BudgetStatus`."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Protocol
+
+__all__ = ["Budget", "BudgetStatus"]
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetStatus:
+    """A budget's state at one moment, for health checks and load-shedding hints.
+
+    For a shared budget, `in_flight` and `waiting` are this process's, and `held` and
+    `effective_limit` the fleet's as last seen.
+    """
+
+    #: Calls allowed per window, as configured.
+    limit: int
+    #: Calls allowed per window now: `limit`, or less after the upstream throttled.
+    effective_limit: int
+    #: Seconds a completed call keeps its slot.
+    window: float
+    #: Calls granted and not yet completed.
+    in_flight: int
+    #: Slots held: calls in flight and completed calls whose window is not over.
+    held: int
+    #: Callers queued for a slot.
+    waiting: int
+    #: Lower bound on the seconds before a caller arriving now, with a key of its own, could
+    #: be granted a slot (0: free now).
+    next_free_in: float
+    #: Calls per window the effective limit may climb back to for now: `limit`, or less while
+    #: the ceiling learned from a throttle creeps back (`gateway.budget.aimd`).
+    ceiling: int | None = None
+
+
+class Budget(Protocol):
+    """An upstream call budget. Usage: `async with budget.slot(deadline, key=k): await call()`.
+
+    Guarantees of every implementation:
+    - at most the effective limit (`limit`, lowered for a while by `throttled()`) of slots are
+      held at any time; a slot is held from its grant until `window` seconds after the call
+      completes (the body exits, by return, exception or cancellation);
+    - waiters are served round-robin across keys, in arrival order within a key;
+    - `slot(deadline)` raises `BudgetExhausted` without waiting when the earliest possible grant
+      is after `deadline`, and when `deadline` passes while waiting;
+    - a caller cancelled while waiting consumes nothing;
+    - after `close()`, waiters and newcomers get `ShuttingDown` at once.
+    """
+
+    @property
+    def limit(self) -> int: ...
+
+    def slot(
+        self, deadline: float, *, key: Hashable | None = None
+    ) -> AbstractAsyncContextManager[None]:
+        """A context manager that holds one slot while its body runs. `deadline` is an
+        absolute time on the budget's clock; `key` groups waiters for fairness (None: the
+        key of every caller that passes none)."""
+        ...
+
+    async def throttled(self) -> None:
+        """Report that a call made inside a slot was throttled by the upstream."""
+        ...
+
+    def status(self) -> BudgetStatus: ...
+
+    def close(self) -> None:
+        """Grant nothing more: every waiter, and every caller from now on, gets `ShuttingDown`."""
+        ...
+
+    async def aclose(self) -> None:
+        """`close()`, then wait for the releases under way (so that a shared budget holds
+        nothing for this process once it returns)."""
+        ...

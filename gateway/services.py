@@ -1,0 +1,151 @@
+"""`Services`: the parts every request of one process shares, from start-up to shutdown.
+
+Without `redis_url` the budget and the snapshot cache live in this process. With it, the
+budget, the cache and the fetch claims are shared by every process using that Redis and prefix,
+and all three follow one `BackendSwitch`: when Redis does not answer, this process serves on its
+share of the account's limit (`upstream_qps // expected_replicas`) and its own cache, fetching
+without claims, until Redis answers again (one warning each way).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import httpx
+import redis.asyncio
+import redis.exceptions
+
+from gateway.budget import Budget, LocalBudget, shared_budget
+from gateway.credentials import account_credentials
+from gateway.jobs.cache import LocalSnapshotCache, SnapshotCache
+from gateway.jobs.claims import RedisFetchClaims
+from gateway.jobs.failover import FailoverCache, FailoverClaims
+from gateway.jobs.fetcher import JobFetcher
+from gateway.jobs.redis_cache import RedisSnapshotCache
+from gateway.jobs.retry import RetryPolicy
+from gateway.mps.client import MpsClient
+from gateway.oss import OssPresigner
+from gateway.settings import GatewaySettings
+from gateway.shared.backend import open_redis
+from gateway.shared.switch import BackendSwitch
+from gateway.upstream import open_upstream_http
+
+__all__ = ["Services"]
+
+
+@dataclass(slots=True)
+class Services:
+    """See the module docstring. `build` makes them; `aclose` ends them, in an order that lets
+    the releases of shared state finish before Redis closes."""
+
+    http: httpx.AsyncClient
+    client: MpsClient
+    budget: Budget
+    cache: SnapshotCache
+    fetcher: JobFetcher
+    #: Signs OSS download URLs with the key the upstream calls use (no I/O).
+    presigner: OssPresigner
+    #: The Redis client behind the shared parts; None when there is none.
+    redis: redis.asyncio.Redis | None = None
+    #: Whether Redis serves (shared by the budget, the cache and the claims); None without it.
+    switch: BackendSwitch | None = None
+
+    @classmethod
+    def build(cls, settings: GatewaySettings) -> Services:
+        # One credential choice for both signers: MPS calls and OSS download URLs.
+        credentials = account_credentials(settings)
+        http = open_upstream_http(settings, credentials)
+        client = MpsClient(http, region=settings.region_id)
+        shared: redis.asyncio.Redis | None = None
+        switch: BackendSwitch | None = None
+        budget: Budget
+        cache: SnapshotCache
+        claims: FailoverClaims | None = None
+        if settings.redis_url is None:
+            budget = LocalBudget.from_settings(settings)
+            cache = LocalSnapshotCache.from_settings(settings)
+        else:
+            shared = open_redis(
+                settings.redis_url.get_secret_value(), timeout=settings.redis_timeout
+            )
+            switch = BackendSwitch(
+                local_mode=(
+                    f"serving on a local budget of {settings.fallback_qps} calls/s and this "
+                    "process's own cache, without fleet-wide fetch claims, until it answers"
+                ),
+                shared_mode=(
+                    f"serving on the shared budget of {settings.upstream_qps} calls/s, the "
+                    "shared cache and fleet-wide fetch claims"
+                ),
+            )
+            budget = shared_budget(settings, shared, switch)
+            shared_cache = RedisSnapshotCache.from_settings(shared, settings)
+            cache = FailoverCache(shared_cache, LocalSnapshotCache.from_settings(settings), switch)
+            claims = FailoverClaims(
+                RedisFetchClaims.from_settings(shared, shared_cache, settings), switch
+            )
+        fetcher = JobFetcher(
+            client, budget, cache, claims=claims, retry=RetryPolicy.from_settings(settings)
+        )
+        return cls(
+            http=http,
+            client=client,
+            budget=budget,
+            cache=cache,
+            fetcher=fetcher,
+            presigner=OssPresigner(credentials),
+            redis=shared,
+            switch=switch,
+        )
+
+    def begin_shutdown(self) -> None:
+        """The process is told to stop: requests waiting for a budget slot are answered at once
+        (`SHUTTING_DOWN`, retryable) instead of waiting to their deadline; calls under way go on."""
+        self.budget.close()
+
+    async def aclose(self) -> None:
+        self.begin_shutdown()
+        try:
+            # The fetcher first: stopping its fetches releases their slots and claims.
+            await self.fetcher.aclose()
+            # Then the budget: the releases under way reach Redis before it closes.
+            await self.budget.aclose()
+            await self.http.aclose()
+        finally:
+            if self.redis is not None:
+                await self.redis.aclose()
+
+    async def probe_redis(self) -> bool:
+        """Whether Redis answers a PING now (within the Redis timeout); False without Redis.
+
+        An answer also serves as the switch's probe when one is due: a process that makes no
+        calls (idle behind a load balancer) has nothing else to notice that Redis is back with.
+        """
+        if self.redis is None:
+            return False
+        try:
+            answered = bool(await self.redis.ping())
+        except redis.exceptions.RedisError:
+            return False
+        if answered and self.switch is not None:
+            self.switch.answered()
+        return answered
+
+    @property
+    def degraded(self) -> bool:
+        """Whether the shared parts are served locally because Redis did not answer."""
+        return self.switch is not None and self.switch.degraded
+
+    def report(self) -> dict[str, object]:
+        """What /readyz tells of the shared parts and the fetcher (snake_case keys)."""
+        shared = self.switch is not None and not self.switch.degraded
+        return {
+            "redis": {
+                "configured": self.redis is not None,
+                "failover": None if self.switch is None else asdict(self.switch.status()),
+            },
+            "budget": {"shared": shared, **asdict(self.budget.status())},
+            "cache": {"shared": shared},
+            "claims": {"shared": shared},
+            "fetcher": asdict(self.fetcher.stats()),
+        }

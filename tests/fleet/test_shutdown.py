@@ -1,0 +1,81 @@
+"""SIGTERM with requests waiting for the budget: they are answered at once, the process exits,
+and it leaves nothing held in Redis for the rest of the fleet."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import Any
+
+import httpx
+import pytest
+import redis.asyncio
+
+from tests.api.conftest import SimulatorServer
+from tests.fleet.conftest import RedisServer, fleet
+
+JOBS = "query($ids: [ID!]!) { jobs(ids: $ids) { id } }"
+
+
+@pytest.mark.slow
+async def test_sigterm_answers_the_waiting_requests_and_releases_everything(
+    simulator: SimulatorServer, redis_server: RedisServer
+) -> None:
+    prefix = "shutdown-test"
+    # One call a second and a deadline of a minute: without the shutdown rule, the waiting
+    # requests would hold the process for up to a minute.
+    with fleet(
+        simulator,
+        redis_server,
+        1,
+        GATEWAY_UPSTREAM_QPS="1",
+        GATEWAY_REQUEST_DEADLINE="60",
+        GATEWAY_REDIS_PREFIX=prefix,
+    ) as (gateway,):
+        async with httpx.AsyncClient(timeout=120) as http:
+
+            async def ask(n: int) -> dict[str, Any]:
+                response = await http.post(
+                    gateway.graphql_url,
+                    json={"query": JOBS, "variables": {"ids": [f"{n:032x}"]}},
+                )
+                assert response.status_code == 200, response.text
+                body: dict[str, Any] = response.json()
+                return body
+
+            waiting = [asyncio.ensure_future(ask(n)) for n in range(1, 9)]
+            # Every request has reached the budget: one granted, the others queued.
+            for _ in range(600):
+                if gateway.readyz()["budget"]["waiting"] == 7:
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                pytest.fail("The requests never all reached the budget.")
+            gateway.process.send_signal(signal.SIGTERM)
+            bodies = await asyncio.gather(*waiting)
+            exit_code = await asyncio.to_thread(gateway.process.wait, 30)
+
+    codes = sorted(
+        error["extensions"]["code"] for body in bodies for error in body.get("errors", [])
+    )
+    assert codes == ["SHUTTING_DOWN"] * 7
+    assert all(
+        error["extensions"]["retryAfter"] > 0 for body in bodies for error in body.get("errors", [])
+    )
+    # Graceful: uvicorn ends the way the signal asked, once everything is closed.
+    assert exit_code in (0, -signal.SIGTERM)
+    client = redis.asyncio.Redis.from_url(redis_server.url)
+    try:
+        seconds, micros = await client.time()
+        now = seconds + micros / 1e6
+        # No claim left for the other processes to wait out...
+        assert [key async for key in client.scan_iter(match=f"{prefix}:fetching:*")] == []
+        # ...and no slot held by a call in flight (whose lease would block the fleet): at most
+        # the one call made, for one window after it completed.
+        slots = await client.zrange(
+            f"{prefix}:budget:{{QueryIProductionJob}}:slots", 0, -1, withscores=True
+        )
+        assert len(slots) <= 1
+        assert all(expiry / 1e6 <= now + 1.01 for _, expiry in slots), (slots, now)
+    finally:
+        await client.aclose()
