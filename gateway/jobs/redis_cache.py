@@ -1,38 +1,13 @@
 """`RedisSnapshotCache`: the snapshot cache shared by every gateway process through Redis.
 
-Replicas see each other's snapshots: a job one process fetched is served by all of them
-without another upstream call, for as long as its state allows (the same `CacheTtls` rules as
-`LocalSnapshotCache`: terminal long, running briefly, "not found" briefly, 0 = not stored).
-
-Layout. One string key per job id, `{prefix}:job:{job_id}`, set with `PX` (the ttl in
-milliseconds, so Redis itself expires it); `get_many` reads any number of them in one `MGET`.
-The value is versioned JSON:
-
-    {"v": 1, "fetchedAt": 1764096232.38, "raw": {"JobId": "...", "State": "Success", ...}}
-    {"v": 1, "notFound": true}
-
-`raw` is `Job.raw`, the upstream body as text; the job is rebuilt with `decode_job(raw,
-fetched_at=..., region=...)`, so a snapshot decodes with the current decoder whatever version
-stored it. A value of another version, or one that does not parse, is a miss (logged at debug
-level): a schema change can never misread an old value, it only costs one upstream call.
-
-In front of Redis sits a small in-process memo of TERMINAL snapshots only. A terminal snapshot
-never changes, so a local copy can never disagree with Redis, and it saves a round trip on the
-hot path (finished jobs are most of what frontends read). A local copy expires when the shared
-one does (`fetchedAt` + the terminal ttl, by the wall clock), so it never serves a snapshot
-older than the ttl allows. Running snapshots and "not found" are never kept locally: they must
-come from Redis, so that each replica sees the freshest snapshot any replica fetched.
-
-Decoding is remembered too, by value. Many frontends polling the same running jobs make every
-process read the same stored bytes over and over; decoding them (JSON, then `decode_job`) was
-the largest cost of such a read. So each process keeps, for the ids it read last (at most
-`decoded_max_entries`), the bytes it read and what they decoded to; bytes equal to those are
-not decoded again. This serves nothing Redis did not just answer (the bytes are read every
-time), so it changes no answer and no freshness: only the CPU spent.
-
-Errors. Redis not answering (refused, dropped, timed out, loading, read-only, out of memory)
-raises `BackendUnavailable`, which `FailoverCache` turns into a local fallback; anything else
-is a bug and propagates as it is.
+One key per job id, `{prefix}:job:{job_id}`, set with the ttl its state allows (`CacheTtls`, as
+`LocalSnapshotCache`), holding versioned JSON (`{"v": 1, "fetchedAt": ..., "raw": {...}}` or
+`{"v": 1, "notFound": true}`); `get_many` reads any number in one `MGET`. A job is rebuilt from
+`raw` with the current decoder; a value of another version, or one that does not parse, is a
+miss. In front of Redis, a memo of finished snapshots (they never change; each expires when the
+shared copy does), and, by value, what the last bytes read for an id decoded to (the bytes are
+read every time: this saves CPU, never freshness). Redis not answering raises
+`BackendUnavailable`, which `FailoverCache` turns into a local fallback.
 """
 
 from __future__ import annotations
