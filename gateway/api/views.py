@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+from gateway import model
 from gateway.api.types import Job
-from gateway.jobs import model
 
 DEFAULT_MAX_ENTRIES = 4096
 

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from gateway.jobs.model import Job
+from gateway.model import Job
 from gateway.settings import GatewaySettings
 
 

@@ -34,8 +34,8 @@ from gateway.budget.protocol import Budget
 from gateway.jobs.cache import CacheEntry, SnapshotCache
 from gateway.jobs.claims import NO_LEASE, ClaimOutcome, FetchClaims, Held, Lease
 from gateway.jobs.ids import validate_job_id
-from gateway.jobs.model import Job
 from gateway.jobs.retry import RetryPolicy
+from gateway.model import Job
 from gateway.shared.backend import BackendUnavailable
 
 __all__ = ["FetchResult", "FetcherStats", "JobFetcher", "JobSource", "RetryPolicy"]

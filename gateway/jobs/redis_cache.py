@@ -23,7 +23,7 @@ from typing import Final
 import redis.asyncio
 
 from gateway.jobs.cache import CacheEntry, CacheTtls
-from gateway.jobs.model import Job
+from gateway.model import Job
 from gateway.mps.decode import decode_job
 from gateway.settings import GatewaySettings
 from gateway.shared.backend import REDIS_UNAVAILABLE, redis_unavailable

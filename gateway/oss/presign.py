@@ -43,7 +43,7 @@ from collections.abc import Callable
 from urllib.parse import quote
 
 from gateway.credentials import Credentials
-from gateway.jobs.model import OssObject
+from gateway.model import OssObject
 
 #: Bounds of `x-oss-expires` that OSS accepts for a V4 URL: one second to seven days.
 MIN_EXPIRES_SECONDS = 1
