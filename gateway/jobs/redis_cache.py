@@ -16,11 +16,11 @@ import json
 import logging
 import math
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Final
 
 import redis.asyncio
+from cachetools import LRUCache, TLRUCache
 
 from gateway.jobs.cache import CacheEntry, CacheTtls
 from gateway.model import Job
@@ -68,13 +68,15 @@ class RedisSnapshotCache:
         self._ttls = CacheTtls(terminal=terminal_ttl, running=running_ttl, not_found=not_found_ttl)
         self._prefix = prefix
         self._region = region
-        self._memo_max_entries = memo_max_entries
-        self._decoded_max_entries = max(0, decoded_max_entries)
         self._clock = clock
-        # job id -> (wall-clock expiry, terminal snapshot); most recently used last.
-        self._memo: OrderedDict[str, tuple[float, Job]] = OrderedDict()
-        # job id -> (the stored value last read, its entry); most recently used last.
-        self._decoded: OrderedDict[str, tuple[bytes | str, CacheEntry]] = OrderedDict()
+        # job id -> terminal snapshot, until the shared copy expires (wall clock); None: no memo.
+        self._memo: TLRUCache[str, Job] | None = None
+        if memo_max_entries:
+            self._memo = TLRUCache(maxsize=memo_max_entries, ttu=self._memo_expiry, timer=clock)
+        # job id -> (the stored value last read, its entry); None: nothing remembered.
+        self._decoded: LRUCache[str, tuple[bytes | str, CacheEntry]] | None = None
+        if decoded_max_entries > 0:
+            self._decoded = LRUCache(maxsize=decoded_max_entries)
 
     @classmethod
     def from_settings(
@@ -102,7 +104,7 @@ class RedisSnapshotCache:
     @property
     def memo_size(self) -> int:
         """Terminal snapshots held in process memory (expired ones not yet dropped included)."""
-        return len(self._memo)
+        return 0 if self._memo is None else len(self._memo)
 
     async def get(self, job_id: str) -> CacheEntry | None:
         """The fresh entry for `job_id` (local memo first, then Redis), else None.
@@ -150,10 +152,9 @@ class RedisSnapshotCache:
         by `get` does. For readers of the key other than this class (`RedisFetchClaims`)."""
         if value is None:
             return None
-        known = self._decoded.get(job_id)
+        known = None if self._decoded is None else self._decoded.get(job_id)
         if known is not None and known[0] == value:
             # The very bytes decoded last time: the same entry (a Job is immutable).
-            self._decoded.move_to_end(job_id)
             entry: CacheEntry | None = known[1]
         else:
             entry = self._decode(job_id, value)
@@ -179,7 +180,8 @@ class RedisSnapshotCache:
                 "one without Job.raw: a shared cache stores the body, not the object."
             )
         ttl = self._ttls.for_job(job)
-        self._memo.pop(job_id, None)
+        if self._memo is not None:
+            self._memo.pop(job_id, None)
         if job is not None and ttl > 0:
             self._remember(job)
         key = self.key(job_id)
@@ -195,42 +197,29 @@ class RedisSnapshotCache:
     # --- the in-process memo of terminal snapshots ------------------------------------------
 
     def _recall(self, job_id: str) -> Job | None:
-        item = self._memo.get(job_id)
-        if item is None:
-            return None
-        expires_at, job = item
-        if self._clock() >= expires_at:
-            del self._memo[job_id]
-            return None
-        self._memo.move_to_end(job_id)
-        return job
+        return None if self._memo is None else self._memo.get(job_id)
 
     def _remember(self, job: Job) -> None:
-        if self._memo_max_entries == 0 or not job.state.is_terminal:
+        if self._memo is None or not job.state.is_terminal:
             return
+        if self._clock() < self._memo_expiry(job.id, job, 0.0):
+            self._memo[job.id] = job
+
+    def _memo_expiry(self, job_id: str, job: Job, now: float) -> float:
         # The shared copy was stored when the job was fetched and lives `terminal` seconds:
         # the local one must not outlive it.
-        expires_at = job.fetched_at + self._ttls.terminal
-        if self._clock() >= expires_at:
-            return
-        self._memo[job.id] = (expires_at, job)
-        self._memo.move_to_end(job.id)
-        while len(self._memo) > self._memo_max_entries:
-            self._memo.popitem(last=False)
+        return job.fetched_at + self._ttls.terminal
 
     # --- the stored value -------------------------------------------------------------------
 
     def _keep_decoded(self, job_id: str, value: bytes | str, entry: CacheEntry | None) -> None:
         if entry is None:
             # Unreadable: decoding it again costs a debug line, and keeps it a miss.
-            self._decoded.pop(job_id, None)
+            if self._decoded is not None:
+                self._decoded.pop(job_id, None)
             return
-        if self._decoded_max_entries == 0:
-            return
-        self._decoded[job_id] = (value, entry)
-        self._decoded.move_to_end(job_id)
-        while len(self._decoded) > self._decoded_max_entries:
-            self._decoded.popitem(last=False)
+        if self._decoded is not None:
+            self._decoded[job_id] = (value, entry)
 
     def _decode(self, job_id: str, value: bytes | str) -> CacheEntry | None:
         """The entry `value` holds, or None (a miss) for a value this version cannot read."""
