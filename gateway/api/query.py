@@ -8,10 +8,9 @@ from typing import Annotated, cast
 import strawberry
 from strawberry.types import Info
 
-from gateway import errors
+from gateway import errors, model
 from gateway.api.context import Context
 from gateway.api.types import Job, Node
-from gateway.jobs import model
 
 
 async def _load(context: Context, job_id: str) -> Job | None:

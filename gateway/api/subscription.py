@@ -16,10 +16,9 @@ from typing import Annotated
 import strawberry
 from strawberry.types import Info
 
-from gateway import errors
+from gateway import errors, model
 from gateway.api.context import Context
 from gateway.api.types import Job
-from gateway.jobs import model
 
 MIN_INTERVAL = 0.5
 #: Consecutive passing failures tolerated at the least before one is reported.

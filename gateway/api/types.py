@@ -16,9 +16,8 @@ import strawberry
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
-from gateway import errors
+from gateway import errors, model
 from gateway.api.context import Context
-from gateway.jobs import model
 from gateway.oss import MAX_EXPIRES_SECONDS, MIN_EXPIRES_SECONDS
 
 

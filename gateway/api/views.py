@@ -10,10 +10,10 @@ another object and gets its own view.
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from cachetools import LRUCache
 
+from gateway import model
 from gateway.api.types import Job
-from gateway.jobs import model
 
 DEFAULT_MAX_ENTRIES = 4096
 
@@ -22,22 +22,17 @@ class JobViews:
     """A bounded, least-recently-used map from snapshot to view, one per process."""
 
     def __init__(self, max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
-        self._max_entries = max_entries
         # id(snapshot) -> (snapshot, view). The snapshot is kept so that its id cannot be
         # reused by another object while the entry lives; a hit checks it is the same object.
-        self._views: OrderedDict[int, tuple[model.Job, Job]] = OrderedDict()
+        self._views: LRUCache[int, tuple[model.Job, Job]] = LRUCache(maxsize=max_entries)
 
     def of(self, job: model.Job) -> Job:
         key = id(job)
         entry = self._views.get(key)
         if entry is not None and entry[0] is job:
-            self._views.move_to_end(key)
             return entry[1]
         view = Job.from_model(job)
         self._views[key] = (job, view)
-        self._views.move_to_end(key)
-        if len(self._views) > self._max_entries:
-            self._views.popitem(last=False)
         return view
 
     def __len__(self) -> int:

@@ -1,64 +1,13 @@
 """AIMD with a learned ceiling: how a budget lowers its rate when the upstream throttles, and
-how it climbs back.
+how it climbs back (`docs/architecture.md` section 2.3 says why these numbers).
 
-The budget keeps the account's limit on its own, but it is not the account's only client: another
-application on the same account, or a limit lowered by the cloud, makes the upstream throttle
-calls that our budget allowed. Going on at the full rate then wastes calls (each one throttled
-and retried) and keeps the account over its limit. So, as TCP does with its congestion window
-(CUBIC's shape, for the ceiling):
-
-- **multiplicative decrease**: a throttled call multiplies the *effective* limit by
-  `decrease_factor` (0.5), never below 1 call per window. Every call in flight when the upstream
-  started throttling comes back throttled, but they all report the same event: a throttle within
-  `holdoff` seconds of the last decrease (one window by default) is the same burst and changes
-  nothing. Later throttles mean the lower rate is still too high, and decrease it again.
-- **a learned ceiling**: the same decrease sets a *ceiling* a little under the rate that was
-  throttled: `ceiling = max(1, effective_at_throttle * ceiling_factor)` (0.9). The upstream
-  told us that rate is too much; the ceiling remembers it, so that the climb stops short of it.
-- **additive increase, capped**: from the decrease on, the effective limit climbs linearly by
-  `recovery_rate * limit` calls per window each second (5% of the limit per second), but never
-  above the ceiling (nor the configured `limit`).
-- **a ceiling that creeps back, slowly then faster**: the ceiling itself regains
-  `limit / 2 * (t / ceiling_recovery_time) ** 3` calls t seconds after the decrease, up to the
-  limit: half the limit after `ceiling_recovery_time` (300 s), almost nothing for the first
-  minute (0.4% of the limit after 60 s).
-
-So the effective limit t seconds after a decrease that left it at `base` and the ceiling at
-`c` is `min(limit, base + recovery_rate * limit * t, c + limit / 2 * (t / T) ** 3)`, T being
-`ceiling_recovery_time`; with no decrease, `limit`.
-
-**It converges.** A co-tenant that keeps its share leaves us some rate R. Each throttle
-halves the rate and sets the ceiling at 0.9 of the rate that was throttled, so the ceiling
-only goes down, geometrically, while throttles go on. Once a halving has brought the rate
-under R, the climb that follows is throttled just above R (or stops at a ceiling under R):
-the ceiling is then under R, after about log2(limit / R) + 1 throttles (from 50 to 20: three,
-at 50, about 27 and about 21, within 5 s). Only when R is a few percent of the limit does the
-climb (5% of the limit per second) overshoot R by much before the holdoff ends, and the
-ceiling needs more 10% steps: at R = 5% of the limit, 13 throttles in 13 s. Under the ceiling
-the effective limit stays, and no call is throttled, until the ceiling has crept back by 10%
-of the rate: one throttled burst (one decrease, as any burst) every
-`T * (0.2 * R / limit) ** (1/3)` seconds: 139 s when R is half the limit, 102 s at a fifth,
-169 s at 90%, 65 s at 5%. The old rule (climb straight back to the limit) throttled every ~10 s,
-forever.
-
-**It rediscovers capacity.** When the co-tenant leaves, nothing tells us but the absence of
-throttles; the longer the quiet, the likelier the capacity is back, hence a creep that
-accelerates: a ceiling at half the limit is whole again after 5 minutes (T), one at 10% after
-6 min, one at 90% (a single throttle at full rate: a passing spike on the other side) after 3.
-
-Why these numbers. Halving is the classic answer to "we do not know the other client's share":
-two AIMD clients sharing a limit converge to equal shares whatever they started with. The climb
-is proportional to the limit, so a budget of 10 calls and one of 100 recover in the same time;
-at 5% per second a halved rate is back up to its ceiling within 8 s. 0.9 gives up 10% of the
-rate the upstream allows (at worst; the rounding to whole calls often gives less) in exchange
-for a margin the ceiling takes minutes to eat. A linear creep cannot make both ends good: at a
-rate that regains half the limit in 5 minutes, it crosses the 10% margin in 30 s when R is half
-the limit (a throttled burst every 30 s); the cubic crosses it in 139 s for the same 5 minutes.
-
-The effective limit is a real number; grants use its integer part (at least 1). `AimdRule` is
-the arithmetic, shared by `LocalBudget` (through `AdaptiveLimit`, which holds the state of one
-process) and `RedisBudget` (whose scripts compute the same formula on state kept in Redis, so
-that the whole fleet slows down and recovers together).
+t seconds after a throttle that left the effective limit at `base` and the ceiling at `c`, the
+effective limit is `min(limit, base + recovery_rate * limit * t, c + limit / 2 * (t / T) ** 3)`
+(T = `ceiling_recovery_time`); with no throttle, `limit`. A throttle multiplies the effective
+limit by `decrease_factor` and sets the ceiling at `ceiling_factor` of it; a throttle within
+`holdoff` of the last decrease is the same burst. Grants use the integer part (at least 1).
+`AimdRule` is the arithmetic; `AdaptiveLimit` holds one process's state; the Redis ledger stores
+the fleet's state and computes with the same `AimdRule`.
 """
 
 from __future__ import annotations

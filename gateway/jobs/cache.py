@@ -16,12 +16,13 @@ trip to a shared cache, however many ids.
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from gateway.jobs.model import Job
+from cachetools import TLRUCache
+
+from gateway.model import Job
 from gateway.settings import GatewaySettings
 
 
@@ -98,10 +99,10 @@ class LocalSnapshotCache:
         if max_entries < 1:
             raise ValueError(f"Expected max_entries of at least 1, received {max_entries}.")
         self._ttls = CacheTtls(terminal=terminal_ttl, running=running_ttl, not_found=not_found_ttl)
-        self._max_entries = max_entries
-        self._clock = clock
-        # job id -> (expiry time, entry); order is recency of use, most recent last.
-        self._entries: OrderedDict[str, tuple[float, CacheEntry]] = OrderedDict()
+        # job id -> entry, each with the expiry its state calls for, least recently used out.
+        self._entries: TLRUCache[str, CacheEntry] = TLRUCache(
+            maxsize=max_entries, ttu=self._expiry, timer=clock
+        )
 
     @classmethod
     def from_settings(
@@ -126,35 +127,21 @@ class LocalSnapshotCache:
         return [self._lookup(job_id) for job_id in job_ids]
 
     def _lookup(self, job_id: str) -> CacheEntry | None:
-        item = self._entries.get(job_id)
-        if item is None:
-            return None
-        expires_at, entry = item
-        if self._clock() >= expires_at:
-            del self._entries[job_id]
-            return None
-        self._entries.move_to_end(job_id)
-        return entry
+        # A read refreshes the entry's recency (the hot set must not age out); an expired one
+        # is gone.
+        return self._entries.get(job_id)
 
     def peek_finished(self, job_id: str) -> Job | None:
-        item = self._entries.get(job_id)
-        if item is None:
-            return None
-        expires_at, entry = item
-        job = entry.job
-        if job is None or not job.state.is_terminal or self._clock() >= expires_at:
-            return None
-        # A read like any other: the hot set must stay the most recently used, not age out.
-        self._entries.move_to_end(job_id)
-        return job
+        entry = self._entries.get(job_id)
+        job = None if entry is None else entry.job
+        return job if job is not None and job.state.is_terminal else None
 
     async def put(self, job_id: str, job: Job | None) -> None:
-        ttl = self._ttls.for_job(job)
-        if ttl <= 0:
+        if self._ttls.for_job(job) <= 0:
             # Not cached; an older entry must not outlive the newer answer either.
             self._entries.pop(job_id, None)
             return
-        self._entries[job_id] = (self._clock() + ttl, CacheEntry(job))
-        self._entries.move_to_end(job_id)
-        while len(self._entries) > self._max_entries:
-            self._entries.popitem(last=False)
+        self._entries[job_id] = CacheEntry(job)
+
+    def _expiry(self, job_id: str, entry: CacheEntry, now: float) -> float:
+        return now + self._ttls.for_job(entry.job)

@@ -1,52 +1,17 @@
-"""Fetch claims: one upstream call per job id at a time for the whole fleet, not just per process.
+"""Fetch claims: one upstream call per job id at a time for the whole fleet, not just per process
+(`docs/architecture.md` section 4).
 
-Within a process, the fetcher's in-flight map makes concurrent requests for one id share one
-call. Across processes sharing a Redis, the shared snapshot cache makes one process's answer
-visible to the others, but only once it is stored: two processes whose shared entry expired at
-the same moment would both call the upstream. A claim closes that gap. Before a process calls
-the upstream for an id, it claims the id; if another process holds the claim, it waits for that
-process's answer to appear in the shared cache instead of calling.
+`FetchClaims.claim(job_id, attempt=n)` makes one attempt and answers a `Lease` (call the
+upstream, then `release()` it once the answer is stored or the fetch failed), a `CacheEntry` (a
+fresh answer is in the shared cache already: call nothing), or `Held` (another process is
+fetching it: try again in `Held.retry_in`, which grows with the attempts).
 
-`FetchClaims.claim(job_id, attempt=n)` makes one attempt (the fetch's n-th after n `Held`
-answers) and answers one of:
-
-- a `Lease`: the caller may call the upstream. It must `release()` the lease once the answer
-  is stored (or the fetch has failed or been dropped), so that waiters elsewhere stop waiting.
-- a `CacheEntry`: a fresh answer is in the shared cache already (another process stored it,
-  possibly while this one was reading the cache): use it, call nothing, store nothing.
-- `Held`: another process is fetching the id: try again in `Held.retry_in` seconds. The
-  interval starts short, as the holder's call usually takes milliseconds, and grows with each
-  attempt up to a cap, so that many ids waiting for a slow holder (a budget queue) cost a few
-  round trips per second each, not one every few milliseconds.
-
-The fetcher loops on `Held` (bounded by its deadline). The claim sits between the fetcher's
-in-flight map and the budget, so a fetch that waits for another process holds no budget, and a
-fetch dropped by its last waiter while it waits costs nothing.
-
-`RedisFetchClaims` keeps claims in Redis next to the snapshots of `RedisSnapshotCache`:
-
-    {prefix}:fetching:{job_id}  ->  "{process token}:{sequence}"   (SET ... PX lease)
-
-One script (CLAIM) reads the snapshot key and the claim key and, atomically: answers the
-snapshot if there is one; else takes the claim if it is free (or is a stale one of this very
-process, which never holds two claims of one id at once) and answers "claimed"; else answers
-"held" with the claim's remaining time. So a value stored before the claim was taken is always
-seen: whoever claims an id has checked, under the claim, that no fresh answer exists (this is
-also what makes the fetcher's read-then-join safe with a shared cache; see `JobFetcher`).
-Another script (RELEASE) deletes the claim only if it still holds this lease's value: a lease
-that expired and was taken by another process is never released by the first.
-
-The lease lasts about the upstream read timeout: long enough for the holder's call, short
-enough that waiters take over soon after a holder died. A holder whose fetch fails (errors are
-not cached) releases its claim at once, and its waiters elsewhere claim the id in turn and call
-for themselves. A holder that waits longer than the lease for a budget slot may see another
-process claim the id too: one extra call, never a wrong answer.
-
-Both keys of the CLAIM script live outside any Redis Cluster hash tag: the gateway uses one
-Redis (or a primary with replicas), not a cluster.
-
-Errors: Redis not answering raises `BackendUnavailable`, which `FailoverClaims` (in
-`gateway.jobs.failover`) turns into "no claim, just fetch"; a claim can never fail a fetch.
+`RedisFetchClaims` keeps `{prefix}:fetching:{job_id}` = "{process token}:{sequence}" (SET PX
+lease) next to the snapshots of `RedisSnapshotCache`. CLAIM reads the snapshot and the claim
+atomically, so whoever claims an id has checked, under the claim, that no fresh answer exists;
+RELEASE deletes the claim only if it still holds this lease's value. The lease lasts about the
+upstream read timeout. Redis not answering raises `BackendUnavailable`, which `FailoverClaims`
+turns into "no claim, just fetch": a claim never fails a fetch.
 """
 
 from __future__ import annotations

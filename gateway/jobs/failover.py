@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from gateway.jobs.cache import CacheEntry, SnapshotCache
 from gateway.jobs.claims import NO_LEASE, ClaimOutcome, FetchClaims, Held, Lease
-from gateway.jobs.model import Job
+from gateway.model import Job
 from gateway.shared.backend import BackendUnavailable
 from gateway.shared.switch import BackendSwitch, Route, SwitchStatus
 

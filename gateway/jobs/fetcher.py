@@ -1,67 +1,20 @@
 """`JobFetcher`: job snapshots for many requests at once, for as few upstream calls as possible.
 
-One fetcher serves the whole process. For each id it asks, in order:
+One fetcher serves the whole process. For each id: validate it (no call for a malformed one),
+read the snapshot cache (one `get_many` for all the ids of a request), join a fetch of that id
+under way for any request, claim the id fleet-wide (with a shared cache: another process's
+fetch is waited for instead), take a budget slot under the requester's key, call the upstream
+(retrying what may succeed, each retry in a new slot), cache the answer and release the claim.
+`docs/architecture.md` section 4 says why each step is where it is.
 
-    validate the id        -> InvalidJobId, no call
-    snapshot cache         -> a fresh snapshot (or a fresh "not found"), no call; ONE cache
-                              call (`SnapshotCache.get_many`) for all the ids of a request
-    in-flight map          -> an id being fetched for ANY request is joined: one call per id at
-                              a time, duplicates within one request included
-    fetch claim            -> (with `claims`, i.e. a shared cache) one call per id at a time in
-                              the whole fleet: an id another process is fetching waits for that
-                              process's answer to appear in the shared cache instead of calling
-    budget slot            -> the account-wide rate limit and the process's calls in flight,
-                              shared fairly between requesters; may shed load (BudgetExhausted)
-    source.query_job       -> one upstream call; retryable errors go round again, budget included
-    cache.put              -> the answer (never a failure) is kept for the ttl its state allows;
-                              then the claim is released (in the background: the waiters here
-                              have their answer already, those elsewhere read the cache)
-
-Reading the cache, then joining. With a cache that never suspends (`LocalSnapshotCache`), no
-other task runs between a request's cache read and its joins, so no fetch of a missed id can
-end in between: a miss either joins the fetch under way or starts the only one. A shared cache
-is a round trip, during which a fetch of this process may end and store its answer: the miss
-then starts a new fetch. That fetch costs no call: its claim (`gateway.jobs.claims`) reads the
-snapshot key and takes the claim atomically, finds the fresh answer, and serves it. Without
-claims, such a fetch would call the upstream once more for that id.
-
-Deadlines, cancellation and coalescing. Every `get_many` call has its own deadline and stops
-waiting at it. An id still pending then gets what the fetch behind it was doing: waiting for a
-budget slot, `BudgetExhausted` with when the budget could next serve; its call (or another
-process's) under way, `DeadlineExceeded`; waiting to retry, the last call's error. A fetch is
-shared by all its waiters; when the last one leaves (timed out, or cancelled because its
-request went away), the fetch is cancelled if it is still waiting (for a budget slot, or
-between retries), so an abandoned fetch never spends budget. A fetch whose call is under way is
-left to finish: the call is paid for, and its answer goes to the cache.
-
-The budget is asked with the latest deadline of the fetch's waiters when it asks. A waiter
-that joins later with a later deadline raises the fetch's deadline; if the budget then gives up
-at the older deadline, the fetch asks again with the newer one (at the back of the queue, which
-is where that later waiter would have queued anyway). We chose this over a deadline that the
-budget re-reads while waiting because it keeps the `Budget` protocol a plain `slot(deadline)`,
-which a Redis implementation can honour in one atomic script. The fetch's deadline never goes
-down when a waiter leaves; it need not, since the fetch is dropped when the last waiter leaves,
-so in effect it waits exactly as long as its most patient current waiter.
-
-Fairness. Each `get_many` call names its `requester` (the loader passes one token per GraphQL
-request), and every budget slot a fetch asks for is asked under the key of the requester that
-started it: its retries too, and requests that join it share it. The budget serves keys
-round-robin, so a request for one id is not queued behind another request's thousand. There is
-no other queue in front of the budget's (the per-process limit on calls in flight is the
-budget's `max_in_flight`), so nothing undoes that order. When a call inside a slot is
-throttled by the upstream, the fetcher tells the budget (`Budget.throttled`), which slows down.
-
-Claims. A fetch that finds its id claimed by another process waits (polling the claim, which
-also reads the shared snapshot, after each `Held.retry_in`) while it is cancellable, holding no
-budget: dropped by its last waiter, it stops at once; past its deadline, it ends in
-`BudgetExhausted`. A claim that cannot be made (the backend is down, or a bug) never fails or
-stalls a fetch beyond the backend's timeout: the fetch calls without one. A fetch dropped while
-its claim round trip is under way releases whatever lease that round trip took, so other
-processes never wait for a claim nobody holds.
-
-Results: one entry per id, in order: a `Job`, None (no such job), a `GatewayError` (that id
-failed; the others are served), or, only for a bug, the unexpected exception itself (logged here
-with its traceback; the API layer masks it). `get_many` raises only when it is cancelled.
+Guarantees: one result per id, in order: a `Job`, None (no such job), a `GatewayError` (that id
+failed; the others are served), or, only for a bug, the exception itself (logged here; the API
+layer masks it). Every `get_many` stops waiting at its deadline, and a pending id then gets
+what its fetch was doing: waiting for a slot, `BudgetExhausted` with when the budget could next
+serve; a call (its own or another process's) under way, `DeadlineExceeded`; waiting to retry,
+the last call's error. A fetch every waiter left is dropped while it only waits, so it never
+spends budget for nobody; one whose call is under way finishes, and its answer is cached.
+`get_many` raises only when it is cancelled.
 """
 
 from __future__ import annotations
@@ -81,8 +34,8 @@ from gateway.budget.protocol import Budget
 from gateway.jobs.cache import CacheEntry, SnapshotCache
 from gateway.jobs.claims import NO_LEASE, ClaimOutcome, FetchClaims, Held, Lease
 from gateway.jobs.ids import validate_job_id
-from gateway.jobs.model import Job
 from gateway.jobs.retry import RetryPolicy
+from gateway.model import Job
 from gateway.shared.backend import BackendUnavailable
 
 __all__ = ["FetchResult", "FetcherStats", "JobFetcher", "JobSource", "RetryPolicy"]

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from aiodataloader import DataLoader
 
 from gateway.jobs.fetcher import FetchResult, JobFetcher
-from gateway.jobs.model import Job
+from gateway.model import Job
 
 if TYPE_CHECKING:
     from asyncio import Future

@@ -1,38 +1,13 @@
 """`RedisSnapshotCache`: the snapshot cache shared by every gateway process through Redis.
 
-Replicas see each other's snapshots: a job one process fetched is served by all of them
-without another upstream call, for as long as its state allows (the same `CacheTtls` rules as
-`LocalSnapshotCache`: terminal long, running briefly, "not found" briefly, 0 = not stored).
-
-Layout. One string key per job id, `{prefix}:job:{job_id}`, set with `PX` (the ttl in
-milliseconds, so Redis itself expires it); `get_many` reads any number of them in one `MGET`.
-The value is versioned JSON:
-
-    {"v": 1, "fetchedAt": 1764096232.38, "raw": {"JobId": "...", "State": "Success", ...}}
-    {"v": 1, "notFound": true}
-
-`raw` is `Job.raw`, the upstream body as text; the job is rebuilt with `decode_job(raw,
-fetched_at=..., region=...)`, so a snapshot decodes with the current decoder whatever version
-stored it. A value of another version, or one that does not parse, is a miss (logged at debug
-level): a schema change can never misread an old value, it only costs one upstream call.
-
-In front of Redis sits a small in-process memo of TERMINAL snapshots only. A terminal snapshot
-never changes, so a local copy can never disagree with Redis, and it saves a round trip on the
-hot path (finished jobs are most of what frontends read). A local copy expires when the shared
-one does (`fetchedAt` + the terminal ttl, by the wall clock), so it never serves a snapshot
-older than the ttl allows. Running snapshots and "not found" are never kept locally: they must
-come from Redis, so that each replica sees the freshest snapshot any replica fetched.
-
-Decoding is remembered too, by value. Many frontends polling the same running jobs make every
-process read the same stored bytes over and over; decoding them (JSON, then `decode_job`) was
-the largest cost of such a read. So each process keeps, for the ids it read last (at most
-`decoded_max_entries`), the bytes it read and what they decoded to; bytes equal to those are
-not decoded again. This serves nothing Redis did not just answer (the bytes are read every
-time), so it changes no answer and no freshness: only the CPU spent.
-
-Errors. Redis not answering (refused, dropped, timed out, loading, read-only, out of memory)
-raises `BackendUnavailable`, which `FailoverCache` turns into a local fallback; anything else
-is a bug and propagates as it is.
+One key per job id, `{prefix}:job:{job_id}`, set with the ttl its state allows (`CacheTtls`, as
+`LocalSnapshotCache`), holding versioned JSON (`{"v": 1, "fetchedAt": ..., "raw": {...}}` or
+`{"v": 1, "notFound": true}`); `get_many` reads any number in one `MGET`. A job is rebuilt from
+`raw` with the current decoder; a value of another version, or one that does not parse, is a
+miss. In front of Redis, a memo of finished snapshots (they never change; each expires when the
+shared copy does), and, by value, what the last bytes read for an id decoded to (the bytes are
+read every time: this saves CPU, never freshness). Redis not answering raises
+`BackendUnavailable`, which `FailoverCache` turns into a local fallback.
 """
 
 from __future__ import annotations
@@ -41,14 +16,14 @@ import json
 import logging
 import math
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Final
 
 import redis.asyncio
+from cachetools import LRUCache, TLRUCache
 
 from gateway.jobs.cache import CacheEntry, CacheTtls
-from gateway.jobs.model import Job
+from gateway.model import Job
 from gateway.mps.decode import decode_job
 from gateway.settings import GatewaySettings
 from gateway.shared.backend import REDIS_UNAVAILABLE, redis_unavailable
@@ -93,13 +68,15 @@ class RedisSnapshotCache:
         self._ttls = CacheTtls(terminal=terminal_ttl, running=running_ttl, not_found=not_found_ttl)
         self._prefix = prefix
         self._region = region
-        self._memo_max_entries = memo_max_entries
-        self._decoded_max_entries = max(0, decoded_max_entries)
         self._clock = clock
-        # job id -> (wall-clock expiry, terminal snapshot); most recently used last.
-        self._memo: OrderedDict[str, tuple[float, Job]] = OrderedDict()
-        # job id -> (the stored value last read, its entry); most recently used last.
-        self._decoded: OrderedDict[str, tuple[bytes | str, CacheEntry]] = OrderedDict()
+        # job id -> terminal snapshot, until the shared copy expires (wall clock); None: no memo.
+        self._memo: TLRUCache[str, Job] | None = None
+        if memo_max_entries:
+            self._memo = TLRUCache(maxsize=memo_max_entries, ttu=self._memo_expiry, timer=clock)
+        # job id -> (the stored value last read, its entry); None: nothing remembered.
+        self._decoded: LRUCache[str, tuple[bytes | str, CacheEntry]] | None = None
+        if decoded_max_entries > 0:
+            self._decoded = LRUCache(maxsize=decoded_max_entries)
 
     @classmethod
     def from_settings(
@@ -127,7 +104,7 @@ class RedisSnapshotCache:
     @property
     def memo_size(self) -> int:
         """Terminal snapshots held in process memory (expired ones not yet dropped included)."""
-        return len(self._memo)
+        return 0 if self._memo is None else len(self._memo)
 
     async def get(self, job_id: str) -> CacheEntry | None:
         """The fresh entry for `job_id` (local memo first, then Redis), else None.
@@ -175,10 +152,9 @@ class RedisSnapshotCache:
         by `get` does. For readers of the key other than this class (`RedisFetchClaims`)."""
         if value is None:
             return None
-        known = self._decoded.get(job_id)
+        known = None if self._decoded is None else self._decoded.get(job_id)
         if known is not None and known[0] == value:
             # The very bytes decoded last time: the same entry (a Job is immutable).
-            self._decoded.move_to_end(job_id)
             entry: CacheEntry | None = known[1]
         else:
             entry = self._decode(job_id, value)
@@ -204,7 +180,8 @@ class RedisSnapshotCache:
                 "one without Job.raw: a shared cache stores the body, not the object."
             )
         ttl = self._ttls.for_job(job)
-        self._memo.pop(job_id, None)
+        if self._memo is not None:
+            self._memo.pop(job_id, None)
         if job is not None and ttl > 0:
             self._remember(job)
         key = self.key(job_id)
@@ -220,42 +197,29 @@ class RedisSnapshotCache:
     # --- the in-process memo of terminal snapshots ------------------------------------------
 
     def _recall(self, job_id: str) -> Job | None:
-        item = self._memo.get(job_id)
-        if item is None:
-            return None
-        expires_at, job = item
-        if self._clock() >= expires_at:
-            del self._memo[job_id]
-            return None
-        self._memo.move_to_end(job_id)
-        return job
+        return None if self._memo is None else self._memo.get(job_id)
 
     def _remember(self, job: Job) -> None:
-        if self._memo_max_entries == 0 or not job.state.is_terminal:
+        if self._memo is None or not job.state.is_terminal:
             return
+        if self._clock() < self._memo_expiry(job.id, job, 0.0):
+            self._memo[job.id] = job
+
+    def _memo_expiry(self, job_id: str, job: Job, now: float) -> float:
         # The shared copy was stored when the job was fetched and lives `terminal` seconds:
         # the local one must not outlive it.
-        expires_at = job.fetched_at + self._ttls.terminal
-        if self._clock() >= expires_at:
-            return
-        self._memo[job.id] = (expires_at, job)
-        self._memo.move_to_end(job.id)
-        while len(self._memo) > self._memo_max_entries:
-            self._memo.popitem(last=False)
+        return job.fetched_at + self._ttls.terminal
 
     # --- the stored value -------------------------------------------------------------------
 
     def _keep_decoded(self, job_id: str, value: bytes | str, entry: CacheEntry | None) -> None:
         if entry is None:
             # Unreadable: decoding it again costs a debug line, and keeps it a miss.
-            self._decoded.pop(job_id, None)
+            if self._decoded is not None:
+                self._decoded.pop(job_id, None)
             return
-        if self._decoded_max_entries == 0:
-            return
-        self._decoded[job_id] = (value, entry)
-        self._decoded.move_to_end(job_id)
-        while len(self._decoded) > self._decoded_max_entries:
-            self._decoded.popitem(last=False)
+        if self._decoded is not None:
+            self._decoded[job_id] = (value, entry)
 
     def _decode(self, job_id: str, value: bytes | str) -> CacheEntry | None:
         """The entry `value` holds, or None (a miss) for a value this version cannot read."""

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import httpx
 
 from gateway import errors
-from gateway.jobs.model import Job, SubmittedJob
+from gateway.model import Job, SubmittedJob
 from gateway.mps.decode import decode_job, decode_submit
 
 logger = logging.getLogger(__name__)

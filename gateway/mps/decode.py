@@ -29,7 +29,7 @@ from urllib.parse import unquote, urlsplit
 
 import json5
 
-from gateway.jobs.model import (
+from gateway.model import (
     Job,
     JobResult,
     JobState,

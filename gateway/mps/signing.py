@@ -17,16 +17,13 @@ import hmac
 import time
 import uuid
 from collections.abc import Callable, Generator, Iterable, Mapping
-from urllib.parse import parse_qsl, quote
+from urllib.parse import parse_qsl
 
 import httpx
 
+from gateway.rfc3986 import percent_encode
+
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
-
-
-def percent_encode(value: str) -> str:
-    """RFC 3986 encoding of UTF-8 text: unreserved characters kept, everything else `%XY`."""
-    return quote(value, safe="~")
 
 
 def canonical_query(params: Mapping[str, str]) -> str:

@@ -40,10 +40,10 @@ import hmac
 import math
 import time
 from collections.abc import Callable
-from urllib.parse import quote
 
 from gateway.credentials import Credentials
-from gateway.jobs.model import OssObject
+from gateway.model import OssObject
+from gateway.rfc3986 import percent_encode
 
 #: Bounds of `x-oss-expires` that OSS accepts for a V4 URL: one second to seven days.
 MIN_EXPIRES_SECONDS = 1
@@ -104,11 +104,11 @@ class OssPresigner:
         # An empty token is no token, as in the official SDKs.
         if credentials.security_token:
             params["x-oss-security-token"] = credentials.security_token
-        encoded = [(_uri_encode(name), _uri_encode(value)) for name, value in params.items()]
+        encoded = [(percent_encode(name), percent_encode(value)) for name, value in params.items()]
         canonical_request = "\n".join(
             (
                 "GET",
-                _uri_encode(f"/{obj.bucket}/{obj.key}", safe="/"),
+                percent_encode(f"/{obj.bucket}/{obj.key}", safe="/"),
                 "&".join(f"{name}={value}" for name, value in sorted(encoded)),
                 "",  # canonical headers: a browser's GET sends none that are signed
                 "",  # additional headers: none
@@ -124,11 +124,6 @@ class OssPresigner:
         signature = hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest()
         query = "&".join(f"{name}={value}" for name, value in encoded)
         return f"{obj.https_url}?{query}&x-oss-signature={signature}"
-
-
-def _uri_encode(text: str, safe: str = "") -> str:
-    """RFC 3986 percent-encoding of UTF-8 text: letters, digits and `-._~` (and `safe`) kept."""
-    return quote(text, safe=safe)
 
 
 def _is_utf8(text: str) -> bool:

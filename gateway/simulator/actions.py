@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 
-from gateway.jobs.model import JsonValue
+from gateway.model import JsonValue
 from gateway.simulator import errors
 from gateway.simulator.algorithms import ALGORITHMS
 from gateway.simulator.jobs import SubmittedJob, encode_json

@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gateway.jobs.model import JsonValue
+from gateway.model import JsonValue
 from gateway.simulator.jobs import StaticJob
 from gateway.simulator.state import Simulator
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from gateway.jobs.model import JsonValue
+from gateway.model import JsonValue
 from gateway.settings import SimulatorSettings
 from gateway.simulator.algorithms import ALGORITHMS
 from gateway.simulator.jobs import (

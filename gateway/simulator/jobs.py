@@ -19,7 +19,7 @@ from typing import Literal, Protocol
 
 import json5
 
-from gateway.jobs.model import JsonValue
+from gateway.model import JsonValue
 from gateway.simulator.algorithms import ALGORITHMS
 from gateway.simulator.oss import parse_oss_url, render_key
 

@@ -20,7 +20,7 @@ from xml.sax.saxutils import escape
 
 from starlette.responses import Response
 
-from gateway.jobs.model import JsonValue
+from gateway.model import JsonValue
 from gateway.simulator.errors import ApiError
 
 JSON_CONTENT_TYPE = "application/json;charset=utf-8"

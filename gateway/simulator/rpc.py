@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.jobs.model import JsonValue
+from gateway.model import JsonValue
 from gateway.mps.signing import FORM_CONTENT_TYPE
 from gateway.simulator import errors
 from gateway.simulator.actions import query_job, submit_job

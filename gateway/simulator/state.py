@@ -10,7 +10,7 @@ import random
 import time
 from collections.abc import Callable
 
-from gateway.jobs.model import JsonValue
+from gateway.model import JsonValue
 from gateway.settings import SimulatorSettings
 from gateway.simulator.auth import Authenticator
 from gateway.simulator.demo import build_demo_jobs

@@ -28,7 +28,7 @@ from gateway.api.extensions import OperationPolicy
 from gateway.api.schema import build_schema
 from gateway.app import TIMEOUT_HEADER
 from gateway.jobs.ids import validate_job_id
-from gateway.jobs.model import Malformed
+from gateway.model import Malformed
 from gateway.mps.client import QUERY_ACTION, error_for
 from gateway.mps.decode import decode_job
 from gateway.settings import SIMULATOR_DEMO_ACCESS_KEY_ID

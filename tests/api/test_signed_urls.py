@@ -10,7 +10,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from gateway.jobs.model import OssObject
+from gateway.model import OssObject
 from gateway.settings import SIMULATOR_DEMO_ACCESS_KEY_ID, SIMULATOR_DEMO_ACCESS_KEY_SECRET
 from tests.api.conftest import GatewayServer, SimulatorServer, graphql
 from tests.oss.official import official_v4_url, query_of

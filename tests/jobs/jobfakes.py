@@ -16,8 +16,8 @@ from gateway.budget import LocalBudget
 from gateway.jobs.cache import CacheEntry, LocalSnapshotCache
 from gateway.jobs.claims import ClaimOutcome, FetchClaims, Held
 from gateway.jobs.fetcher import FetchResult, JobFetcher
-from gateway.jobs.model import Job, JobState
 from gateway.jobs.retry import RetryPolicy
+from gateway.model import Job, JobState
 
 FOREVER = float("inf")
 

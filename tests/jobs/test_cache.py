@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.jobs.cache import CacheEntry, LocalSnapshotCache
-from gateway.jobs.model import JobState
+from gateway.model import JobState
 from gateway.settings import GatewaySettings
 
 from .jobfakes import ManualClock, make_job

@@ -16,8 +16,8 @@ from gateway.jobs.cache import CacheEntry, LocalSnapshotCache
 from gateway.jobs.claims import NO_LEASE, Held, Lease, RedisFetchClaims
 from gateway.jobs.failover import FailoverCache, FailoverClaims
 from gateway.jobs.fetcher import FetchResult, JobFetcher
-from gateway.jobs.model import Job
 from gateway.jobs.redis_cache import RedisSnapshotCache
+from gateway.model import Job
 from gateway.mps.decode import decode_job
 from gateway.settings import GatewaySettings
 from gateway.shared.backend import BackendUnavailable, open_redis

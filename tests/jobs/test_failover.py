@@ -17,8 +17,8 @@ import redis.asyncio
 from gateway.jobs.cache import CacheEntry, LocalSnapshotCache
 from gateway.jobs.claims import NO_LEASE, Held, Lease
 from gateway.jobs.failover import FailoverCache, FailoverClaims
-from gateway.jobs.model import Job
 from gateway.jobs.redis_cache import RedisSnapshotCache
+from gateway.model import Job
 from gateway.mps.decode import decode_job
 from gateway.shared.backend import BackendUnavailable, open_redis
 from gateway.shared.switch import BackendSwitch, SwitchStatus

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from gateway import errors
 from gateway.jobs.cache import CacheEntry
 from gateway.jobs.fetcher import FetchResult
-from gateway.jobs.model import Job, JobState
 from gateway.jobs.retry import RetryPolicy
+from gateway.model import Job, JobState
 from gateway.shared.backend import BackendUnavailable
 from tests.budget.test_budget import max_arrivals_in_any_window
 

@@ -10,7 +10,7 @@ import pytest
 from gateway import errors
 from gateway.jobs.fetcher import FetchResult, JobFetcher
 from gateway.jobs.loader import JobLoader
-from gateway.jobs.model import JobState
+from gateway.model import JobState
 
 from .jobfakes import Rig, make_job, settle
 

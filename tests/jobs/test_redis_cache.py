@@ -15,8 +15,8 @@ import pytest
 import redis.asyncio
 
 from gateway.jobs.cache import CacheEntry
-from gateway.jobs.model import Job, JobState
 from gateway.jobs.redis_cache import RedisSnapshotCache
+from gateway.model import Job, JobState
 from gateway.mps.decode import decode_job
 from gateway.settings import GatewaySettings
 from gateway.shared.backend import BackendUnavailable, open_redis

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from gateway import errors
-from gateway.jobs.model import Job, JobState, SubmittedJob
+from gateway.model import Job, JobState, SubmittedJob
 from gateway.mps.client import API_VERSION, MpsClient, SubmitJobRequest
 from gateway.mps.decode import MissingJobId
 from gateway.mps.signing import RpcSignatureV1, request_params, sign, string_to_sign

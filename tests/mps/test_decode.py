@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.jobs.model import (
+from gateway.model import (
     Job,
     JobResult,
     JobState,

@@ -16,7 +16,7 @@ from alibabacloud_oss_v2.credentials import (  # type: ignore[import-untyped]
 from alibabacloud_oss_v2.signer import SignerV4  # type: ignore[import-untyped]
 from alibabacloud_oss_v2.types import HttpRequest, SigningContext  # type: ignore[import-untyped]
 
-from gateway.jobs.model import OssObject
+from gateway.model import OssObject
 
 
 def official_v4_url(

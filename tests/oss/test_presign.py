@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.credentials import Credentials
-from gateway.jobs.model import OssObject
+from gateway.model import OssObject
 from gateway.oss import MAX_EXPIRES_SECONDS, MIN_EXPIRES_SECONDS, OssPresigner
 from tests.oss.official import official_presign, official_v4_url, query_of
 

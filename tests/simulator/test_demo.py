@@ -11,7 +11,7 @@ import httpx
 import json5
 import pytest
 
-from gateway.jobs.model import KNOWN_FUNCTIONS
+from gateway.model import KNOWN_FUNCTIONS
 from gateway.settings import SimulatorSettings
 from gateway.simulator import DOC_EXAMPLE_JOB_ID, demo_job_ids
 from gateway.simulator.algorithms import ALGORITHMS
