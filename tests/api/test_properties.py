@@ -79,7 +79,7 @@ content_types = st.sampled_from(
         "application/x-www-form-urlencoded",
         "",
     ]
-) | st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=40)
+) | st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=40).map(str.strip)
 methods = st.sampled_from(["GET", "POST", "POST", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"])
 parameters = st.dictionaries(
     st.sampled_from(["query", "variables", "operationName", "extensions"]),
