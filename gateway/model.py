@@ -52,7 +52,7 @@ class JobState(enum.Enum):
         return self in (JobState.SUCCESS, JobState.FAIL)
 
 
-#: Every FunctionName the MPS documentation lists (reference/mps-api.md section 1.4). The upstream
+#: Every FunctionName the MPS documentation lists (docs/upstream.md section 1.4). The upstream
 #: may name others: FunctionName stays an open string, this set only marks the known ones.
 KNOWN_FUNCTIONS: tuple[str, ...] = (
     "VideoH2V",

@@ -26,7 +26,7 @@ from gateway.jobs.retry import RetryPolicy
 from gateway.mps.client import MpsClient
 from gateway.oss import OssPresigner
 from gateway.settings import GatewaySettings
-from gateway.shared.backend import open_redis
+from gateway.shared.backend import RedisClient, open_redis
 from gateway.shared.switch import BackendSwitch
 from gateway.upstream import open_upstream_http
 
@@ -46,7 +46,7 @@ class Services:
     #: Signs OSS download URLs with the key the upstream calls use (no I/O).
     presigner: OssPresigner
     #: The Redis client behind the shared parts; None when there is none.
-    redis: redis.asyncio.Redis | None = None
+    redis: RedisClient | None = None
     #: Whether Redis serves (shared by the budget, the cache and the claims); None without it.
     switch: BackendSwitch | None = None
 
@@ -56,7 +56,7 @@ class Services:
         credentials = account_credentials(settings)
         http = open_upstream_http(settings, credentials)
         client = MpsClient(http, region=settings.region_id)
-        shared: redis.asyncio.Redis | None = None
+        shared: RedisClient | None = None
         switch: BackendSwitch | None = None
         budget: Budget
         cache: SnapshotCache
@@ -66,7 +66,9 @@ class Services:
             cache = LocalSnapshotCache.from_settings(settings)
         else:
             shared = open_redis(
-                settings.redis_url.get_secret_value(), timeout=settings.redis_timeout
+                settings.redis_url.get_secret_value(),
+                timeout=settings.redis_timeout,
+                cluster=settings.redis_cluster,
             )
             switch = BackendSwitch(
                 local_mode=(

@@ -106,6 +106,12 @@ class GatewaySettings(BaseSettings):
         "process of the account (redis://[user:password@]host:port/db); unset: one process, "
         "in memory. A secret, as it may hold a password.",
     )
+    redis_cluster: bool = Field(
+        default=False,
+        description="Whether redis_url names a node of a Redis Cluster (or a Valkey cluster) "
+        "rather than a single Redis: the gateway then spreads its keys over the cluster's "
+        "slots (each id's keys, and the budget's, share a hash tag).",
+    )
     redis_prefix: str = Field(
         default="mpsgw",
         min_length=1,

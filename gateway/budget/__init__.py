@@ -8,14 +8,13 @@ completion-time rule they keep, and why, is in `docs/architecture.md`.
 
 from __future__ import annotations
 
-import redis.asyncio
-
 from gateway.budget.failover import FailoverLedger, FailoverSlot
 from gateway.budget.local import LocalBudget, LocalLedger
 from gateway.budget.protocol import Budget, BudgetStatus
 from gateway.budget.redis_ledger import QUERY_JOB, RedisBudget, RedisLedger
 from gateway.budget.waiting import SlotBudget
 from gateway.settings import GatewaySettings
+from gateway.shared.backend import RedisClient
 from gateway.shared.switch import BackendSwitch
 
 __all__ = [
@@ -33,7 +32,7 @@ __all__ = [
 
 
 def shared_budget(
-    settings: GatewaySettings, redis: redis.asyncio.Redis, switch: BackendSwitch
+    settings: GatewaySettings, redis: RedisClient, switch: BackendSwitch
 ) -> SlotBudget[FailoverSlot]:
     """The fleet's QueryIProductionJob budget in Redis; while Redis does not answer (as
     `switch` says), this process's share of the limit, so that `expected_replicas` processes

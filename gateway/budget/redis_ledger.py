@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Final
 
-import redis.asyncio
 from redis.commands.core import AsyncScript
 
 from gateway.budget.aimd import (
@@ -35,7 +34,7 @@ from gateway.budget.ledger import LedgerStatus, Taken, earliest_grant
 from gateway.budget.timers import CallLater
 from gateway.budget.waiting import SlotBudget
 from gateway.settings import GatewaySettings
-from gateway.shared.backend import REDIS_UNAVAILABLE, redis_unavailable
+from gateway.shared.backend import REDIS_UNAVAILABLE, RedisClient, redis_unavailable
 
 __all__ = ["QUERY_JOB", "RedisBudget", "RedisLedger"]
 
@@ -92,7 +91,7 @@ class RedisLedger:
 
     def __init__(
         self,
-        redis: redis.asyncio.Redis,
+        redis: RedisClient,
         *,
         operation: str,
         limit: int,
@@ -143,7 +142,7 @@ class RedisLedger:
         self._round_trips = 0
 
     @classmethod
-    def from_settings(cls, redis: redis.asyncio.Redis, settings: GatewaySettings) -> RedisLedger:
+    def from_settings(cls, redis: RedisClient, settings: GatewaySettings) -> RedisLedger:
         """The fleet's QueryIProductionJob slots: `upstream_qps` per (1 s + margin), leases
         that outlast a call (connect + read timeout) by a window and a second."""
         window = settings.upstream_window
@@ -379,7 +378,7 @@ class RedisBudget(SlotBudget[str]):
 
     def __init__(
         self,
-        redis: redis.asyncio.Redis,
+        redis: RedisClient,
         *,
         operation: str,
         limit: int,
@@ -411,7 +410,7 @@ class RedisBudget(SlotBudget[str]):
         self.redis_ledger = ledger
 
     @classmethod
-    def from_settings(cls, redis: redis.asyncio.Redis, settings: GatewaySettings) -> RedisBudget:
+    def from_settings(cls, redis: RedisClient, settings: GatewaySettings) -> RedisBudget:
         window = settings.upstream_window
         return cls(
             redis,

@@ -216,9 +216,7 @@ class SlotBudget(Generic[T]):
                 self._hand_out(taken.tokens)
                 if len(taken.tokens) < want:
                     await self._nap_till(taken.retry_at)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
+        except Exception as exc:  # (cancellation is a BaseException: it goes on up)
             if not isinstance(exc, BackendUnavailable):
                 logger.exception("The budget's pump failed")
             # Nobody may hang on a budget that cannot grant: every waiter gets the error, each

@@ -6,13 +6,13 @@ upstream, then `release()` it once the answer is stored or the fetch failed), a 
 fresh answer is in the shared cache already: call nothing), or `Held` (another process is
 fetching it: try again in `Held.retry_in`, which grows with the attempts).
 
-`RedisFetchClaims` keeps `{prefix}:fetching:{job_id}` = "{process token}:{sequence}" (SET PX
-lease) next to the snapshots of `RedisSnapshotCache`. CLAIM reads the snapshot and the claim
-atomically, so whoever claims an id has checked, under the claim, that no fresh answer exists;
-RELEASE deletes the claim only if it still holds this lease's value. The lease lasts about the
-upstream read timeout. Redis not answering raises `BackendUnavailable`, which `FailoverClaims`
-turns into "no claim, just fetch": a claim never fails a fetch.
-"""
+`RedisFetchClaims` keeps `{prefix}:fetching:{<id>}` = "{process token}:{sequence}" (SET PX
+lease; the id is the hash tag of both keys) next to the snapshots of `RedisSnapshotCache`. CLAIM
+reads the snapshot and the claim atomically, so whoever claims an id has checked, under the
+claim, that no fresh answer exists; RELEASE deletes the claim only if it still holds this
+lease's value. The lease lasts about the upstream read timeout. Redis not answering raises
+`BackendUnavailable`, which `FailoverClaims` turns into "no claim, just fetch": a claim never
+fails a fetch."""
 
 from __future__ import annotations
 
@@ -22,12 +22,10 @@ import secrets
 from dataclasses import dataclass
 from typing import Final, Protocol, TypeAlias
 
-import redis.asyncio
-
 from gateway.jobs.cache import CacheEntry
 from gateway.jobs.redis_cache import RedisSnapshotCache
 from gateway.settings import GatewaySettings
-from gateway.shared.backend import REDIS_UNAVAILABLE, redis_unavailable
+from gateway.shared.backend import REDIS_UNAVAILABLE, RedisClient, redis_unavailable
 
 __all__ = [
     "CLAIM",
@@ -135,7 +133,7 @@ class RedisFetchClaims:
 
     def __init__(
         self,
-        client: redis.asyncio.Redis,
+        client: RedisClient,
         cache: RedisSnapshotCache,
         *,
         lease: float,
@@ -162,7 +160,7 @@ class RedisFetchClaims:
 
     @classmethod
     def from_settings(
-        cls, client: redis.asyncio.Redis, cache: RedisSnapshotCache, settings: GatewaySettings
+        cls, client: RedisClient, cache: RedisSnapshotCache, settings: GatewaySettings
     ) -> RedisFetchClaims:
         """A lease of the upstream read timeout: a holder's call cannot take longer."""
         return cls(client, cache, lease=settings.read_timeout, prefix=settings.redis_prefix)
@@ -179,7 +177,7 @@ class RedisFetchClaims:
 
     def key(self, job_id: str) -> str:
         """The Redis key of the claim on `job_id`."""
-        return f"{self._prefix}:fetching:{job_id}"
+        return f"{self._prefix}:fetching:{{{job_id}}}"
 
     async def claim(self, job_id: str, *, attempt: int = 0) -> ClaimOutcome:
         """One CLAIM round trip (two when the snapshot there cannot be read by this version).

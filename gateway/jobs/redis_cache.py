@@ -1,13 +1,13 @@
 """`RedisSnapshotCache`: the snapshot cache shared by every gateway process through Redis.
 
-One key per job id, `{prefix}:job:{job_id}`, set with the ttl its state allows (`CacheTtls`, as
-`LocalSnapshotCache`), holding versioned JSON (`{"v": 1, "fetchedAt": ..., "raw": {...}}` or
-`{"v": 1, "notFound": true}`); `get_many` reads any number in one `MGET`. A job is rebuilt from
-`raw` with the current decoder; a value of another version, or one that does not parse, is a
-miss. In front of Redis, a memo of finished snapshots (they never change; each expires when the
-shared copy does), and, by value, what the last bytes read for an id decoded to (the bytes are
-read every time: this saves CPU, never freshness). Redis not answering raises
-`BackendUnavailable`, which `FailoverCache` turns into a local fallback.
+One key per job id, `{prefix}:job:{<id>}` (the id is its hash tag), set with the ttl its state
+allows (`CacheTtls`, as `LocalSnapshotCache`), holding versioned JSON (`{"v": 1, "fetchedAt":
+..., "raw": {...}}` or `{"v": 1, "notFound": true}`); `get_many` reads any number in one `MGET`.
+A job is rebuilt from `raw` with the current decoder; a value of another version, or one that
+does not parse, is a miss. In front of Redis, a memo of finished snapshots (they never change;
+each expires when the shared copy does), and, by value, what the last bytes read for an id
+decoded to (the bytes are read every time: this saves CPU, never freshness). Redis not answering
+raises `BackendUnavailable`, which `FailoverCache` turns into a local fallback.
 """
 
 from __future__ import annotations
@@ -19,14 +19,14 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Final
 
-import redis.asyncio
 from cachetools import LRUCache, TLRUCache
+from redis.asyncio.cluster import RedisCluster
 
 from gateway.jobs.cache import CacheEntry, CacheTtls
 from gateway.model import Job
 from gateway.mps.decode import decode_job
 from gateway.settings import GatewaySettings
-from gateway.shared.backend import REDIS_UNAVAILABLE, redis_unavailable
+from gateway.shared.backend import REDIS_UNAVAILABLE, RedisClient, redis_unavailable
 
 __all__ = ["FORMAT_VERSION", "RedisSnapshotCache"]
 
@@ -49,7 +49,7 @@ class RedisSnapshotCache:
 
     def __init__(
         self,
-        client: redis.asyncio.Redis,
+        client: RedisClient,
         *,
         terminal_ttl: float,
         running_ttl: float,
@@ -65,6 +65,8 @@ class RedisSnapshotCache:
                 f"Expected memo_max_entries of at least 0, received {memo_max_entries}."
             )
         self._redis = client
+        # One MGET on one Redis; on a cluster, one per slot (the ids' keys are all over it).
+        self._mget = client.mget_nonatomic if isinstance(client, RedisCluster) else client.mget
         self._ttls = CacheTtls(terminal=terminal_ttl, running=running_ttl, not_found=not_found_ttl)
         self._prefix = prefix
         self._region = region
@@ -81,7 +83,7 @@ class RedisSnapshotCache:
     @classmethod
     def from_settings(
         cls,
-        client: redis.asyncio.Redis,
+        client: RedisClient,
         settings: GatewaySettings,
         *,
         clock: Callable[[], float] = time.time,
@@ -98,8 +100,9 @@ class RedisSnapshotCache:
         )
 
     def key(self, job_id: str) -> str:
-        """The Redis key of `job_id`'s snapshot."""
-        return f"{self._prefix}:job:{job_id}"
+        """The Redis key of `job_id`'s snapshot. The id is its hash tag: on a Redis Cluster,
+        the snapshot and the fetch claim of one id live in one slot, as the claim script needs."""
+        return f"{self._prefix}:job:{{{job_id}}}"
 
     @property
     def memo_size(self) -> int:
@@ -137,7 +140,7 @@ class RedisSnapshotCache:
         if not asked:
             return entries
         try:
-            values = await self._redis.mget([self.key(job_id) for job_id in asked])
+            values = await self._mget([self.key(job_id) for job_id in asked])
         except REDIS_UNAVAILABLE as exc:
             raise redis_unavailable(exc) from exc
         for (job_id, indexes), value in zip(asked.items(), values, strict=True):

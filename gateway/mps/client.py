@@ -37,7 +37,7 @@ TRANSPORT_ERRORS: tuple[tuple[type[httpx.HTTPError], type[errors.UpstreamError]]
     (httpx.HTTPError, errors.UpstreamUnavailable),
 )
 
-#: Upstream codes meaning "these credentials cannot call this API" (reference section 4.2).
+#: Upstream codes meaning "these credentials cannot call this API" (docs/upstream.md section 4.3).
 AUTH_CODE_PREFIXES = (
     "InvalidAccessKeyId",
     "InvalidAccessKeySecret",
@@ -60,7 +60,8 @@ UNAVAILABLE_CODES = ("ServiceUnavailable", "InternalError", "UnknownError")
 
 @dataclass(frozen=True, slots=True)
 class SubmitJobRequest:
-    """The parameters of SubmitIProductionJob (reference section 2.1); None means "not sent"."""
+    """The parameters of SubmitIProductionJob (docs/upstream.md section 2.1); None means "not
+    sent"."""
 
     function_name: str
     input: str | None = None
@@ -175,7 +176,7 @@ def _parse(action: str, response: httpx.Response) -> dict[str, object]:
 def error_for(
     action: str, status: int, body: Mapping[str, object], headers: Mapping[str, str]
 ) -> errors.UpstreamError:
-    """The gateway error for an upstream error answer (reference section 4)."""
+    """The gateway error for an upstream error answer (docs/upstream.md section 4.3)."""
     code = _text(body.get("Code") or body.get("code")) or f"HTTP{status}"
     request_id = _text(body.get("RequestId") or body.get("requestId")) or _text(
         headers.get(REQUEST_ID_HEADER)
@@ -216,8 +217,8 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
             seconds = float(raw)
         except ValueError:
             continue
-        # x-acs-retry-after is in milliseconds (tea_openapi divides by 1000); Retry-After is in
-        # seconds.
+        # x-acs-retry-after is in milliseconds (the official SDK sleeps it / 1000 s); Retry-After
+        # is in seconds.
         seconds = seconds / 1000 if name == "x-acs-retry-after" else seconds
         # Only a finite delay is a hint (and only a finite number can go out as JSON).
         if seconds > 0 and math.isfinite(seconds):

@@ -1,6 +1,6 @@
 """The upstream's stringly typed answers, decoded into domain models.
 
-QueryIProductionJob answers with a flat object whose fields are all strings (reference/mps-api.md
+QueryIProductionJob answers with a flat object whose fields are all strings (docs/upstream.md
 section 1.2), some of which hold further encodings: `JobParams` is relaxed JSON (`{mode:"gif"}`),
 `Result` is a JSON string whose `Data` is another JSON string, `Input` and `Output` are OSS URLs.
 
@@ -97,7 +97,7 @@ def parse_oss_url(url: str, *, region: str | None = None) -> OssObject:
     - `https://` (or `http://`) with the same host: the key is the percent-decoded path, and the
       query string (a presigned URL's signature) is dropped;
     - `oss://<bucket>/<key>`, which names no endpoint: MPS only reads buckets of the region it runs
-      in (reference section 1.6), so with `region` given the endpoint is
+      in (docs/upstream.md section 1.6), so with `region` given the endpoint is
       `oss-<region>.aliyuncs.com`; without it the URL cannot be placed and is refused.
 
     `region` of the result is the one the endpoint names, or None for a transfer-acceleration
@@ -149,9 +149,9 @@ def decode_job(
     """The job a QueryIProductionJob body describes, or None when it describes none.
 
     None means "no such smart-production job": the body has no usable `State` (missing, null, empty
-    or blank; reference section 1.7), or neither the body nor `job_id` names the job. `job_id` is
-    only a fallback for a body without `JobId`; a body's own JobId wins (the client may compare).
-    A State that is present but unknown (`Succes`, or a non-string such as `3`) is
+    or blank; docs/upstream.md section 1.7), or neither the body nor `job_id` names the job.
+    `job_id` is only a fallback for a body without `JobId`; a body's own JobId wins (the client may
+    compare). A State that is present but unknown (`Succes`, or a non-string such as `3`) is
     `JobState.UNKNOWN` with the text in `raw_state`: the upstream knows the job, so it is no "not
     found". `region` places bucket-only `oss://<bucket>/<key>` URLs (see `parse_oss_url`); the
     rebuild guarantee holds for the same `region`.
@@ -241,7 +241,8 @@ def _decode_oss(url: str | None, field: str, region: str | None) -> OssObject | 
 
 
 def _decode_params(text: str | None) -> JsonValue | Malformed:
-    """JobParams as submitted: JSON, or relaxed JSON such as `{mode:"gif"}` (reference 1.2)."""
+    """JobParams as submitted: JSON, or relaxed JSON such as `{mode:"gif"}`
+    (docs/upstream.md §1.2)."""
     if text is None:
         return None
     try:

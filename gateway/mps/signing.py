@@ -1,6 +1,6 @@
 """Alibaba Cloud RPC signature V1 (HMAC-SHA1), as an `httpx.Auth`.
 
-The algorithm (reference/mps-api.md section 3.2): every parameter but `Signature`, from the query
+The algorithm (docs/upstream.md section 3.2): every parameter but `Signature`, from the query
 string and from a form body alike, sorted by name, each name and value percent-encoded per RFC 3986
 (`%20` for a space, `%2A` for `*`, `~` kept), joined with `&`; then
 `StringToSign = METHOD & %2F & percent_encode(canonical query)`, and the signature is

@@ -5,7 +5,7 @@ A presigned URL does, until it expires: it carries the gateway's AccessKey id (a
 credentials, the STS token, as OSS requires) plus an HMAC signature, never the secret. Signing is a
 pure computation: no call to OSS, no upstream budget, no I/O.
 
-The algorithm (reference/mps-api.md section 6.3, and the official SDKs' `SignerV4`), for a GET
+The algorithm (docs/upstream.md section 6.3, and the official SDKs' `SignerV4`), for a GET
 with no signed headers:
 
     CanonicalQuery   = the x-oss-* query parameters but x-oss-signature, names and values

@@ -12,14 +12,24 @@ into a failover: it stays a plain exception and surfaces as one.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, TypeAlias
 
 import redis.asyncio
 import redis.exceptions
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-__all__ = ["REDIS_UNAVAILABLE", "BackendUnavailable", "open_redis", "redis_unavailable"]
+__all__ = [
+    "REDIS_UNAVAILABLE",
+    "BackendUnavailable",
+    "RedisClient",
+    "open_redis",
+    "redis_unavailable",
+]
+
+#: A client of one Redis (or a primary), or of a Redis Cluster.
+RedisClient: TypeAlias = "redis.asyncio.Redis | RedisCluster"
 
 #: Seconds a pooled connection may sit idle before it is PINGed again before use.
 HEALTH_CHECK_INTERVAL: Final = 10
@@ -49,6 +59,9 @@ REDIS_UNAVAILABLE: Final[tuple[type[redis.exceptions.RedisError], ...]] = (
     redis.exceptions.TimeoutError,
     redis.exceptions.ReadOnlyError,
     redis.exceptions.OutOfMemoryError,
+    # A cluster that lost a shard, or is moving one: both pass, like an outage.
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
 )
 
 
@@ -62,9 +75,10 @@ def redis_unavailable(exc: redis.exceptions.RedisError) -> BackendUnavailable:
 
 
 def open_redis(
-    url: str, *, timeout: float, max_connections: int = MAX_CONNECTIONS
-) -> redis.asyncio.Redis:
-    """A client for the Redis at `url` that never stalls a request for long.
+    url: str, *, timeout: float, max_connections: int = MAX_CONNECTIONS, cluster: bool = False
+) -> RedisClient:
+    """A client for the Redis at `url` that never stalls a request for long; with `cluster`,
+    for the Redis Cluster (or Valkey cluster) that node belongs to.
 
     `timeout` bounds connecting, each answer, and the wait for a pooled connection (redis-py's
     default is 5 s, far too long for a call on the request path: a Redis that stops answering
@@ -80,7 +94,19 @@ def open_redis(
     sat idle, and costs nothing when Redis is down (a refused connection fails at once); a
     timeout is never retried, which would double the stall. The caller closes the client
     (`await client.aclose()`), which closes its pool.
+
+    A cluster client keeps a pool per node and follows the cluster's redirections; every command
+    the gateway sends touches keys of one hash slot (its keys share a hash tag), or is split per
+    slot (`mget_nonatomic`).
     """
+    if cluster:
+        return RedisCluster.from_url(
+            url,
+            max_connections=max_connections,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            health_check_interval=HEALTH_CHECK_INTERVAL,
+        )
     pool = redis.asyncio.BlockingConnectionPool.from_url(
         url,
         max_connections=max_connections,

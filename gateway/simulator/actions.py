@@ -18,8 +18,8 @@ from gateway.simulator.state import Simulator
 
 
 def query_job(simulator: Simulator, params: Mapping[str, str]) -> dict[str, JsonValue]:
-    """The job's fields; for an unknown id only `JobId` (HTTP 200), as reference 1.7 says MPS
-    answers for an id that is not a smart-production job."""
+    """The job's fields; for an unknown id only `JobId` (HTTP 200), as MPS answers for an id that
+    is not a smart-production job (docs/upstream.md section 1.7)."""
     job_id = params.get("JobId", "")
     if not job_id:
         # The doc marks JobId optional (the API gateway lets it through), but the service can do
@@ -42,7 +42,8 @@ def submit_job(simulator: Simulator, params: Mapping[str, str]) -> dict[str, Jso
     function_name = params.get("FunctionName", "")
     if not function_name:
         # The only parameter the API metadata marks required: the API gateway rejects its absence
-        # before the service sees the call, with the `Missing{Name}` form (reference 4.2).
+        # before the service sees the call, with the `Missing{Name}` form (docs/upstream.md
+        # section 4.2).
         raise errors.missing_parameter("FunctionName")
     if function_name not in ALGORITHMS:
         raise errors.invalid_parameter("FunctionName")
@@ -64,7 +65,8 @@ def submit_job(simulator: Simulator, params: Mapping[str, str]) -> dict[str, Jso
         user_data=params.get("UserData"),
     )
     simulator.store.put(job)
-    # The documented answer (reference 2.2); its State is that of the submission, not of the job.
+    # The documented answer (docs/upstream.md section 2.2); its State is that of the submission,
+    # not of the job.
     result: dict[str, JsonValue] = {
         "Code": "Success",
         "Details": [],

@@ -33,7 +33,7 @@ from gateway.mps.signing import sign, string_to_sign
 from gateway.simulator import errors
 
 #: Largest distance between a request's timestamp and the server clock, and how long a nonce is
-#: remembered (reference section 3.1 and 4.2).
+#: remembered (docs/upstream.md sections 3.1 and 4.2).
 MAX_SKEW_SECONDS = 15 * 60.0
 
 V1_REQUIRED = (

@@ -5,8 +5,8 @@ the same answers, so a demo query printed by the CLI keeps working across restar
 static: their state never changes.
 
 The set holds, in this order:
-- the documented example job (reference 1.2) under `DOC_EXAMPLE_JOB_ID`, verbatim except that its
-  masked `****` parts are filled in;
+- the documented example job (docs/upstream.md section 1.2) under `DOC_EXAMPLE_JOB_ID`, verbatim
+  except that its masked `****` parts are filled in;
 - one job per algorithm of `KNOWN_FUNCTIONS`, with every state represented (Queuing, Analysing,
   Success, Fail), realistic OSS Input/Output URLs in cn-shanghai, Output templates with
   `{source}`/`{timestamp}`/`{sequenceId}`, JobParams (strict and relaxed JSON), UserData (including
@@ -71,7 +71,7 @@ _NAMES = (
 _USER_DATA = ("null", '{"orderId":"A1029","channel":"web"}', "batch-42", "null")
 
 # (algorithm, state, Result while running: None = absent, "" = empty). Every state appears, and
-# the algorithms whose results the reference documents (Cover, VideoClip, CaptionExtraction,
+# the algorithms whose results MPS documents (Cover, VideoClip, CaptionExtraction,
 # ImageCartoonize) are in Success.
 _PLAN: tuple[tuple[str, str, str | None], ...] = (
     ("VideoH2V", SUCCESS, None),
@@ -128,7 +128,8 @@ def demo_job_ids(settings: SimulatorSettings, *, include_quirks: bool = False) -
 
 
 def _doc_example() -> StaticJob:
-    # Reference 1.2, verbatim but for the masked parts, which are not valid as they are.
+    # docs/upstream.md section 1.2, verbatim but for the masked parts, which are not valid as
+    # they are.
     bucket = "oss://example-bucket.oss-cn-hangzhou.aliyuncs.com"
     data = encode_json(
         {

@@ -1,9 +1,9 @@
 """The upstream's own error codes, as the simulator answers them.
 
-These are MPS / Alibaba Cloud gateway codes (reference/mps-api.md section 4.2), not the gateway's
+These are MPS / Alibaba Cloud gateway codes (docs/upstream.md section 4.2), not the gateway's
 `GatewayError` codes: the simulator speaks the upstream's language so that the gateway's error
 mapping is exercised against what the cloud really says. Messages are the documented verbatim texts
-wherever the reference has one.
+wherever that section quotes one.
 
 `ApiError` is raised anywhere in the request pipeline and rendered once, by `responses.error_body`,
 in the JSON or XML shape the caller asked for.
@@ -23,9 +23,9 @@ class ApiError(Exception):
 
 
 def missing_parameter(name: str) -> ApiError:
-    # The API gateway's `Missing{Name}` family (reference 4.2), as in ECS's well-known
-    # `MissingRegionId` / "RegionId is mandatory for this action.": one code per missing name lets
-    # a caller see at once which parameter it forgot.
+    # The API gateway's `Missing{Name}` family (docs/upstream.md section 4.2), as in ECS's
+    # well-known `MissingRegionId` / "RegionId is mandatory for this action.": one code per missing
+    # name lets a caller see at once which parameter it forgot.
     return ApiError(f"Missing{name}", f"{name} is mandatory for this action.")
 
 
@@ -53,8 +53,9 @@ def unsupported_method() -> ApiError:
 
 
 def access_key_not_found() -> ApiError:
-    # The reference has 400 (doc 434846) and 404 (doc 51132, ask/278265) for this code; the SDKs'
-    # printed form "HTTP Status: 404 Error:InvalidAccessKeyId.NotFound" is the one seen in the wild.
+    # docs/upstream.md section 4.2 has 400 (doc 434846) and 404 (doc 51132, ask/278265) for this
+    # code; the SDKs' printed form "HTTP Status: 404 Error:InvalidAccessKeyId.NotFound" is the one
+    # seen in the wild.
     return ApiError("InvalidAccessKeyId.NotFound", "Specified access key is not found.", 404)
 
 

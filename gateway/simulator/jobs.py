@@ -19,14 +19,15 @@ from typing import Literal, Protocol
 
 import json5
 
-from gateway.model import JsonValue
+from gateway.model import JobState, JsonValue
 from gateway.simulator.algorithms import ALGORITHMS
 from gateway.simulator.oss import parse_oss_url, render_key
 
-QUEUING = "Queuing"
-ANALYSING = "Analysing"
-SUCCESS = "Success"
-FAIL = "Fail"
+# The upstream's `State` texts: the gateway's model names them once.
+QUEUING = JobState.QUEUING.value
+ANALYSING = JobState.ANALYSING.value
+SUCCESS = JobState.SUCCESS.value
+FAIL = JobState.FAIL.value
 
 
 def encode_json(value: JsonValue) -> str:

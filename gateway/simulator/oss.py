@@ -1,5 +1,6 @@
 """OSS URLs as MPS takes them (`oss://<bucket>.oss-<region>.aliyuncs.com/<key>`) and Output
-templates (`{source}`, `{timestamp}`, `{sequenceId}`, `{resultType}`): reference 1.6 and 6.2.
+templates (`{source}`, `{timestamp}`, `{sequenceId}`, `{resultType}`): docs/upstream.md sections 1.6
+and 6.2.
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 Parameters travel in the query string, a form body (`application/x-www-form-urlencoded`), or both,
 as the official SDK (POST, query only), aliyunsdkcore (GET) and older Tea SDKs (POST, form body)
-send them (reference 7.2). A request signed with V3 (`Authorization: ACS3-...`) names its action and
-version in `x-acs-action` / `x-acs-version`; any other request is treated as V1.
+send them (docs/upstream.md section 3.5). A request signed with V3 (`Authorization: ACS3-...`)
+names its action and version in `x-acs-action` / `x-acs-version`; any other request is treated as
+V1.
 
 The steps, in order; the first that fails answers:
 1. body format: V1 answers XML unless `Format=JSON` (any case), as MPS does; V3 answers JSON unless
@@ -124,7 +125,7 @@ def _body_format(params: Mapping[str, str], is_v3: bool) -> BodyFormat:
     if is_v3:
         return BodyFormat.XML if requested == "XML" else BodyFormat.JSON
     if requested in ("", "XML"):
-        return BodyFormat.XML  # the MPS default (reference 3.1)
+        return BodyFormat.XML  # the MPS default (docs/upstream.md section 3.1)
     if requested == "JSON":
         return BodyFormat.JSON
     raise errors.invalid_format()

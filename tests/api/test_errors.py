@@ -1,6 +1,6 @@
-"""Bad input and a bad upstream end in the documented error (DESIGN.md section 6), and nothing else
-breaks: a real gateway on a real port in front of a real simulator, with the simulator's faults,
-planted answers and quirk jobs playing the lying or failing upstream.
+"""Bad input and a bad upstream end in the documented error (the error table of README.md), and
+nothing else breaks: a real gateway on a real port in front of a real simulator, with the
+simulator's faults, planted answers and quirk jobs playing the lying or failing upstream.
 
 Every test is bounded (`bounded`), so a hang fails fast instead of stalling the suite.
 """

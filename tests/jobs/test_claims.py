@@ -92,11 +92,11 @@ async def test_one_process_claims_and_the_other_is_told_to_wait(
     a, b = Process(client, prefix, lease=2.0), Process(client, prefix, poll_interval=0.02)
 
     lease = as_lease(await a.claims.claim("job-1"))
-    assert a.claims.key("job-1") == f"{prefix}:fetching:job-1"
-    holder = await client.get(f"{prefix}:fetching:job-1")
+    assert a.claims.key("job-1") == f"{prefix}:fetching:{{job-1}}"
+    holder = await client.get(f"{prefix}:fetching:{{job-1}}")
     assert isinstance(holder, bytes)
     assert holder.startswith(f"{a.claims.token}:".encode())
-    assert 1_800 < await client.pttl(f"{prefix}:fetching:job-1") <= 2_000
+    assert 1_800 < await client.pttl(f"{prefix}:fetching:{{job-1}}") <= 2_000
 
     held = await b.claims.claim("job-1")
     assert held == Held(retry_in=0.02)
@@ -104,9 +104,9 @@ async def test_one_process_claims_and_the_other_is_told_to_wait(
     # The holder stores its answer, then releases: the waiter gets the answer, claims nothing.
     await a.cache.put("job-1", running("job-1"))
     await lease.release()
-    assert await client.exists(f"{prefix}:fetching:job-1") == 0
+    assert await client.exists(f"{prefix}:fetching:{{job-1}}") == 0
     assert await b.claims.claim("job-1") == CacheEntry(running("job-1"))
-    assert await client.exists(f"{prefix}:fetching:job-1") == 0
+    assert await client.exists(f"{prefix}:fetching:{{job-1}}") == 0
 
 
 async def test_a_fresh_answer_is_served_instead_of_a_claim_in_one_round_trip(prefix: str) -> None:
@@ -207,7 +207,7 @@ async def test_from_settings_leases_for_the_read_timeout_under_the_prefix() -> N
         claims = RedisFetchClaims.from_settings(client, cache, settings)
     finally:
         await client.aclose()
-    assert claims.key("abc") == "blue:fetching:abc"
+    assert claims.key("abc") == "blue:fetching:{abc}"
     assert claims.lease == 7.5
 
 

@@ -472,7 +472,7 @@ async def test_a_real_redis_that_stops_and_comes_back(
     )
 
     await cache.put("before", job("before", "Analysing"))
-    assert await redis_client.exists("test:job:before") == 1
+    assert await redis_client.exists("test:job:{before}") == 1
 
     redis_process.stop()
     assert await cache.get("before") is None  # Redis is gone: the local cache never had it
@@ -486,7 +486,7 @@ async def test_a_real_redis_that_stops_and_comes_back(
     assert await cache.get("during") is None  # the probe reached Redis, which has no such key
     assert not cache.degraded
     await cache.put("after", None)
-    assert await redis_client.get("test:job:after") == b'{"v":1,"notFound":true}'
+    assert await redis_client.get("test:job:{after}") == b'{"v":1,"notFound":true}'
     assert [message.split(" (")[0] for message in warnings_logged(caplog)] == [
         "Redis unreachable",
         f"Redis reachable again: {SHARED}",

@@ -118,11 +118,11 @@ async def test_key_layout_and_value_format(client: redis.asyncio.Redis, prefix: 
     await cache.put("job-1", job)
     await cache.put("nobody", None)
 
-    assert cache.key("job-1") == f"{prefix}:job:job-1"
-    stored = await client.get(f"{prefix}:job:job-1")
+    assert cache.key("job-1") == f"{prefix}:job:{{job-1}}"
+    stored = await client.get(f"{prefix}:job:{{job-1}}")
     assert stored is not None
     assert json.loads(stored) == {"v": 1, "fetchedAt": FETCHED_AT, "raw": dict(job.raw)}
-    assert await client.get(f"{prefix}:job:nobody") == b'{"v":1,"notFound":true}'
+    assert await client.get(f"{prefix}:job:{{nobody}}") == b'{"v":1,"notFound":true}'
 
 
 @pytest.mark.parametrize(
@@ -319,13 +319,13 @@ async def test_from_settings_takes_prefix_region_and_ttls() -> None:
     client = open_redis(REDIS_URL, timeout=1.0)
     try:
         cache = RedisSnapshotCache.from_settings(client, settings)
-        assert cache.key("abc") == f"{prefix}:job:abc"
+        assert cache.key("abc") == f"{prefix}:job:{{abc}}"
         await cache.put("abc", upstream_job("abc", "Success"))
-        assert 6_800 < await client.pttl(f"{prefix}:job:abc") <= 7_000
+        assert 6_800 < await client.pttl(f"{prefix}:job:{{abc}}") <= 7_000
         entry = await RedisSnapshotCache.from_settings(client, settings).get("abc")
         assert entry == CacheEntry(upstream_job("abc", "Success"))
     finally:
-        await client.delete(f"{prefix}:job:abc")
+        await client.delete(f"{prefix}:job:{{abc}}")
         await client.aclose()
 
 

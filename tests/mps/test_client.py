@@ -1,8 +1,8 @@
 """MpsClient: every failure below it ends in exactly one documented `UpstreamError`.
 
 The upstream is an `httpx.MockTransport` with plain handler functions, as in httpx's own tests:
-each handler sees the signed request the client sent and answers what the cloud would (reference
-section 4), or raises what a transport can raise.
+each handler sees the signed request the client sent and answers what the cloud would
+(docs/upstream.md section 4), or raises what a transport can raise.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def answer(status: int, body: object, headers: dict[str, str] | None = None) -> 
 
 
 def error_body(code: str, message: str) -> dict[str, str]:
-    """An error answer in the upstream's shape (reference section 4.1)."""
+    """An error answer in the upstream's shape (docs/upstream.md section 4.1)."""
     return {
         "RequestId": REQUEST_ID,
         "HostId": "mts.cn-shanghai.aliyuncs.com",
@@ -221,7 +221,7 @@ INCOMPLETE_MESSAGE = (
 )
 
 UPSTREAM_CODES = [
-    # (code, HTTP status, message, expected class); reference section 4.2 plus the MPS codes.
+    # (code, HTTP status, message, expected class); docs/upstream.md section 4.2 plus MPS codes.
     ("Throttling", 400, "Request was denied due to request throttling.", errors.UpstreamThrottled),
     ("Throttling", 429, "Request was denied due to request throttling.", errors.UpstreamThrottled),
     (
@@ -463,7 +463,7 @@ async def test_resource_not_found_on_submit_is_a_rejection() -> None:
 
 
 async def test_codes_are_read_case_insensitively() -> None:
-    # tea_openapi reads `Code` or `code` (reference 4.1).
+    # tea_openapi reads `Code` or `code` (docs/upstream.md section 4.1).
     body = {"requestId": REQUEST_ID, "code": "Throttling.User", "message": "flow control"}
     with pytest.raises(errors.UpstreamThrottled) as caught:
         await query(answer(400, body))
@@ -581,7 +581,7 @@ async def test_the_request_id_header_stands_in_for_a_body_without_one() -> None:
 @pytest.mark.parametrize(
     "body",
     [
-        {"RequestId": REQUEST_ID, "JobId": JOB_ID},  # reference 1.7: the likely "not found"
+        {"RequestId": REQUEST_ID, "JobId": JOB_ID},  # docs/upstream.md §1.7: the likely "not found"
         {"RequestId": REQUEST_ID},
         {"RequestId": REQUEST_ID, "JobId": JOB_ID, "State": ""},
         {"RequestId": REQUEST_ID, "JobId": JOB_ID, "State": None},

@@ -27,7 +27,7 @@ from gateway.mps.decode import (
     parse_oss_url,
 )
 
-# reference/mps-api.md section 1.2, verbatim.
+# docs/upstream.md section 1.2, verbatim.
 DOC_EXAMPLE = r"""{"FunctionName":"ImageCartoonize","Input":"oss://example-****.oss-cn-hangzhou.aliyuncs.com/example.mp4",
  "RequestId":"D127C68E-F1A1-4CE5-A874-8FF724881A12","UserData":"null","State":"Success",
  "Output":"oss://example-****.oss-cn-hangzhou.aliyuncs.com/iproduction/{source}-{timestamp}-{sequenceId}.srt",
@@ -130,7 +130,7 @@ def test_doc_example_decodes_whole() -> None:
     "body",
     [
         {},
-        {"RequestId": "req-1", "JobId": "job-1"},  # reference 1.7: the upstream's "no such job"
+        {"RequestId": "req-1", "JobId": "job-1"},  # docs/upstream.md §1.7: MPS's "no such job"
         {"RequestId": "req-1", "JobId": "job-1", "State": ""},
         {"RequestId": "req-1", "JobId": "job-1", "State": "  "},
         {"RequestId": "req-1", "JobId": "job-1", "State": None},

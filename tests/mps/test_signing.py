@@ -18,7 +18,7 @@ from gateway.mps.signing import (
     utc_timestamp,
 )
 
-# reference/mps-api.md section 3.4: the published ECS DescribeRegions vector.
+# docs/upstream.md section 3.4: the published ECS DescribeRegions vector.
 DESCRIBE_REGIONS = {
     "AccessKeyId": "testid",
     "Action": "DescribeRegions",

@@ -19,7 +19,7 @@ from tests.oss.official import official_presign, official_v4_url, query_of
 AK = "LTAI5tPresignTestKeyId"
 SECRET = "presign-test-secret-0123456789abcdef"
 TOKEN = "CAIS+sts/token==with&odd=chars"
-# 2024-11-15T09:50:58Z, the x-oss-date of the documented example (reference section 6.3).
+# 2024-11-15T09:50:58Z, the x-oss-date of the documented example (docs/upstream.md section 6.3).
 SIGNED_AT = calendar.timegm((2024, 11, 15, 9, 50, 58))
 EXAMPLE = OssObject(
     bucket="examplebucket",
@@ -68,7 +68,7 @@ def test_a_fixed_clock_gives_the_official_sdks_url_byte_for_byte() -> None:
 
 
 def test_the_documented_example_as_far_as_it_is_reproducible() -> None:
-    # reference/mps-api.md 6.3 (doc 39607): the id is masked (LTAI****) and the signature cut
+    # docs/upstream.md section 6.3 (doc 39607): the id is masked (LTAI****) and the signature cut
     # (6e7a...), so the secret is unknown: host, path, every parameter but the signature, and
     # the signature's form are what can be reproduced.
     documented = (

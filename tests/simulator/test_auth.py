@@ -307,7 +307,7 @@ async def test_auth_errors_are_not_counted_as_calls(app: Starlette, clock: Manua
     assert simulator_of(app).meters["QueryIProductionJob"].calls == 0
 
 
-# --- V1 published and computed vectors (reference 3.4) -------------------------------------------
+# --- V1 published and computed vectors (docs/upstream.md section 3.4) ---------------------------
 
 MPS_V1_VECTOR = {
     "Action": "QueryIProductionJob",
@@ -368,7 +368,7 @@ def test_v3_published_vector() -> None:
 
 
 def test_v3_computed_mps_vector() -> None:
-    # Reference 3.4: QueryIProductionJob, computed with the official functions.
+    # docs/upstream.md section 3.4: QueryIProductionJob, computed with the official functions.
     headers = {
         **ECS_V3_HEADERS,
         "host": "mts.cn-shanghai.aliyuncs.com",
