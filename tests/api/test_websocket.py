@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -18,9 +19,11 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Close
 
-from tests.api.conftest import GatewayServer, SimulatorServer, StartGateway
+from gateway.app import create_app
+from tests.api.conftest import GatewayServer, SimulatorServer, StartGateway, gateway_settings
 from tests.api.test_subscriptions import planted
 from tests.logs import warnings_and_errors
+from tests.servers import run_asgi_server
 
 JOB = "query($id: ID!) { job(id: $id) { id } }"
 
@@ -381,3 +384,23 @@ async def test_a_malformed_frame_while_operations_answer(
                     pass
                 assert reason.code == 4400
     assert warnings_and_errors(caplog) == []
+
+
+async def test_a_bug_closes_the_socket_with_1011_and_a_correlation_id(
+    simulator: SimulatorServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Served without its lifespan, the app has no services: making a context fails, a bug as
+    # far as the WebSocket is concerned. It used to drop the socket (1006, no close frame).
+    app = create_app(gateway_settings(simulator))
+    with run_asgi_server(app, lifespan="off") as url:
+        gateway = GatewayServer(url=url, settings=gateway_settings(simulator))
+        async with socket_to(gateway, init=False) as socket:
+            closed = await close_frame(socket)
+    assert closed.code == 1011
+    match = re.fullmatch(r"Unexpected error \(correlation id ([0-9a-f]{32})\)\.", closed.reason)
+    assert match is not None, closed.reason
+    [logged] = [record for record in caplog.records if record.levelno >= logging.ERROR]
+    assert logged.getMessage() == (
+        f"Unexpected error on a WebSocket (correlation id {match.group(1)})"
+    )
+    assert logged.exc_info is not None
