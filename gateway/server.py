@@ -93,6 +93,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             self.refusals.count(self.loop.time(), self.limits.max_connections)
             transport.close()
             return
+        self.transport = LingeringTransport(transport, self.loop)
         self._expire_in(self.limits.idle_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -134,6 +135,83 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             "whose request headers did not arrive in time" if self._reading_headers else "idle",
         )
         self.transport.close()
+
+
+class LingeringTransport(asyncio.Transport):
+    """A connection's transport whose `close()` is a lingering close, as HTTP servers do it.
+
+    Closing a socket whose peer is still sending (the rest of a body after a 408 or a 413, say)
+    makes the kernel answer the next bytes with a reset, and a reset can destroy the answer the
+    peer has not read yet. So `close()` first ends the sending side (the peer reads the answer,
+    then end of file), keeps receiving (and the protocol discards what arrives), and closes for
+    good when the peer closes its side, or `LINGER` seconds later at most.
+    """
+
+    #: Most seconds a closed connection keeps receiving before it is closed for good.
+    LINGER = 1.0
+
+    def __init__(self, inner: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(inner.get_extra_info("extra"))
+        self._inner = inner
+        self._loop = loop
+        self._closing = False
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        inner = self._inner
+        if inner.is_closing() or not inner.can_write_eof():
+            inner.close()
+            return
+        inner.write_eof()  # the answer goes out whole, then end of file
+        self._loop.call_later(self.LINGER, inner.close)
+
+    def is_closing(self) -> bool:
+        return self._closing or self._inner.is_closing()
+
+    def abort(self) -> None:
+        self._closing = True
+        self._inner.abort()
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self._inner.write(data)
+
+    def writelines(self, list_of_data: Any) -> None:
+        self._inner.writelines(list_of_data)
+
+    def write_eof(self) -> None:
+        self._inner.write_eof()
+
+    def can_write_eof(self) -> bool:
+        return self._inner.can_write_eof()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._inner.get_extra_info(name, default)
+
+    def pause_reading(self) -> None:
+        self._inner.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._inner.resume_reading()
+
+    def is_reading(self) -> bool:
+        return self._inner.is_reading()
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self._inner.set_protocol(protocol)
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._inner.get_protocol()
+
+    def get_write_buffer_size(self) -> int:
+        return self._inner.get_write_buffer_size()
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return self._inner.get_write_buffer_limits()
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self._inner.set_write_buffer_limits(high, low)
 
 
 class Refusals:
