@@ -34,6 +34,7 @@ from gateway.api.context import Context
 from gateway.api.schema import build_schema
 from gateway.api.views import JobViews
 from gateway.api.websocket import GatewayWebSocketAdapter, TransportWSHandler, close_quietly
+from gateway.graphiql import FILES_ROUTE, GraphiQL
 from gateway.http_errors import BAD_REQUEST, CODE_OF_STATUS, ErrorResponse
 from gateway.middleware import BodyReadTimeout, BodySizeLimit, BrowserCORS
 from gateway.services import Services
@@ -70,15 +71,24 @@ class GatewayGraphQL(GraphQL[Context, None]):
     graphql_transport_ws_handler_class = TransportWSHandler
     websocket_adapter_class = GatewayWebSocketAdapter
 
-    def __init__(self, settings: GatewaySettings, state: _AppState) -> None:
+    def __init__(
+        self, settings: GatewaySettings, state: _AppState, graphiql: GraphiQL | None = None
+    ) -> None:
         super().__init__(
             build_schema(settings),
-            graphql_ide="graphiql" if settings.graphiql else None,
+            graphql_ide="graphiql" if graphiql is not None else None,
             subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
         )
         self._settings = settings
         self._state = state
         self._views = JobViews()
+        self._graphiql = graphiql
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        # Our page, not Strawberry's (which loads its files from a CDN). Strawberry calls this
+        # only when `graphql_ide` is set, that is when there is a GraphiQL.
+        assert self._graphiql is not None
+        return self._graphiql.page()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
@@ -197,7 +207,8 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
     """The gateway app. Reads the environment only when `settings` is not given."""
     settings = settings or GatewaySettings()
     state = _AppState()
-    graphql = GatewayGraphQL(settings, state)
+    graphiql = GraphiQL.from_settings(settings) if settings.graphiql else None
+    graphql = GatewayGraphQL(settings, state, graphiql)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -273,6 +284,8 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
             WebSocketRoute("/graphql", graphql),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
+            # The files GraphiQL's page loads (none while GraphiQL is off).
+            *([Route(FILES_ROUTE, graphiql.file)] if graphiql else []),
         ],
         middleware=middleware,
         lifespan=lifespan,
