@@ -101,6 +101,7 @@ def _banner(settings: GatewaySettings, host: str, port: int) -> str:
     lines = [f"mps-gateway: GraphiQL and the GraphQL endpoint at {url}"]
     kind = settings.upstream_kind
     if kind is UpstreamKind.EMBEDDED_SIMULATOR:
+        from gateway.graphiql.page import demo_query
         from gateway.simulator.demo import demo_job_ids
 
         ids = demo_job_ids(SimulatorSettings())[:3]
@@ -110,13 +111,8 @@ def _banner(settings: GatewaySettings, host: str, port: int) -> str:
             "!! No ALIBABA_CLOUD_ACCESS_KEY_ID/SECRET and no GATEWAY_MPS_ENDPOINT are set:",
             "!! serving the EMBEDDED MPS SIMULATOR, not the cloud. Its jobs are demo data.",
             bar,
-            "Try this query in GraphiQL:",
-            "  query {",
-            f"    jobs(ids: [{', '.join(f'{i!r}'.replace(chr(39), chr(34)) for i in ids)}]) {{",
-            "      id state functionName params",
-            "      result { code files { name contentType url } }",
-            "    }",
-            "  }",
+            "Try this query in GraphiQL (it opens with it):",
+            *(f"  {line}" for line in demo_query(ids).splitlines()),
             f"or: curl -s {url} -H 'content-type: application/json' -d '{_curl_body(ids[0])}'",
         ]
     else:
