@@ -1,0 +1,44 @@
+"""Real gateways for GraphiQL's tests: on the embedded simulator (the default upstream, whatever
+the environment holds) unless told otherwise."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+
+from gateway.app import create_app
+from gateway.server import server_options
+from gateway.settings import GatewaySettings
+from tests.servers import run_asgi_server
+
+
+def embedded_settings(**overrides: Any) -> GatewaySettings:
+    """A gateway on the embedded simulator: no credentials, no endpoint, no Redis."""
+    values: dict[str, Any] = {
+        "access_key_id": None,
+        "access_key_secret": None,
+        "security_token": None,
+        "mps_endpoint": None,
+        "redis_url": None,
+        **overrides,
+    }
+    return GatewaySettings(**values)
+
+
+@contextmanager
+def serve_gateway(**overrides: Any) -> Iterator[str]:
+    """Serves a gateway (as `python -m gateway serve` does) until the block ends; yields its
+    base URL."""
+    settings = embedded_settings(**overrides)
+    with run_asgi_server(create_app(settings), lifespan="on", **server_options(settings)) as url:
+        yield url
+
+
+@pytest.fixture
+def embedded_gateway() -> Iterator[str]:
+    """The base URL of a real gateway on the embedded simulator."""
+    with serve_gateway() as url:
+        yield url
