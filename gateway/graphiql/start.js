@@ -12,10 +12,23 @@
   var socket = new URL(endpoint.href);
   socket.protocol = endpoint.protocol === "https:" ? "wss:" : "ws:";
 
-  var fetcher = GraphiQL.createFetcher({
+  var send = GraphiQL.createFetcher({
     url: endpoint.href,
     subscriptionUrl: socket.href,
   });
+
+  // GraphiQL sends an operation over the socket when the document it parsed says it is a
+  // subscription, but it parses 100 ms after the last keystroke: a subscription run sooner went
+  // over HTTP. Parsed here, the document is always the one being sent.
+  function fetcher(params, options) {
+    var parsed = options && options.documentAST;
+    try {
+      parsed = GraphiQL.GraphQL.parse(params.query);
+    } catch (syntaxError) {
+      // Sent as it is: the gateway answers what is wrong with it.
+    }
+    return send(params, Object.assign({}, options, { documentAST: parsed }));
+  }
 
   ReactDOM.createRoot(document.getElementById("graphiql")).render(
     React.createElement(GraphiQL, {
