@@ -15,7 +15,7 @@ from starlette.responses import Response
 
 #: 400: a body, parameter or encoding the gateway cannot read as a GraphQL request.
 BAD_REQUEST = "BAD_REQUEST"
-#: 404: GraphiQL asked for while it is turned off.
+#: 404: GraphiQL asked for while it is turned off, or a GraphiQL file that does not exist.
 NOT_FOUND = "NOT_FOUND"
 #: 405: a method other than GET and POST on /graphql.
 METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
