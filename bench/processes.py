@@ -156,16 +156,19 @@ class ServerGroup:
         self._wait_ready(server, ready_path, ready_headers or {}, timeout)
         return server
 
-    def start_redis(self, name: str = "redis", *, timeout: float = 10.0) -> Server:
-        """A private, throw-away `redis-server` on a free loopback port: nothing saved to disk
-        (`--save ""`, no append-only file), so it leaves no file behind and shares no state with
-        any other Redis. Returns once it answers PING; its `url` is `redis://127.0.0.1:<port>`."""
+    def start_redis(
+        self, name: str = "redis", *, port: int | None = None, timeout: float = 10.0
+    ) -> Server:
+        """A private, throw-away `redis-server` on a free loopback port (or `port`: to start one
+        again where a killed one was): nothing saved to disk (`--save ""`, no append-only
+        file), so it leaves no file behind and shares no state with any other Redis. Returns
+        once it answers PING; its `url` is `redis://127.0.0.1:<port>`."""
         executable = shutil.which("redis-server")
         if executable is None:
             raise RuntimeError(
                 "redis-server is not on PATH (Debian/Ubuntu: apt-get install redis)."
             )
-        port = free_port()
+        port = port or free_port()
         command = [executable, "--port", str(port), "--bind", HOST]
         command += ["--save", "", "--appendonly", "no"]
         server = self._spawn(name, command, port, None, scheme="redis")
@@ -196,6 +199,15 @@ class ServerGroup:
         server = Server(name, port, process, log_path, scheme)
         self._servers.append(server)
         return server
+
+    def kill(self, server: Server) -> None:
+        """SIGKILL one server and wait for it to end: a crash, with no shutdown of any kind
+        (a Redis killed so loses everything it held)."""
+        if server.process.poll() is None:
+            server.process.kill()
+            server.process.wait()
+        if server in self._servers:
+            self._servers.remove(server)
 
     def stop(self, server: Server, timeout: float = 10.0) -> None:
         """Stop one server (see `stop_all`)."""
