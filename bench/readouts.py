@@ -35,6 +35,27 @@ def readiness(gateway: Server) -> dict[str, Any]:
     return answer
 
 
+def failover_switches(ready: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The Redis failover switches of a gateway's `/readyz`, by name, each with `degraded`,
+    `failovers` and `lastError`: one for the whole process (`redis.failover`, since the budget
+    moved to `gateway/budget/`), or one per part (`budget`, `cache`, `claims`) in gateways
+    from before, where each part failed over on its own."""
+    shared = (ready.get("redis") or {}).get("failover")
+    if isinstance(shared, dict):
+        return {"redis": shared}
+    parts = ("budget", "cache", "claims")
+    return {name: (ready.get(name) or {}).get("failover") or {} for name in parts}
+
+
+def process_failovers(ready: dict[str, Any]) -> int:
+    """How many times a gateway went to its local budget and cache since it started: its one
+    switch's count, or the largest of its parts' (each part of an older gateway counts the
+    same outage once)."""
+    return max(
+        (int(part.get("failovers", 0)) for part in failover_switches(ready).values()), default=0
+    )
+
+
 def describe_budget(ready: dict[str, Any]) -> str:
     """Which budget a gateway runs on, from its `/readyz`: the Redis budget shared by the fleet
     (`budget.shared`), or a local one (its limit tells whether it is the process's share of the
