@@ -1,14 +1,22 @@
-"""What the servers say about themselves: the gateway's fetcher counters, the simulator's meter."""
+"""What the servers say about themselves: the gateway's fetcher counters, the simulator's meter,
+Redis's command counters and the commands it receives."""
 
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import httpx
 import redis
 
-from bench.processes import Server
+from bench.processes import HOST, Server
 
 
 def fetcher_stats(gateway: Server) -> dict[str, int]:
@@ -86,3 +94,75 @@ def redis_command_calls(redis_server: Server) -> dict[str, int]:
     return {
         name.removeprefix("cmdstat_"): int(values.get("calls", 0)) for name, values in stats.items()
     }
+
+
+#: One line of MONITOR: `1700000000.123456 [0 127.0.0.1:5555] "evalsha" "..."`, or `[0 lua]`
+#: for a command a script ran.
+_MONITORED = re.compile(r'^\d+\.\d+ \[\d+ (\S+)\] "([^"]+)"')
+
+
+class RedisMonitor:
+    """The commands a Redis receives while the `with` block runs, from `redis-cli MONITOR` in
+    a child process (it takes nothing from this process's interpreter).
+
+    Unlike `INFO commandstats`, which counts a command run by a Lua script like one a client
+    sent, MONITOR tells them apart: `round_trips` counts the commands clients sent (a script
+    call is one round trip), `scripted` those the scripts ran. MONITOR costs Redis a little
+    per command; at a few thousand commands a second that is far from its limits.
+    """
+
+    def __init__(self, server: Server) -> None:
+        self._server = server
+        self._folder = Path(tempfile.mkdtemp(prefix="mps-bench-monitor-"))
+        self._path = self._folder / "monitor.txt"
+        self._process: subprocess.Popen[bytes] | None = None
+        self.round_trips: Counter[str] = Counter()
+        self.scripted: Counter[str] = Counter()
+
+    def __enter__(self) -> RedisMonitor:
+        executable = shutil.which("redis-cli")
+        if executable is None:
+            raise RuntimeError("redis-cli is not on PATH (Debian/Ubuntu: apt-get install redis).")
+        with self._path.open("wb") as output:
+            self._process = subprocess.Popen(
+                [executable, "-h", HOST, "-p", str(self._server.port), "monitor"],
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        # MONITOR answers OK once it is on: nothing before that would be seen.
+        deadline = time.monotonic() + 5.0
+        while not self._path.read_bytes().startswith(b"OK"):
+            if self._process.poll() is not None or time.monotonic() > deadline:
+                self._stop()
+                raise RuntimeError(f"redis-cli MONITOR did not start: {self._path.read_text()}")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._stop()
+        with self._path.open(errors="replace") as lines:
+            for line in lines:
+                match = _MONITORED.match(line)
+                if match is not None:
+                    where, command = match.groups()
+                    counter = self.scripted if where == "lua" else self.round_trips
+                    counter[command.lower()] += 1
+        self._path.unlink()
+        self._folder.rmdir()
+
+    def _stop(self) -> None:
+        process = self._process
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(5.0)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
