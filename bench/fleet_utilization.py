@@ -18,6 +18,11 @@ by the fleet (one sliding window for all), or, until it is wired in gateway/app.
 budget of qps // replicas per process (33 of 100 here: safe, but 1 call/s of the account is never
 used and each process needs 1,000 / 33 s for its share).
 
+While the ids are served, `redis-cli MONITOR` (a child process) records every command the
+gateways send to Redis: the round trips per upstream call are printed (the price of the shared
+budget, cache and claims per id), beside Redis's own counters, which also count the commands
+the scripts run.
+
 The simulator's meter (reset just before t=0) proves the limit held across processes: peak in
 any rolling second <= qps, nothing throttled, one call per id. Any of those broken, an id with an
 error, or a wrong answer makes the run FAILED (exit 1). Missing the speed goal
