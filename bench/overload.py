@@ -28,8 +28,11 @@ reported, not an exit status.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import math
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -37,9 +40,16 @@ if not __package__:  # run as `python bench/overload.py`: make `bench` importabl
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.answers import Tally, fresh_id, payload
-from bench.loadgen import post_request, run
+from bench.loadgen import Exchange, post_request, run
 from bench.openloop import OpenLoopRun, check_generator, open_loop, percentile
-from bench.processes import HOST, ServerGroup, cpu_seconds, scrub_environment
+from bench.processes import (
+    HOST,
+    Server,
+    ServerGroup,
+    cpu_seconds,
+    run_queue_seconds,
+    scrub_environment,
+)
 from bench.readouts import readiness, simulator_action_stats
 from bench.uncached import warm_up
 from gateway.settings import (
@@ -52,6 +62,8 @@ NAME = "overload"
 ACTION = "QueryIProductionJob"
 #: The goal: p99 of the answer times at most the deadline plus this.
 SLACK = 0.100
+#: The event-loop probe: it needs no upstream call, so no budget.
+PROBE = b'{"query": "{ __typename }"}'
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -69,6 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "--max-late-ms", type=float, default=50.0, help="the generator's p99 lateness allowed"
+    )
+    parser.add_argument(
+        "--probe-interval", type=float, default=0.1, help="seconds between { __typename } probes"
     )
     args = parser.parse_args(argv)
     try:
@@ -144,28 +159,58 @@ def run_benchmark(args: argparse.Namespace) -> int:
             body = payload(ids_of(number, args.per_query))
             return post_request(HOST, port, "/graphql", body, headers)
 
-        cpu_before = cpu_seconds(gateway.process.pid)
-        load = run(
-            lambda: open_loop(
-                HOST,
-                [gateway.port],
-                request_for,
-                rate=rate,
-                duration=args.seconds,
-                answer_timeout=args.deadline + 10.0,
-                connections=connections,
-            )
-        )
-        cpu_after = cpu_seconds(gateway.process.pid)
+        async def load_and_probe() -> tuple[OpenLoopRun, list[float]]:
+            stop = asyncio.Event()
+            probing = asyncio.ensure_future(probe(gateway, args.probe_interval, stop))
+            try:
+                load = await open_loop(
+                    HOST,
+                    [gateway.port],
+                    request_for,
+                    rate=rate,
+                    duration=args.seconds,
+                    answer_timeout=args.deadline + 10.0,
+                    connections=connections,
+                )
+            finally:
+                stop.set()
+            return load, await probing
+
+        pid = gateway.process.pid
+        before = (cpu_seconds(pid), run_queue_seconds(pid))
+        load, probes = run(load_and_probe)
+        after = (cpu_seconds(pid), run_queue_seconds(pid))
         stats = simulator_action_stats(simulator, ACTION)
         budget = readiness(gateway).get("budget") or {}
 
-    gateway_cores = (
-        None
-        if cpu_before is None or cpu_after is None
-        else (cpu_after - cpu_before) / max(load.elapsed, 1e-9)
-    )
-    return report(args, deadline, load, stats, budget, gateway_cores)
+    seconds = max(load.elapsed, 1e-9)
+    cpu = [
+        None if b is None or a is None else (a - b) / seconds
+        for b, a in zip(before, after, strict=True)
+    ]
+    return report(args, deadline, load, probes, stats, budget, cpu[0], cpu[1])
+
+
+async def probe(gateway: Server, interval: float, stop: asyncio.Event) -> list[float]:
+    """`{ __typename }` every `interval` on a connection of its own, one at a time, until
+    `stop`: the gateway's event-loop lag (the query needs no budget), in seconds."""
+    exchange = await Exchange.open(HOST, gateway.port)
+    request = post_request(HOST, gateway.port, "/graphql", PROBE)
+    latencies: list[float] = []
+    try:
+        while not stop.is_set():
+            started = time.perf_counter()
+            status, _ = await exchange.send(request)
+            latencies.append(time.perf_counter() - started)
+            if status != 200:
+                raise RuntimeError(f"A {{ __typename }} probe was answered HTTP {status}.")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    stop.wait(), max(0.0, started + interval - time.perf_counter())
+                )
+    finally:
+        exchange.close()
+    return latencies
 
 
 def ids_of(number: int, per_query: int) -> list[str]:
@@ -177,9 +222,11 @@ def report(
     args: argparse.Namespace,
     deadline: float,
     load: OpenLoopRun,
+    probes: list[float],
     stats: dict[str, int],
     budget: dict[str, object],
     gateway_cores: float | None,
+    gateway_waited: float | None,
 ) -> int:
     tally = Tally()
     for outcome in load.outcomes:
@@ -216,10 +263,15 @@ def report(
         f"upstream calls {calls_rate / args.qps:.3f} x the limit (a call still under way at "
         "its deadline is paid for, and its id refused)"
     )
+    # Answers late for want of a core are the machine's, not the budget's: say which.
     print(
-        f"  gateway: {'n/a' if gateway_cores is None else f'{gateway_cores:.2f}'} cores during "
-        f"the run; budget now {budget}"
+        f"  gateway: {_share(gateway_cores)} cores used, and {_share(gateway_waited)} s per "
+        "second of the run ready to run but waiting for a core (other work on this machine); "
+        f"{{ __typename }} every {1000 * args.probe_interval:.0f} ms answered in p50 "
+        f"{1000 * percentile(probes, 0.5):.1f} ms, p99 {1000 * percentile(probes, 0.99):.1f} "
+        f"ms, max {1000 * max(probes, default=0.0):.1f} ms (its event loop's lag)"
     )
+    print(f"  gateway budget after the run: {budget}")
     problems = tally.invalidities()
     problems += [
         text
@@ -251,6 +303,10 @@ def report(
         f"valid={'no' if problems else 'yes'}"
     )
     return 1 if problems else 0
+
+
+def _share(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
 
 
 if __name__ == "__main__":

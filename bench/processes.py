@@ -64,6 +64,17 @@ def cpu_seconds(pid: int) -> float | None:
     return (utime + stime) / os.sysconf("SC_CLK_TCK")
 
 
+def run_queue_seconds(pid: int) -> float | None:
+    """Seconds the process's main thread has been ready to run but waited for a core, from
+    /proc/<pid>/schedstat (None where there is none): on a shared machine, how long other work
+    kept a server (whose event loop is its main thread) from answering."""
+    try:
+        fields = Path(f"/proc/{pid}/schedstat").read_text().split()
+    except OSError:
+        return None
+    return int(fields[1]) / 1e9
+
+
 def machine_cpu_seconds() -> tuple[float, float] | None:
     """(busy, total) CPU seconds of the whole machine since boot, all cores, from /proc/stat
     (None where there is none). Over a run, busy / elapsed is the cores every process used,
