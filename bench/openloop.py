@@ -4,7 +4,9 @@ A closed loop (`loadgen.closed_loop`) sends again only when an answer arrives, s
 slows down gets less load; an overload needs the opposite: request n leaves at `start + n / rate`
 even if every earlier one is still waiting. Each request goes on a keep-alive connection
 (`loadgen.Exchange`, raw asyncio, a few microseconds per request) that is idle at its tick; when
-none is, a new one is opened (counted, and its handshake is inside that request's time).
+none is, a new one is opened (counted, and its handshake is inside that request's time). A
+connection idle for longer than `KEEP_ALIVE` is closed rather than reused (the server may be
+closing it), so that no request is lost to a keep-alive timeout.
 
 Answer times mean something only if the generator kept its schedule: `OpenLoopRun.lateness`
 holds how long after its tick each request was written, and `check_generator` runs the same
@@ -23,6 +25,10 @@ from dataclasses import dataclass, field
 
 from bench.loadgen import Exchange, post_request, run
 from bench.processes import HOST, ServerGroup
+
+#: Seconds an idle connection is reused for: under uvicorn's keep-alive timeout (5 s), after
+#: which the server closes it, possibly just as a request is written on it.
+KEEP_ALIVE = 4.0
 
 
 @dataclass(slots=True)
@@ -109,10 +115,12 @@ async def open_loop(
     `connections` keep-alive connections per port are opened before the first tick, so that
     no request pays for a handshake while the schedule's needs stay within them."""
     intended = math.floor(rate * duration)
-    pools: list[deque[Exchange]] = []
+    # Idle connections per port, each with when it was last used, the last used on the right.
+    pools: list[deque[tuple[Exchange, float]]] = []
     for port in ports:
         opened = await asyncio.gather(*(Exchange.open(host, port) for _ in range(connections)))
-        pools.append(deque(opened))
+        now = time.perf_counter()
+        pools.append(deque((exchange, now) for exchange in opened))
     outcomes: list[Outcome] = []
     tasks: set[asyncio.Task[None]] = set()
     opened_during = 0
@@ -123,10 +131,16 @@ async def open_loop(
         outcome.sent = time.perf_counter()
         pool = pools[outcome.target]
         port = ports[outcome.target]
+        exchange: Exchange | None = None
+        while pool and exchange is None:
+            exchange, used = pool.pop()
+            if outcome.sent - used > KEEP_ALIVE:
+                # The server may be closing it as idle right now: a request written then
+                # would be lost without an answer. Never used again.
+                exchange.close()
+                exchange = None
         try:
-            if pool:
-                exchange = pool.pop()
-            else:
+            if exchange is None:
                 opened_during += 1
                 exchange = await Exchange.open(host, port)
         except OSError as exc:
@@ -143,7 +157,7 @@ async def open_loop(
         else:
             outcome.answered = time.perf_counter()
             outcome.status, outcome.body = status, body
-            pool.append(exchange)
+            pool.append((exchange, outcome.answered))
             return
         # The connection's state is unknown (an answer may still come): never reused.
         exchange.close()
@@ -169,7 +183,7 @@ async def open_loop(
         for task in tasks:
             task.cancel()
         for pool in pools:
-            for exchange in pool:
+            for exchange, _ in pool:
                 exchange.close()
     ended = max(
         (outcome.answered or outcome.sent for outcome in outcomes), default=time.perf_counter()

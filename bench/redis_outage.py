@@ -319,6 +319,38 @@ def calls_by_phase(
     return calls, seconds
 
 
+def sampled_peaks(
+    samples: list[tuple[float, int]],
+    outages: list[Outage],
+    *,
+    start: float,
+    end: float,
+    window: float,
+    settle_in: float,
+    settle_back: float,
+) -> Counter[Phase]:
+    """Per phase, the most calls between two samples at most `window` apart with every
+    interval between them in that phase: the rolling count as the samples see it (up to one
+    sampling period short of a whole window), to hold against the phase's own limit."""
+    kept = [(at, count) for at, count in samples if start <= at <= end]
+    phases = [
+        phase_at((before[0] + after[0]) / 2, outages, settle_in, settle_back)
+        for before, after in itertools.pairwise(kept)
+    ]
+    peaks: Counter[Phase] = Counter()
+    for first in range(len(phases)):
+        last = first
+        while (
+            last + 1 < len(kept)
+            and kept[last + 1][0] - kept[first][0] <= window
+            and phases[last] == phases[first]
+        ):
+            last += 1
+        phase = phases[first]
+        peaks[phase] = max(peaks[phase], kept[last][1] - kept[first][1])
+    return peaks
+
+
 def report(
     args: argparse.Namespace,
     fleet: Fleet,
@@ -342,6 +374,15 @@ def report(
         outages,
         start=load.started,
         end=end,
+        settle_in=window,
+        settle_back=args.settle_back,
+    )
+    peaks = sampled_peaks(
+        samples,
+        outages,
+        start=load.started,
+        end=end,
+        window=window,
         settle_in=window,
         settle_back=args.settle_back,
     )
@@ -376,7 +417,8 @@ def report(
         print(
             f"  {phase.value}: {seconds[phase]:.1f} s, {calls[phase]} calls, "
             f"{rates[phase]:.1f} calls/s = {rates[phase] / args.qps:.2f} x the limit, "
-            f"{rates[phase] / shares:.2f} x the local shares ({args.replicas} x {share})"
+            f"{rates[phase] / shares:.2f} x the local shares ({args.replicas} x {share}); "
+            f"at most {peaks[phase]} calls in a sampled window"
         )
     for gateway in seen:
         recoveries = gateway.failovers - int(gateway.degraded)
@@ -405,7 +447,8 @@ def report(
     ]
     print(
         f"utilization: healthy {healthy:.2f} x the limit, outages (settled) {settled:.2f} x "
-        f"the local shares; peak {peak} of {args.qps}, {throttled} throttled"
+        f"the local shares (at most {peaks[Phase.SETTLED]} of {shares} calls in a sampled "
+        f"window); peak {peak} of {args.qps}, {throttled} throttled"
     )
     if problems:
         print("FAILED: " + "; ".join(problems))
@@ -413,6 +456,7 @@ def report(
     print(
         f"RESULT {NAME} peak_window={peak} limit={args.qps} throttled={throttled} "
         f"healthy_over_limit={healthy:.2f} outage_over_shares={settled:.2f} "
+        f"outage_sampled_peak={peaks[Phase.SETTLED]} "
         f"transitions={len(outages) + restarted} "
         f"failovers={'/'.join(str(gateway.failovers) for gateway in seen)} "
         f"answered_pct={100 * tally.answered / max(tally.ids, 1):.1f} refused={codes} "
