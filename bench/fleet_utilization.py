@@ -212,6 +212,8 @@ def report(
         f"{trips / max(count, 1):.2f} per id): {_listed(monitor.round_trips)}; commands the "
         f"scripts ran: {sum(monitor.scripted.values())} ({_listed(monitor.scripted)})"
     )
+    for script, number in monitor.scripts.most_common():
+        print(f"    evalsha {script}: {number} ({number / max(calls, 1):.2f} per upstream call)")
     # The counters' own readout and reset are left out.
     counted = {name: n for name, n in redis_calls.items() if name not in ("info", "config")}
     print(

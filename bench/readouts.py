@@ -118,6 +118,9 @@ class RedisMonitor:
         self._process: subprocess.Popen[bytes] | None = None
         self.round_trips: Counter[str] = Counter()
         self.scripted: Counter[str] = Counter()
+        #: Script calls (EVALSHA) by script: its SHA1's first 8 digits, then the commands it
+        #: was seen to run, in the order first seen (so a reader can tell which script it is).
+        self.scripts: Counter[str] = Counter()
 
     def __enter__(self) -> RedisMonitor:
         executable = shutil.which("redis-cli")
@@ -147,13 +150,30 @@ class RedisMonitor:
         traceback: TracebackType | None,
     ) -> None:
         self._stop()
+        calls: Counter[str] = Counter()
+        runs: dict[str, dict[str, None]] = {}
+        script: str | None = None
         with self._path.open(errors="replace") as lines:
             for line in lines:
                 match = _MONITORED.match(line)
-                if match is not None:
-                    where, command = match.groups()
-                    counter = self.scripted if where == "lua" else self.round_trips
-                    counter[command.lower()] += 1
+                if match is None:
+                    continue
+                where, command = match.groups()
+                command = command.lower()
+                if where == "lua":
+                    self.scripted[command] += 1
+                    # A script runs atomically: its commands follow its EVALSHA line.
+                    if script is not None:
+                        runs[script][command] = None
+                    continue
+                self.round_trips[command] += 1
+                script = None
+                if command == "evalsha":
+                    script = line[match.end() :].split('"')[1][:8]
+                    calls[script] += 1
+                    runs.setdefault(script, {})
+        for sha, count in calls.items():
+            self.scripts[f"{sha} ({' '.join(runs[sha])})"] = count
         self._path.unlink()
         self._folder.rmdir()
 
