@@ -263,10 +263,16 @@ def report(
         f"upstream calls {calls_rate / args.qps:.3f} x the limit (a call still under way at "
         "its deadline is paid for, and its id refused)"
     )
+    cpu_per_request = (
+        "n/a"
+        if gateway_cores is None
+        else f"{1000 * gateway_cores * load.elapsed / max(len(load.outcomes), 1):.2f}"
+    )
     # Answers late for want of a core are the machine's, not the budget's: say which.
     print(
-        f"  gateway: {_share(gateway_cores)} cores used, and {_share(gateway_waited)} s per "
-        "second of the run ready to run but waiting for a core (other work on this machine); "
+        f"  gateway: {_share(gateway_cores)} cores used ({cpu_per_request} ms of CPU per "
+        f"request), and {_share(gateway_waited)} s per second of the run ready to run but "
+        "waiting for a core (other work on this machine); "
         f"{{ __typename }} every {1000 * args.probe_interval:.0f} ms answered in p50 "
         f"{1000 * percentile(probes, 0.5):.1f} ms, p99 {1000 * percentile(probes, 0.99):.1f} "
         f"ms, max {1000 * max(probes, default=0.0):.1f} ms (its event loop's lag)"
