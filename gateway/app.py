@@ -140,6 +140,7 @@ class GatewayGraphQL(GraphQL[Context, None]):
             deadline=time.monotonic() + timeout,
             timeout=timeout,
             max_ids=self._settings.max_ids,
+            max_page_size=self._settings.max_page_size,
             fetcher=services.fetcher,
             presigner=services.presigner,
             views=self._views,
