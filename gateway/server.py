@@ -96,6 +96,12 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self.transport = LingeringTransport(transport, self.loop)
         self._expire_in(self.limits.idle_timeout)
 
+    def handle_websocket_upgrade(self) -> None:
+        # A WebSocket closes with its own handshake: it gets the plain transport.
+        if isinstance(self.transport, LingeringTransport):
+            self.transport = self.transport.inner
+        super().handle_websocket_upgrade()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timer()
         super().connection_lost(exc)
@@ -155,6 +161,11 @@ class LingeringTransport(asyncio.Transport):
         self._inner = inner
         self._loop = loop
         self._closing = False
+
+    @property
+    def inner(self) -> asyncio.Transport:
+        """The transport this one closes with lingering."""
+        return self._inner
 
     def close(self) -> None:
         if self._closing:

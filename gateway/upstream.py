@@ -27,9 +27,12 @@ def open_upstream_http(
     auth = RpcSignatureV1(
         credentials.access_key_id, credentials.access_key_secret, credentials.security_token
     )
+    # Connections stay open between calls (half a minute idle, not httpx's 5 s): a call on a
+    # warm connection is one round trip, and a budget slot holds exactly that.
     limits = httpx.Limits(
         max_connections=settings.upstream_concurrency,
         max_keepalive_connections=settings.upstream_concurrency,
+        keepalive_expiry=30.0,
     )
     return httpx.AsyncClient(
         base_url=settings.upstream_url,

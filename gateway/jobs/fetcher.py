@@ -26,7 +26,9 @@ import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Protocol, TypeAlias
 
 from gateway import errors
@@ -50,9 +52,12 @@ FetchResult: TypeAlias = "Job | Exception | None"
 class JobSource(Protocol):
     """The upstream, as the fetcher needs it (`gateway.mps.client.MpsClient` is one)."""
 
-    async def query_job(self, job_id: str) -> Job | None:
-        """One upstream call, no retries: the snapshot, or None when there is no such job.
-        Raises `errors.UpstreamError` subclasses."""
+    async def query_job(
+        self, job_id: str, *, held: AbstractAsyncContextManager[object] | None = None
+    ) -> Job | None:
+        """One upstream call, no retries, made inside `held` (a budget slot: the source must
+        enter it around the call's round trip, and nothing else): the snapshot, or None when
+        there is no such job. Raises `errors.UpstreamError` subclasses."""
         ...
 
 
@@ -553,28 +558,28 @@ class JobFetcher:
             logger.exception("Releasing the claim on job %s failed unexpectedly", job_id)
 
     async def _call(self, fetch: _Fetch) -> Job | None:
-        """One upstream call, inside one budget slot asked under the fetch's key."""
+        """One upstream call, inside one budget slot asked under the fetch's key (the source
+        enters it when the request is ready to go, and leaves it when the answer is in)."""
         while True:
-            asked = fetch.deadline
-            entered = False
+            slot = _CallSlot(self, fetch, self._budget.slot(fetch.deadline, key=fetch.key))
             try:
-                async with self._budget.slot(asked, key=fetch.key):
-                    entered = True
-                    # From here the call is paid for: the fetch finishes even if nobody
-                    # waits any more, and its answer goes to the cache.
-                    fetch.cancellable = False
-                    fetch.stage = _Stage.CALL
-                    self._counts.upstream_calls += 1
-                    return await self._source.query_job(fetch.job_id)
+                job = await self._source.query_job(fetch.job_id, held=slot)
             except errors.UpstreamThrottled:
                 # The budget held, yet the upstream throttled: someone else uses the account.
                 await self._report_throttled()
                 raise
             except errors.BudgetExhausted:
-                if entered or fetch.deadline <= asked:
+                if slot.entered or fetch.deadline <= slot.asked:
                     raise
                 # A waiter with a later deadline joined while this fetch queued: ask again
                 # for that one.
+                continue
+            if not slot.entered:
+                raise RuntimeError(
+                    f"Expected the source to call the upstream for job {fetch.job_id} inside "
+                    "its budget slot, received an answer made outside it."
+                )
+            return job
 
     async def _report_throttled(self) -> None:
         try:
@@ -583,3 +588,36 @@ class JobFetcher:
             # The report is advice: without it the budget keeps its rate, and the retry still
             # goes through the budget. The caller must get the upstream's answer, not this.
             logger.warning("Could not report upstream throttling to the budget: %s", exc.reason)
+
+
+class _CallSlot:
+    """The budget slot of one call, as the fetcher hands it to the source: on entry the call is
+    paid for (the fetch finishes even if nobody waits any more, and its answer is cached)."""
+
+    __slots__ = ("_fetch", "_fetcher", "_inner", "asked", "entered")
+
+    def __init__(
+        self, fetcher: JobFetcher, fetch: _Fetch, inner: AbstractAsyncContextManager[None]
+    ) -> None:
+        self._fetcher = fetcher
+        self._fetch = fetch
+        self._inner = inner
+        #: The deadline the budget was asked with.
+        self.asked = fetch.deadline
+        self.entered = False
+
+    async def __aenter__(self) -> None:
+        await self._inner.__aenter__()
+        self.entered = True
+        fetch = self._fetch
+        fetch.cancellable = False
+        fetch.stage = _Stage.CALL
+        self._fetcher._counts.upstream_calls += 1
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._inner.__aexit__(exc_type, exc, tb)

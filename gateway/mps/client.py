@@ -8,12 +8,13 @@ translated to the `gateway.errors` tree in exactly one place, `_translate`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractAsyncContextManager, contextmanager
 from dataclasses import dataclass
 
 import httpx
@@ -108,10 +109,17 @@ class MpsClient:
         self._region = region
         self._clock = clock
 
-    async def query_job(self, job_id: str) -> Job | None:
-        """One snapshot of a job, or None when the upstream knows no such smart-production job."""
+    async def query_job(
+        self, job_id: str, *, held: AbstractAsyncContextManager[object] | None = None
+    ) -> Job | None:
+        """One snapshot of a job, or None when the upstream knows no such smart-production job.
+
+        The call is made inside `held` (a budget slot), entered as late as it can be (the
+        request built and signed) and left as soon as the answer has arrived (before it is
+        decoded): the slot is held for the call's round trip and nothing else.
+        """
         try:
-            body = await self._call(QUERY_ACTION, {"JobId": job_id})
+            body = await self._call(QUERY_ACTION, {"JobId": job_id}, held)
         except errors.UpstreamRejected as exc:
             if exc.upstream_code in NOT_FOUND_CODES:
                 return None
@@ -129,14 +137,33 @@ class MpsClient:
                 request_id=_text(body.get("RequestId")),
             ) from exc
 
-    async def _call(self, action: str, params: Mapping[str, str]) -> dict[str, object]:
-        with _translate(action):
-            response = await self._http.post(
-                "/",
-                params={"Action": action, "Version": API_VERSION, "Format": "JSON"},
-                data=dict(params),
-            )
+    async def _call(
+        self,
+        action: str,
+        params: Mapping[str, str],
+        held: AbstractAsyncContextManager[object] | None = None,
+    ) -> dict[str, object]:
+        request = self._signed(action, params)
+        async with held or contextlib.nullcontext():
+            with _translate(action):
+                # Signed already: no auth again (the client's would sign a second time).
+                response = await self._http.send(request, auth=None)
         return _parse(action, response)
+
+    def _signed(self, action: str, params: Mapping[str, str]) -> httpx.Request:
+        """The request of `action`, built and signed with the client's auth (no I/O)."""
+        request = self._http.build_request(
+            "POST",
+            "/",
+            params={"Action": action, "Version": API_VERSION, "Format": "JSON"},
+            data=dict(params),
+        )
+        auth = self._http.auth
+        if auth is None:
+            return request
+        # An httpx.Auth signs in a generator: its first request is the signed one (RPC
+        # signing needs no answer to sign).
+        return next(auth.sync_auth_flow(request))
 
 
 @contextmanager

@@ -6,10 +6,12 @@ Plain classes, no mocks: each does what a test tells it to and records what happ
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 
 from gateway.budget import LocalBudget
@@ -168,7 +170,13 @@ class FakeSource:
     def fail(self, job_id: str, *errors: BaseException) -> None:
         self.failures[job_id].extend(errors)
 
-    async def query_job(self, job_id: str) -> Job | None:
+    async def query_job(
+        self, job_id: str, *, held: AbstractAsyncContextManager[object] | None = None
+    ) -> Job | None:
+        async with held or contextlib.nullcontext():
+            return await self._answer(job_id)
+
+    async def _answer(self, job_id: str) -> Job | None:
         self.calls.append(job_id)
         self.active += 1
         self.max_active = max(self.max_active, self.active)
