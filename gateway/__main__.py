@@ -76,7 +76,11 @@ def run_gateway(host: str, port: int) -> int:
 
 
 def run_simulator(host: str, port: int) -> int:
-    from gateway.simulator import DroppedConnectionLogFilter, create_simulator_app
+    from gateway.simulator import (
+        DroppedConnectionLogFilter,
+        create_simulator_app,
+        moving_demo_job_id,
+    )
 
     settings = SimulatorSettings()
     _configure_logging("INFO")
@@ -87,6 +91,8 @@ def run_simulator(host: str, port: int) -> int:
         f"{settings.access_key_secret.get_secret_value()!r} (demo values unless "
         "SIMULATOR_ACCESS_KEY_ID/SECRET are set)\n"
         f"  QPS limit per operation: {settings.qps} (SIMULATOR_QPS)\n"
+        f"  a demo job that moves: {moving_demo_job_id(settings.seed)}, Queuing from now "
+        "(each later run is a new job: see the jobs listing)\n"
         f"  jobs: http://{host}:{port}/_simulator/jobs   stats: http://{host}:{port}/_simulator/stats",
         flush=True,
     )

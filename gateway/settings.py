@@ -288,6 +288,12 @@ class SimulatorSettings(BaseSettings):
     run_seconds: float = Field(
         default=5.0, ge=0, description="Seconds a submitted job stays Analysing."
     )
+    demo_phase_seconds: float = Field(
+        default=20.0,
+        gt=0,
+        description="Seconds each phase of a moving demo job lasts: Queuing, Analysing, then "
+        "finished while it is its slot's latest run; each slot starts a new job every three.",
+    )
     latency_ms: float = Field(default=0.0, ge=0, description="Mean added latency per call.")
     latency_jitter_ms: float = Field(
         default=0.0, ge=0, description="Uniform jitter (+/-) around the mean latency."
