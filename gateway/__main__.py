@@ -107,9 +107,13 @@ def _banner(settings: GatewaySettings, host: str, port: int) -> str:
     lines = [f"mps-gateway: GraphiQL and the GraphQL endpoint at {url}"]
     kind = settings.upstream_kind
     if kind is UpstreamKind.EMBEDDED_SIMULATOR:
-        from gateway.simulator.demo import demo_job_ids
+        from gateway.simulator import demo_job_ids, moving_demo_job_id
 
-        ids = demo_job_ids(SimulatorSettings())[:3]
+        simulator = SimulatorSettings()
+        ids = demo_job_ids(simulator)[:3]
+        moving = moving_demo_job_id(simulator.seed)
+        phase = f"{simulator.demo_phase_seconds:g}"
+        period = f"{3 * simulator.demo_phase_seconds:g}"
         bar = "!" * 78
         lines += [
             bar,
@@ -124,6 +128,19 @@ def _banner(settings: GatewaySettings, host: str, port: int) -> str:
             "    }",
             "  }",
             f"or: curl -s {url} -H 'content-type: application/json' -d '{_curl_body(ids[0])}'",
+            "",
+            f"A demo job that moves: {moving} is QUEUING from now, ANALYSING after {phase} s,",
+            f"SUCCESS after {2 * simulator.demo_phase_seconds:g} s. Follow it in GraphiQL "
+            "(over WebSocket):",
+            "  subscription {",
+            f'    jobUpdates(id: "{moving}") {{',
+            "      id state isFinished result { code files { name url } }",
+            "    }",
+            "  }",
+            f"Each run is a new job (a finished job never changes): the next starts {period} s "
+            "after this one,",
+            "named by its userData.nextJobId; the latest runs are listed at "
+            f"http://{host}:{port}/_simulator/jobs",
         ]
     else:
         lines.append(f"upstream: {settings.upstream_url} ({kind.value})")

@@ -38,6 +38,7 @@ from gateway.http_errors import BAD_REQUEST, CODE_OF_STATUS, ErrorResponse
 from gateway.middleware import BodyReadTimeout, BodySizeLimit, BrowserCORS
 from gateway.services import Services
 from gateway.settings import GatewaySettings
+from gateway.upstream import embedded_simulator
 
 logger = logging.getLogger(__name__)
 
@@ -194,15 +195,33 @@ class _AppState:
         return self._services is not None
 
 
-def create_app(settings: GatewaySettings | None = None) -> Starlette:
-    """The gateway app. Reads the environment only when `settings` is not given."""
+def _simulator_admin(simulator: Starlette | None) -> list[Route]:
+    """The embedded simulator's admin API (`GET /_simulator/jobs` lists the moving demo jobs
+    the start banner names), reachable where the demo is: its whole app behind a route that
+    keeps the path, so that only its `/_simulator/...` routes answer (its RPC endpoint is `/`).
+    Nothing of it guards anything: it holds demo data only, and exists only when embedded."""
+    if simulator is None:
+        return []
+    return [Route("/_simulator/{path:path}", simulator, methods=None)]
+
+
+def create_app(
+    settings: GatewaySettings | None = None, *, simulator: Starlette | None = None
+) -> Starlette:
+    """The gateway app. Reads the environment only when `settings` is not given.
+
+    On its embedded simulator (no credentials, no endpoint) the gateway calls `simulator`, or a
+    new one made now (whose moving demo jobs start now), and serves that simulator's admin routes
+    at `/_simulator/...`; any other upstream serves no such route, and a `simulator` given with
+    it is a ValueError."""
     settings = settings or GatewaySettings()
+    simulator = embedded_simulator(settings, simulator)
     state = _AppState()
     graphql = GatewayGraphQL(settings, state)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        state.services = services = Services.build(settings)
+        state.services = services = Services.build(settings, simulator=simulator)
         restore = _on_sigterm(services.begin_shutdown)
         logger.info(
             "Gateway started: upstream %s (%s), budget %d calls/s",
@@ -274,6 +293,7 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
             WebSocketRoute("/graphql", graphql),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
+            *_simulator_admin(simulator),
         ],
         middleware=middleware,
         lifespan=lifespan,
