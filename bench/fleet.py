@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.processes import HOST, Server, ServerGroup
-from bench.readouts import describe_budget, readiness
+from bench.readouts import describe_budget, failover_switches, process_failovers, readiness
 from gateway.settings import SIMULATOR_DEMO_ACCESS_KEY_ID, SIMULATOR_DEMO_ACCESS_KEY_SECRET
 
 
@@ -53,24 +53,22 @@ class Fleet:
 
     def failovers(self) -> tuple[list[str], int]:
         """Lines on each gateway's failovers since it started, from `/readyz` now, and their
-        total. A failover means Redis did not answer one process for a while (or its pool of
-        connections ran out), which then served on its own cache and budget share, and
-        fetched without fleet-wide claims: the fleet was not one fleet during that time."""
+        total (per gateway, the times it went local: `process_failovers`). A failover means
+        Redis did not answer one process for a while (or its pool of connections ran out),
+        which then served on its own cache and budget share, and fetched without fleet-wide
+        claims: the fleet was not one fleet during that time."""
         lines, total = [], 0
         for gateway in self.gateways:
             ready = readiness(gateway)
-            parts = {
-                name: (ready.get(name) or {}).get("failover") or {}
-                for name in ("cache", "budget", "claims")
-            }
-            total += sum(int(part.get("failovers", 0)) for part in parts.values())
+            switches = failover_switches(ready)
+            total += process_failovers(ready)
             errors = {
-                str(part.get("lastError")) for part in parts.values() if part.get("lastError")
+                str(part.get("lastError")) for part in switches.values() if part.get("lastError")
             }
             lines.append(
                 f"{gateway.name}: status {ready.get('status')}, failovers to local: "
                 + ", ".join(
-                    f"{name} {part.get('failovers', 'n/a')}" for name, part in parts.items()
+                    f"{name} {part.get('failovers', 'n/a')}" for name, part in switches.items()
                 )
                 + (f" (last error: {'; '.join(sorted(errors))})" if errors else "")
             )

@@ -18,6 +18,11 @@ by the fleet (one sliding window for all), or, until it is wired in gateway/app.
 budget of qps // replicas per process (33 of 100 here: safe, but 1 call/s of the account is never
 used and each process needs 1,000 / 33 s for its share).
 
+While the ids are served, `redis-cli MONITOR` (a child process) records every command the
+gateways send to Redis: the round trips per upstream call are printed (the price of the shared
+budget, cache and claims per id), beside Redis's own counters, which also count the commands
+the scripts run.
+
 The simulator's meter (reset just before t=0) proves the limit held across processes: peak in
 any rolling second <= qps, nothing throttled, one call per id. Any of those broken, an id with an
 error, or a wrong answer makes the run FAILED (exit 1). Missing the speed goal
@@ -30,6 +35,7 @@ import argparse
 import asyncio
 import math
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -38,7 +44,13 @@ if not __package__:  # run as `python bench/fleet_utilization.py`: make `bench` 
 
 from bench.fleet import Fleet, start_fleet
 from bench.processes import ServerGroup, scrub_environment
-from bench.readouts import fetcher_stats, simulator_action_stats
+from bench.readouts import (
+    RedisMonitor,
+    fetcher_stats,
+    redis_command_calls,
+    reset_redis_stats,
+    simulator_action_stats,
+)
 from bench.uncached import (
     Tally,
     format_answers,
@@ -100,14 +112,20 @@ def run_benchmark(args: argparse.Namespace) -> int:
             f"a pause of {fleet.budget_window():.3f} s + 0.2 s, simulator stats reset"
         )
         latency = warm_up(group, fleet.gateways, fleet.simulator, fleet.budget_window())
+        reset_redis_stats(fleet.redis)
         print(
             f"phase 3, run: {len(ids)} distinct ids ({len(known & set(ids))} demo jobs, the "
             f"rest unknown to the simulator) in {len(queries)} concurrent queries of "
             f"{args.per_query}, round-robin over {args.replicas} gateways; limit {args.qps} "
             "calls/s for the fleet"
         )
-        elapsed, tally = asyncio.run(send_all(fleet.gateways, queries, known, args.deadline + 30))
+        with RedisMonitor(fleet.redis) as monitor:
+            elapsed, tally = asyncio.run(
+                send_all(fleet.gateways, queries, known, args.deadline + 30)
+            )
         stats = simulator_action_stats(fleet.simulator, ACTION)
+        # Read before anything else asks the gateways (each /readyz PINGs Redis).
+        redis_calls = redis_command_calls(fleet.redis)
         per_gateway = {gateway.name: fetcher_stats(gateway) for gateway in fleet.gateways}
         failover_lines, failovers = fleet.failovers()
 
@@ -123,6 +141,8 @@ def run_benchmark(args: argparse.Namespace) -> int:
         len(ids),
         failover_lines,
         failovers,
+        redis_calls,
+        monitor,
     )
 
 
@@ -159,6 +179,8 @@ def report(
     count: int,
     failover_lines: list[str],
     failovers: int,
+    redis_calls: dict[str, int],
+    monitor: RedisMonitor,
 ) -> int:
     ideal = count / args.qps
     floor, waves, why = floor_seconds(fleet, queries, args.qps)
@@ -181,6 +203,24 @@ def report(
             f"at warm-up), {fetcher.get('retries', '?')} retries, "
             f"{fetcher.get('failures', '?')} failures, {fetcher.get('timeouts', '?')} timeouts"
         )
+    # The shared budget's and cache's price: each command a gateway sends is one round trip
+    # (a script call is one, whatever it runs); Redis's own counters add the scripts' commands.
+    trips = sum(monitor.round_trips.values())
+    per_call = trips / max(calls, 1)
+    print(
+        f"  redis round trips during the run: {trips} ({per_call:.2f} per upstream call, "
+        f"{trips / max(count, 1):.2f} per id): {_listed(monitor.round_trips)}; commands the "
+        f"scripts ran: {sum(monitor.scripted.values())} ({_listed(monitor.scripted)})"
+    )
+    for script, number in monitor.scripts.most_common():
+        print(f"    evalsha {script}: {number} ({number / max(calls, 1):.2f} per upstream call)")
+    # The counters' own readout and reset are left out.
+    counted = {name: n for name, n in redis_calls.items() if name not in ("info", "config")}
+    print(
+        f"  redis commands counted by Redis (INFO commandstats, scripts' commands included): "
+        f"{sum(counted.values())} ({sum(counted.values()) / max(calls, 1):.2f} per upstream "
+        "call)"
+    )
     # A failover mid-run means a process left the shared budget for its local share.
     for line in failover_lines:
         print(f"  {line}")
@@ -201,9 +241,13 @@ def report(
         f"RESULT {NAME} elapsed_over_ideal={ratio:.3f} elapsed={elapsed:.2f} floor={floor:.2f} "
         f"peak_window={peak} throttled={throttled} upstream_calls={calls} "
         f"errors={tally.errors} budget={budget} failovers={failovers} replicas={args.replicas} "
-        f"valid={'no' if problems else 'yes'}"
+        f"redis_round_trips_per_call={per_call:.2f} valid={'no' if problems else 'yes'}"
     )
     return 1 if problems else 0
+
+
+def _listed(counts: Counter[str]) -> str:
+    return ", ".join(f"{name} {number}" for name, number in counts.most_common()) or "none"
 
 
 if __name__ == "__main__":

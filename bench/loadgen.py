@@ -17,20 +17,25 @@ import functools
 import statistics
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
 T = TypeVar("T")
 
 
-def post_request(host: str, port: int, path: str, body: bytes) -> bytes:
-    """The bytes of one keep-alive POST of a JSON body: sent as they are, again and again."""
+def post_request(
+    host: str, port: int, path: str, body: bytes, headers: Mapping[str, str] | None = None
+) -> bytes:
+    """The bytes of one keep-alive POST of a JSON body: sent as they are, again and again.
+    `headers` are added as they are (e.g. `{"x-request-timeout": "1"}`)."""
+    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
     head = (
         f"POST {path} HTTP/1.1\r\n"
         f"host: {host}:{port}\r\n"
         "content-type: application/json\r\n"
         "accept: application/json\r\n"
+        f"{extra}"
         f"content-length: {len(body)}\r\n"
         "\r\n"
     )

@@ -64,6 +64,17 @@ def cpu_seconds(pid: int) -> float | None:
     return (utime + stime) / os.sysconf("SC_CLK_TCK")
 
 
+def run_queue_seconds(pid: int) -> float | None:
+    """Seconds the process's main thread has been ready to run but waited for a core, from
+    /proc/<pid>/schedstat (None where there is none): on a shared machine, how long other work
+    kept a server (whose event loop is its main thread) from answering."""
+    try:
+        fields = Path(f"/proc/{pid}/schedstat").read_text().split()
+    except OSError:
+        return None
+    return int(fields[1]) / 1e9
+
+
 def machine_cpu_seconds() -> tuple[float, float] | None:
     """(busy, total) CPU seconds of the whole machine since boot, all cores, from /proc/stat
     (None where there is none). Over a run, busy / elapsed is the cores every process used,
@@ -156,16 +167,19 @@ class ServerGroup:
         self._wait_ready(server, ready_path, ready_headers or {}, timeout)
         return server
 
-    def start_redis(self, name: str = "redis", *, timeout: float = 10.0) -> Server:
-        """A private, throw-away `redis-server` on a free loopback port: nothing saved to disk
-        (`--save ""`, no append-only file), so it leaves no file behind and shares no state with
-        any other Redis. Returns once it answers PING; its `url` is `redis://127.0.0.1:<port>`."""
+    def start_redis(
+        self, name: str = "redis", *, port: int | None = None, timeout: float = 10.0
+    ) -> Server:
+        """A private, throw-away `redis-server` on a free loopback port (or `port`: to start one
+        again where a killed one was): nothing saved to disk (`--save ""`, no append-only
+        file), so it leaves no file behind and shares no state with any other Redis. Returns
+        once it answers PING; its `url` is `redis://127.0.0.1:<port>`."""
         executable = shutil.which("redis-server")
         if executable is None:
             raise RuntimeError(
                 "redis-server is not on PATH (Debian/Ubuntu: apt-get install redis)."
             )
-        port = free_port()
+        port = port or free_port()
         command = [executable, "--port", str(port), "--bind", HOST]
         command += ["--save", "", "--appendonly", "no"]
         server = self._spawn(name, command, port, None, scheme="redis")
@@ -196,6 +210,15 @@ class ServerGroup:
         server = Server(name, port, process, log_path, scheme)
         self._servers.append(server)
         return server
+
+    def kill(self, server: Server) -> None:
+        """SIGKILL one server and wait for it to end: a crash, with no shutdown of any kind
+        (a Redis killed so loses everything it held)."""
+        if server.process.poll() is None:
+            server.process.kill()
+            server.process.wait()
+        if server in self._servers:
+            self._servers.remove(server)
 
     def stop(self, server: Server, timeout: float = 10.0) -> None:
         """Stop one server (see `stop_all`)."""

@@ -4,8 +4,9 @@ The slots are one sorted set (member -> when the slot frees: its lease expiry wh
 in flight, completion + window after), so a process that dies mid-call holds its slots only
 until their leases expire. The AIMD state is a hash that the scripts only store and read; the
 arithmetic is `AimdRule`'s, in Python. The scripts (`scripts/*.lua`) run on Redis's clock and
-answer counts and the earliest expiry, never the whole set. A grant costs one round trip and a
-release another.
+answer counts and the earliest expiry, never the whole set. A grant costs one round trip (or a
+share of one: the pump asks for its waiters together) and a release a share of one (releases
+made together go in one pipeline).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from gateway.budget.timers import CallLater
 from gateway.budget.waiting import SlotBudget
 from gateway.settings import GatewaySettings
 from gateway.shared.backend import REDIS_UNAVAILABLE, RedisClient, redis_unavailable
+from gateway.shared.pipelining import ScriptBatcher
 
 __all__ = ["QUERY_JOB", "RedisBudget", "RedisLedger"]
 
@@ -130,6 +132,8 @@ class RedisLedger:
         self._slots_ttl_ms = math.ceil((lease + _TTL_SLACK) * 1000)
         self._acquire = redis.register_script(_script("acquire"))
         self._release = redis.register_script(_script("release"))
+        # Releases of calls completing together go in one pipeline.
+        self._releases = ScriptBatcher(redis)
         self._throttle = redis.register_script(_script("throttle"))
         # Members are `{token}:{number}`: unique across processes and restarts.
         self._token = uuid.uuid4().hex
@@ -218,14 +222,17 @@ class RedisLedger:
         self._in_flight -= 1
         if used:
             self._own_expiries.append(self._clock() + self._window)
-        found = await self._run(
-            self._release,
-            [self._slots_key],
-            "1" if used else "0",
-            _us(self._window),
-            self._slots_ttl_ms,
-            token,
-        )
+        self._round_trips += 1
+        try:
+            found = await self._releases.run(
+                self._release,
+                [self._slots_key],
+                ["1" if used else "0", _us(self._window), self._slots_ttl_ms, token],
+            )
+        except REDIS_UNAVAILABLE as exc:
+            raise redis_unavailable(exc) from exc
+        finally:
+            self._round_trips -= 1
         if used and not found:
             logger.warning(
                 "A %s call outlived its budget lease of %.1f s: its slot was freed before the "

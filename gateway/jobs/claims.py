@@ -26,6 +26,7 @@ from gateway.jobs.cache import CacheEntry
 from gateway.jobs.redis_cache import RedisSnapshotCache
 from gateway.settings import GatewaySettings
 from gateway.shared.backend import REDIS_UNAVAILABLE, RedisClient, redis_unavailable
+from gateway.shared.pipelining import ScriptBatcher
 
 __all__ = [
     "CLAIM",
@@ -157,6 +158,8 @@ class RedisFetchClaims:
         self._sequence = itertools.count(1)
         self._claim_script = client.register_script(CLAIM)
         self._release_script = client.register_script(RELEASE)
+        # A burst of ids claims (and releases) in a few pipelines, not a round trip each.
+        self._scripts = ScriptBatcher(client)
 
     @classmethod
     def from_settings(
@@ -189,8 +192,10 @@ class RedisFetchClaims:
         ignore_snapshot = "0"
         while True:
             try:
-                answer = await self._claim_script(
-                    keys=keys, args=[value, self._lease_ms, f"{self._token}:", ignore_snapshot]
+                answer = await self._scripts.run(
+                    self._claim_script,
+                    keys,
+                    [value, self._lease_ms, f"{self._token}:", ignore_snapshot],
                 )
             except REDIS_UNAVAILABLE as exc:
                 raise redis_unavailable(exc) from exc
@@ -210,7 +215,7 @@ class RedisFetchClaims:
 
     async def _release(self, key: str, value: str) -> None:
         try:
-            await self._release_script(keys=[key], args=[value])
+            await self._scripts.run(self._release_script, [key], [value])
         except REDIS_UNAVAILABLE as exc:
             raise redis_unavailable(exc) from exc
 

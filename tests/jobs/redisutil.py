@@ -124,6 +124,19 @@ class CountingRedis(redis.asyncio.Redis):
         # redis-py leaves execute_command untyped.
         return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
 
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
+        """A pipeline whose execution counts as one entry: "PIPELINE <command> <command>..."."""
+        pipe = super().pipeline(transaction, shard_hint)
+        execute = pipe.execute
+
+        async def counted_execute(raise_on_error: bool = True) -> Any:
+            names = " ".join(str(args[0]).upper() for args, _ in pipe.command_stack)
+            self.commands.append(f"PIPELINE {names}")
+            return await execute(raise_on_error)
+
+        pipe.execute = counted_execute  # type: ignore[method-assign]
+        return pipe
+
 
 def counting_client(url: str = REDIS_URL, *, timeout: float = 2.0) -> CountingRedis:
     """A `CountingRedis` on the pool `open_redis` would make; close it with `aclose()`."""
