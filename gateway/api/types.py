@@ -86,9 +86,9 @@ _SIGNED_URL = (
     "oss:GetObject on the bucket, and stops working after expiresInSeconds (or when the "
     "gateway's STS token expires, if sooner). Computed locally: costs no upstream call."
 )
-EXPIRES_IN = Range(MIN_EXPIRES_SECONDS, MAX_EXPIRES_SECONDS, unit="seconds", note="7 days")
+EXPIRES_RANGE = Range(MIN_EXPIRES_SECONDS, MAX_EXPIRES_SECONDS, unit="seconds", note="7 days")
 _EXPIRES_IN = (
-    f"How long the URL stays valid, {EXPIRES_IN}; outside that range the field fails with "
+    f"How long the URL stays valid, {EXPIRES_RANGE}; outside that range the field fails with "
     "INVALID_ARGUMENT."
 )
 
@@ -98,7 +98,7 @@ def _signed_url(
 ) -> str | None:
     """The presigned URL of `obj`, or None; the argument is checked even when there is no URL, so
     a bad value is reported the same way for every object."""
-    EXPIRES_IN.check("expiresInSeconds", expires_in)
+    EXPIRES_RANGE.check("expiresInSeconds", expires_in)
     presigner = info.context.presigner
     if obj is None or presigner is None:
         return None
