@@ -76,7 +76,11 @@ def run_gateway(host: str, port: int) -> int:
 
 
 def run_simulator(host: str, port: int) -> int:
-    from gateway.simulator import DroppedConnectionLogFilter, create_simulator_app
+    from gateway.simulator import (
+        DroppedConnectionLogFilter,
+        create_simulator_app,
+        moving_demo_job_id,
+    )
 
     settings = SimulatorSettings()
     _configure_logging("INFO")
@@ -87,6 +91,8 @@ def run_simulator(host: str, port: int) -> int:
         f"{settings.access_key_secret.get_secret_value()!r} (demo values unless "
         "SIMULATOR_ACCESS_KEY_ID/SECRET are set)\n"
         f"  QPS limit per operation: {settings.qps} (SIMULATOR_QPS)\n"
+        f"  a demo job that moves: {moving_demo_job_id(settings.seed)}, Queuing from now "
+        "(each later run is a new job: see the jobs listing)\n"
         f"  jobs: http://{host}:{port}/_simulator/jobs   stats: http://{host}:{port}/_simulator/stats",
         flush=True,
     )
@@ -101,19 +107,32 @@ def _banner(settings: GatewaySettings, host: str, port: int) -> str:
     lines = [f"mps-gateway: GraphiQL and the GraphQL endpoint at {url}"]
     kind = settings.upstream_kind
     if kind is UpstreamKind.EMBEDDED_SIMULATOR:
-        from gateway.graphiql.page import demo_query
-        from gateway.simulator.demo import demo_job_ids
+        from gateway.graphiql.page import demo_query, demo_subscription
+        from gateway.simulator import demo_job_ids, moving_demo_job_id
 
-        ids = demo_job_ids(SimulatorSettings())[:3]
+        simulator = SimulatorSettings()
+        ids = demo_job_ids(simulator)[:3]
+        moving = moving_demo_job_id(simulator.seed)
+        phase = f"{simulator.demo_phase_seconds:g}"
+        period = f"{3 * simulator.demo_phase_seconds:g}"
         bar = "!" * 78
         lines += [
             bar,
             "!! No ALIBABA_CLOUD_ACCESS_KEY_ID/SECRET and no GATEWAY_MPS_ENDPOINT are set:",
             "!! serving the EMBEDDED MPS SIMULATOR, not the cloud. Its jobs are demo data.",
             bar,
-            "Try this query in GraphiQL (it opens with it):",
+            "Try this query in GraphiQL (it opens with it, and with the subscription below):",
             *(f"  {line}" for line in demo_query(ids).splitlines()),
             f"or: curl -s {url} -H 'content-type: application/json' -d '{_curl_body(ids[0])}'",
+            "",
+            f"A demo job that moves: {moving} is QUEUING from now, ANALYSING after {phase} s,",
+            f"SUCCESS after {2 * simulator.demo_phase_seconds:g} s. Follow it in GraphiQL "
+            "(over WebSocket):",
+            *(f"  {line}" for line in demo_subscription(moving).splitlines()),
+            f"Each run is a new job (a finished job never changes): the next starts {period} s "
+            "after this one,",
+            "named by its userData.nextJobId; the latest runs are listed at "
+            f"http://{host}:{port}/_simulator/jobs",
         ]
     else:
         lines.append(f"upstream: {settings.upstream_url} ({kind.value})")

@@ -39,6 +39,7 @@ from gateway.http_errors import BAD_REQUEST, CODE_OF_STATUS, ErrorResponse
 from gateway.middleware import BodyReadTimeout, BodySizeLimit, BrowserCORS
 from gateway.services import Services
 from gateway.settings import GatewaySettings
+from gateway.upstream import embedded_simulator
 
 logger = logging.getLogger(__name__)
 
@@ -150,6 +151,7 @@ class GatewayGraphQL(GraphQL[Context, None]):
             deadline=time.monotonic() + timeout,
             timeout=timeout,
             max_ids=self._settings.max_ids,
+            max_page_size=self._settings.max_page_size,
             fetcher=services.fetcher,
             presigner=services.presigner,
             views=self._views,
@@ -203,16 +205,34 @@ class _AppState:
         return self._services is not None
 
 
-def create_app(settings: GatewaySettings | None = None) -> Starlette:
-    """The gateway app. Reads the environment only when `settings` is not given."""
+def _simulator_admin(simulator: Starlette | None) -> list[Route]:
+    """The embedded simulator's admin API (`GET /_simulator/jobs` lists the moving demo jobs
+    the start banner names), reachable where the demo is: its whole app behind a route that
+    keeps the path, so that only its `/_simulator/...` routes answer (its RPC endpoint is `/`).
+    Nothing of it guards anything: it holds demo data only, and exists only when embedded."""
+    if simulator is None:
+        return []
+    return [Route("/_simulator/{path:path}", simulator, methods=None)]
+
+
+def create_app(
+    settings: GatewaySettings | None = None, *, simulator: Starlette | None = None
+) -> Starlette:
+    """The gateway app. Reads the environment only when `settings` is not given.
+
+    On its embedded simulator (no credentials, no endpoint) the gateway calls `simulator`, or a
+    new one made now (whose moving demo jobs start now), and serves that simulator's admin routes
+    at `/_simulator/...`; any other upstream serves no such route, and a `simulator` given with
+    it is a ValueError."""
     settings = settings or GatewaySettings()
+    simulator = embedded_simulator(settings, simulator)
     state = _AppState()
     graphiql = GraphiQL.from_settings(settings) if settings.graphiql else None
     graphql = GatewayGraphQL(settings, state, graphiql)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        state.services = services = Services.build(settings)
+        state.services = services = Services.build(settings, simulator=simulator)
         restore = _on_sigterm(services.begin_shutdown)
         logger.info(
             "Gateway started: upstream %s (%s), budget %d calls/s",
@@ -286,6 +306,7 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
             Route("/readyz", readyz),
             # The files GraphiQL's page loads (none while GraphiQL is off).
             *([Route(FILES_ROUTE, graphiql.file)] if graphiql else []),
+            *_simulator_admin(simulator),
         ],
         middleware=middleware,
         lifespan=lifespan,

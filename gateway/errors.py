@@ -71,13 +71,21 @@ class TooManyIds(GatewayError):
         return {"limit": self.limit, "received": self.received}
 
 
+#: The longest rendering of a client's value that an error message repeats.
+_LONGEST_SHOWN = 80
+
+
 class InvalidArgument(GatewayError):
     """A field argument the schema types correctly but whose value is out of range."""
 
     code = "INVALID_ARGUMENT"
 
     def __init__(self, argument: str, expected: str, received: object) -> None:
-        super().__init__(f"Expected {argument} {expected}, received {received!r}.")
+        shown = repr(received)
+        if len(shown) > _LONGEST_SHOWN:
+            # A client's value is echoed, but not a megabyte of it.
+            shown = shown[: _LONGEST_SHOWN - 3] + "..."
+        super().__init__(f"Expected {argument} {expected}, received {shown}.")
         self.argument = argument
         self.received = received
 

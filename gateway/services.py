@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 import httpx
 import redis.asyncio
 import redis.exceptions
+from starlette.applications import Starlette
 
 from gateway.budget import Budget, LocalBudget, shared_budget
 from gateway.credentials import account_credentials
@@ -51,10 +52,12 @@ class Services:
     switch: BackendSwitch | None = None
 
     @classmethod
-    def build(cls, settings: GatewaySettings) -> Services:
+    def build(cls, settings: GatewaySettings, *, simulator: Starlette | None = None) -> Services:
+        """`simulator`: the embedded simulator to call, when the gateway runs on one (the app
+        serves its admin routes too); a new one when it is not given."""
         # One credential choice for both signers: MPS calls and OSS download URLs.
         credentials = account_credentials(settings)
-        http = open_upstream_http(settings, credentials)
+        http = open_upstream_http(settings, credentials, simulator=simulator)
         client = MpsClient(http, region=settings.region_id)
         shared: RedisClient | None = None
         switch: BackendSwitch | None = None

@@ -135,6 +135,12 @@ class GatewaySettings(BaseSettings):
         default=10.0, gt=0, description="Seconds a GraphQL request may wait for upstream slots."
     )
     max_ids: int = Field(default=100, ge=1, description="Most ids accepted by jobs(ids).")
+    max_page_size: int = Field(
+        default=100,
+        ge=1,
+        description="Most files one answer lists per result: the largest `first` of "
+        "JobResult.files and JobResult.filesConnection, and what either gives without one.",
+    )
     max_query_depth: int = Field(default=12, ge=1, description="Deepest query accepted.")
     max_aliases: int = Field(default=50, ge=1, description="Most aliases in one query.")
     max_tokens: int = Field(default=5_000, ge=1, description="Most tokens in one query document.")
@@ -281,6 +287,12 @@ class SimulatorSettings(BaseSettings):
     )
     run_seconds: float = Field(
         default=5.0, ge=0, description="Seconds a submitted job stays Analysing."
+    )
+    demo_phase_seconds: float = Field(
+        default=20.0,
+        gt=0,
+        description="Seconds each phase of a moving demo job lasts: Queuing, Analysing, then "
+        "finished while it is its slot's latest run; each slot starts a new job every three.",
     )
     latency_ms: float = Field(default=0.0, ge=0, description="Mean added latency per call.")
     latency_jitter_ms: float = Field(

@@ -3,26 +3,48 @@
 from __future__ import annotations
 
 import httpx
+from starlette.applications import Starlette
 
 from gateway.credentials import Credentials, account_credentials
 from gateway.mps.signing import RpcSignatureV1
 from gateway.settings import GatewaySettings, SimulatorSettings, UpstreamKind
 
 
+def embedded_simulator(
+    settings: GatewaySettings, simulator: Starlette | None = None
+) -> Starlette | None:
+    """The simulator app the gateway runs on when `settings` embed one (no credentials, no
+    endpoint): `simulator`, or a new one (`SimulatorSettings()` from the environment, its moving
+    demo jobs starting now). None for any other upstream, which refuses a `simulator`."""
+    if settings.upstream_kind is not UpstreamKind.EMBEDDED_SIMULATOR:
+        if simulator is not None:
+            raise ValueError(
+                "Expected no embedded simulator for a gateway on the "
+                f"{settings.upstream_kind.value}, received one."
+            )
+        return None
+    if simulator is not None:
+        return simulator
+    # Imported only when embedded: a gateway on the cloud never loads the simulator.
+    from gateway.simulator.app import create_simulator_app
+
+    return create_simulator_app(SimulatorSettings())
+
+
 def open_upstream_http(
-    settings: GatewaySettings, credentials: Credentials | None = None
+    settings: GatewaySettings,
+    credentials: Credentials | None = None,
+    *,
+    simulator: Starlette | None = None,
 ) -> httpx.AsyncClient:
     """A client with the upstream's base URL, timeouts and signing. For the embedded simulator
-    the transport is in-process (`httpx.ASGITransport`) and the credentials are the simulator's;
-    everything above this function is the same for the cloud and the simulator. `credentials`
-    default to `account_credentials(settings)`, the choice every signer of the gateway shares."""
+    (`embedded_simulator(settings, simulator)`) the transport is in-process
+    (`httpx.ASGITransport`) and the credentials are the simulator's; everything above this
+    function is the same for the cloud and the simulator. `credentials` default to
+    `account_credentials(settings)`, the choice every signer of the gateway shares."""
     timeout = httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout)
-    transport: httpx.AsyncBaseTransport | None = None
-    if settings.upstream_kind is UpstreamKind.EMBEDDED_SIMULATOR:
-        # Imported only when embedded: a gateway on the cloud never loads the simulator.
-        from gateway.simulator.app import create_simulator_app
-
-        transport = httpx.ASGITransport(app=create_simulator_app(SimulatorSettings()))
+    embedded = embedded_simulator(settings, simulator)
+    transport = None if embedded is None else httpx.ASGITransport(app=embedded)
     credentials = credentials or account_credentials(settings)
     auth = RpcSignatureV1(
         credentials.access_key_id, credentials.access_key_secret, credentials.security_token

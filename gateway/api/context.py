@@ -32,6 +32,8 @@ class Context:
     views: JobViews
     #: Seconds a request (and each poll of a subscription) may wait for the upstream.
     timeout: float
+    #: The most files one list of a result may hold (`GATEWAY_MAX_PAGE_SIZE`).
+    max_page_size: int
     #: The process-wide signer of OSS download URLs (`signedUrl` fields); None signs nothing.
     presigner: OssPresigner | None = None
     #: Whether several operations share this context (a WebSocket connection's).

@@ -10,9 +10,11 @@ chosen, with what realistic operations cost: docs/bounded-requests.md.
 
 - `jobs(ids:)`: the number of ids, from the literal or the variable's value (the variables are
   known before execution), at most `GATEWAY_MAX_IDS` (more fails with TOO_MANY_IDS, unrun);
-- `JobResult.files`: `FILES_ESTIMATE`, as the upstream bounds nothing (the documented algorithms
-  write 1 to 3 files); the execution of longer lists yields and keeps the deadline instead
-  (`gateway.api.pacing`);
+- `JobResult.files(first:)`: `first`, read the same way; without it, or over the maximum page
+  size (which fails with INVALID_ARGUMENT), `GATEWAY_MAX_PAGE_SIZE`;
+- the `edges` and `nodes` of `JobResult.filesConnection(first:)`: that field's `first`, read the
+  same way (a fragment on the connection type itself counts a whole page: its memo cannot know
+  the field it is spread under);
 - introspection lists: the longest such list this schema has (its number of types, ...).
 
 A list field without a size is a programmer error, refused when the model is made.
@@ -40,6 +42,7 @@ from graphql import (
     GraphQLSchema,
     GraphQLUnionType,
     InlineFragmentNode,
+    IntValueNode,
     ListValueNode,
     NullValueNode,
     OperationDefinitionNode,
@@ -65,9 +68,6 @@ WEIGHTS: Mapping[tuple[str, str], int] = {
     ("ResultFile", "signedUrl"): 10,
     ("OssObject", "signedUrl"): 10,
 }
-#: The number of files a result is costed with: the upstream bounds nothing, and the documented
-#: algorithms write 1 to 3.
-FILES_ESTIMATE = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +95,9 @@ class _Walk:
         }
         self.fragments = FragmentMemo(document, self._of_fragment, missing=0)
 
-    def of(self, selection_set: SelectionSetNode, type_name: str) -> int:
+    def of(self, selection_set: SelectionSetNode, type_name: str, page: int | None = None) -> int:
+        """The cost of `selection_set` on `type_name`; `page` is the page size of the connection
+        field whose selection this is (None outside one, or when unknown)."""
         total = 0
         fields = self.model.fields
         for selection in selection_set.selections:
@@ -106,13 +108,14 @@ class _Walk:
                     continue
                 inner = 0
                 if selection.selection_set is not None:
-                    inner = self.of(selection.selection_set, spec.type_name)
-                size = 1 if spec.size is None else spec.size(selection, self)
+                    inner_page = None if spec.page is None else spec.page(selection, self)
+                    inner = self.of(selection.selection_set, spec.type_name, inner_page)
+                size = 1 if spec.size is None else spec.size(selection, self, page)
                 total += size * (spec.weight + inner)
             elif isinstance(selection, InlineFragmentNode):
                 condition = selection.type_condition
                 total += self.of(
-                    selection.selection_set, condition.name.value if condition else type_name
+                    selection.selection_set, condition.name.value if condition else type_name, page
                 )
             else:
                 assert isinstance(selection, FragmentSpreadNode)
@@ -136,12 +139,28 @@ class _Walk:
             return 0
         return 1  # one value where a list is expected: GraphQL makes it a list of one
 
+    def integer(self, value: ValueNode) -> int | None:
+        """The value of an Int argument, or None when it is null or cannot be known."""
+        if isinstance(value, VariableNode):
+            name = value.name.value
+            if name in self.variables:
+                given = self.variables[name]
+                return given if isinstance(given, int) and not isinstance(given, bool) else None
+            default = self.defaults.get(name)
+            return None if default is None else self.integer(default)
+        if isinstance(value, IntValueNode):
+            return int(value.value)
+        return None
+
     def _of_fragment(self, fragment: FragmentDefinitionNode) -> int:
         return self.of(fragment.selection_set, fragment.type_condition.name.value)
 
 
-#: The most items a list field can return, read from the field's node within a walk.
-ListSize = Callable[[FieldNode, _Walk], int]
+#: The most items a list field can return, read from the field's node within a walk, and the
+#: page size of the connection it belongs to (None outside one, or when unknown).
+ListSize = Callable[[FieldNode, _Walk, int | None], int]
+#: The page size a connection field gives the lists of its selection, read from its node.
+PageSize = Callable[[FieldNode, _Walk], int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,21 +170,44 @@ class _FieldSpec:
     size: ListSize | None
     #: The named type of the field's values.
     type_name: str
+    #: None for a field that is no connection.
+    page: PageSize | None = None
 
 
 def _fixed(items: int) -> ListSize:
-    return lambda field, walk: items
+    return lambda field, walk, page: items
+
+
+def _argument(field: FieldNode, name: str) -> ValueNode | None:
+    for given in field.arguments or ():
+        if given.name.value == name:
+            return given.value
+    return None
 
 
 def _argument_length(argument: str, limit: int) -> ListSize:
-    def size(field: FieldNode, walk: _Walk) -> int:
-        for given in field.arguments or ():
-            if given.name.value == argument:
-                length = walk.length(given.value)
-                return limit if length is None else min(length, limit)
-        return limit
+    def size(field: FieldNode, walk: _Walk, page: int | None) -> int:
+        value = _argument(field, argument)
+        length = None if value is None else walk.length(value)
+        return limit if length is None else min(length, limit)
 
     return size
+
+
+def _first(limit: int) -> PageSize:
+    """The field's `first` argument, within 0..limit; `limit` without one (or when it is null,
+    unknown, or out of range: execution refuses those)."""
+
+    def size(field: FieldNode, walk: _Walk) -> int:
+        value = _argument(field, "first")
+        first = None if value is None else walk.integer(value)
+        return limit if first is None or not 0 <= first <= limit else first
+
+    return size
+
+
+def _page_of_the_connection(limit: int) -> ListSize:
+    return lambda field, walk, page: limit if page is None else page
 
 
 class CostModel:
@@ -175,13 +217,19 @@ class CostModel:
     field has no size, so that a new list field cannot be costed as a single value by mistake.
     """
 
-    def __init__(self, schema: GraphQLSchema, *, limit: int, max_ids: int) -> None:
+    def __init__(
+        self, schema: GraphQLSchema, *, limit: int, max_ids: int, max_page_size: int
+    ) -> None:
         self.limit = limit
+        first = _first(max_page_size)
         sizes: dict[tuple[str, str], ListSize] = {
             ("Query", "jobs"): _argument_length("ids", max_ids),
-            ("JobResult", "files"): _fixed(FILES_ESTIMATE),
+            ("JobResult", "files"): lambda field, walk, page: first(field, walk),
+            ("ResultFileConnection", "edges"): _page_of_the_connection(max_page_size),
+            ("ResultFileConnection", "nodes"): _page_of_the_connection(max_page_size),
             **{key: _fixed(items) for key, items in _introspection_sizes(schema).items()},
         }
+        pages: dict[tuple[str, str], PageSize] = {("JobResult", "filesConnection"): first}
         self.fields: dict[tuple[str, str], _FieldSpec] = {}
         unsized = []
         for type_name, graphql_type in schema.type_map.items():
@@ -193,7 +241,10 @@ class CostModel:
                 if is_list_type(get_nullable_type(field.type)) and size is None:
                     unsized.append(f"{type_name}.{field_name}")
                 self.fields[key] = _FieldSpec(
-                    weight=WEIGHTS.get(key, 1), size=size, type_name=get_named_type(field.type).name
+                    weight=WEIGHTS.get(key, 1),
+                    size=size,
+                    type_name=get_named_type(field.type).name,
+                    page=pages.get(key),
                 )
         if unsized:
             raise ValueError(f"Expected a size for every list field, none for {unsized}.")

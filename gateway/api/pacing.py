@@ -1,10 +1,11 @@
 """Execution that gives the event loop a turn during long lists, and stops at the deadline.
 
 graphql-core completes the items of a list one after another without ever awaiting, so one long
-list (a result of 20,000 files, each with a signed URL) held the event loop for its whole
-completion: every other request of the process waited, and the request's own deadline was never
-looked at. `PacedExecution` hands each list longer than `PACED_LENGTH` to graphql-core as an
-async iterator (`Pacer.paced`), which graphql-core completes item by item, awaiting each:
+list (a page of 20,000 files, each with a signed URL, where `GATEWAY_MAX_PAGE_SIZE` allows one)
+held the event loop for its whole completion: every other request of the process waited, and the
+request's own deadline was never looked at. `PacedExecution` hands each list longer than
+`PACED_LENGTH` to graphql-core as an async iterator (`Pacer.paced`), which graphql-core completes
+item by item, awaiting each:
 
 - at most every `TURN_SECONDS` of the request's work, the iterator awaits `asyncio.sleep(0)`, so
   that the other requests of the process are served in between;

@@ -101,5 +101,10 @@ def build_schema(settings: GatewaySettings) -> strawberry.Schema:
     # Both read the schema's types, so they are made after it; the factories above run per
     # request, later.
     documents = Documents(schema._schema, max_tokens=settings.max_tokens, rules=rules)
-    cost = CostModel(schema._schema, limit=settings.max_cost, max_ids=settings.max_ids)
+    cost = CostModel(
+        schema._schema,
+        limit=settings.max_cost,
+        max_ids=settings.max_ids,
+        max_page_size=settings.max_page_size,
+    )
     return schema

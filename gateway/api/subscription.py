@@ -17,13 +17,14 @@ import strawberry
 from strawberry.types import Info
 
 from gateway import errors, model
+from gateway.api.arguments import Range
 from gateway.api.context import Context
 from gateway.api.types import Job
 
-MIN_INTERVAL = 0.5
+#: Seconds between two polls of one subscription.
+INTERVAL = Range(0.5, 60.0, unit="seconds")
 #: Consecutive passing failures tolerated at the least before one is reported.
 MIN_FAILURES = 3
-MAX_INTERVAL = 60.0
 
 
 def _fingerprint(job: model.Job) -> Mapping[str, str]:
@@ -47,12 +48,14 @@ class Subscription:
         interval_seconds: Annotated[
             float,
             strawberry.argument(
-                description=f"Seconds between polls, from {MIN_INTERVAL} to {MAX_INTERVAL}."
+                description=f"How long to wait between two polls of the job, {INTERVAL}; "
+                "outside that range the subscription ends at once with INVALID_ARGUMENT."
             ),
         ] = 2.0,
     ) -> AsyncGenerator[Job | None, None]:
         context = info.context
-        interval = min(max(interval_seconds, MIN_INTERVAL), MAX_INTERVAL)
+        # Checked before the first poll: a refused subscription costs no upstream call.
+        interval = INTERVAL.check("intervalSeconds", interval_seconds)
         last: Mapping[str, str] | None = None
         # Passing failures are retried quietly for about one request deadline, then reported:
         # a job that keeps failing must not be polled in silence forever.

@@ -13,11 +13,14 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, cast
 
 import strawberry
+from strawberry.relay import PageInfo
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
 from gateway import errors, model
+from gateway.api.arguments import Range
 from gateway.api.context import Context
+from gateway.api.pages import Page
 from gateway.oss import MAX_EXPIRES_SECONDS, MIN_EXPIRES_SECONDS
 
 
@@ -83,9 +86,10 @@ _SIGNED_URL = (
     "oss:GetObject on the bucket, and stops working after expiresInSeconds (or when the "
     "gateway's STS token expires, if sooner). Computed locally: costs no upstream call."
 )
+EXPIRES_RANGE = Range(MIN_EXPIRES_SECONDS, MAX_EXPIRES_SECONDS, unit="seconds", note="7 days")
 _EXPIRES_IN = (
-    f"How long the URL stays valid, in seconds: {MIN_EXPIRES_SECONDS} to {MAX_EXPIRES_SECONDS} "
-    "(7 days); outside that range the field fails with INVALID_ARGUMENT."
+    f"How long the URL stays valid, {EXPIRES_RANGE}; outside that range the field fails with "
+    "INVALID_ARGUMENT."
 )
 
 
@@ -94,12 +98,7 @@ def _signed_url(
 ) -> str | None:
     """The presigned URL of `obj`, or None; the argument is checked even when there is no URL, so
     a bad value is reported the same way for every object."""
-    if not MIN_EXPIRES_SECONDS <= expires_in <= MAX_EXPIRES_SECONDS:
-        raise errors.InvalidArgument(
-            "expiresInSeconds",
-            f"from {MIN_EXPIRES_SECONDS} to {MAX_EXPIRES_SECONDS} seconds (7 days)",
-            expires_in,
-        )
+    EXPIRES_RANGE.check("expiresInSeconds", expires_in)
     presigner = info.context.presigner
     if obj is None or presigner is None:
         return None
@@ -209,6 +208,48 @@ class ResultFile:
         )
 
 
+_FIRST = (
+    "How many files at most: from 0 to the gateway's maximum page size (GATEWAY_MAX_PAGE_SIZE, "
+    "100 unless the operator set another), which is also what no first (or null) asks for. "
+    "Outside that range the field fails with INVALID_ARGUMENT."
+)
+_AFTER = (
+    "Start after the file this cursor names: an edge's cursor, or the previous page's "
+    "pageInfo.endCursor; no after (or null) starts at the first file. Cursors are opaque: text "
+    "this connection did not give is INVALID_ARGUMENT. A result's files never change order, so "
+    "a cursor names the same file in every answer about the same job."
+)
+
+
+@strawberry.type(description="A file of a job's result with its position in the result's files.")
+class ResultFileEdge:
+    cursor: str = strawberry.field(
+        description="An opaque cursor naming this file's position: pass it as filesConnection's "
+        "after to ask for the files that follow."
+    )
+    node: ResultFile = strawberry.field(description="The file.")
+
+
+@strawberry.type(
+    description="A page of a job's result files (a Relay connection): at most the gateway's "
+    "maximum page size of them, with the cursors to ask for the next page."
+)
+class ResultFileConnection:
+    edges: list[ResultFileEdge] = strawberry.field(
+        description="The files of this page, in the result's order, each with its cursor."
+    )
+    nodes: list[ResultFile] = strawberry.field(
+        description="The same files as edges, without their cursors."
+    )
+    page_info: PageInfo = strawberry.field(
+        description="Where this page stands: whether files follow it (hasNextPage) and the "
+        "cursor to ask for them with (endCursor); whether files precede it (hasPreviousPage)."
+    )
+    total_count: int = strawberry.field(
+        description="How many files the result has in all, on every page together."
+    )
+
+
 @strawberry.type(description="The outcome of a job, decoded from the upstream's Result.")
 class JobResult:
     code: str | None = strawberry.field(
@@ -216,10 +257,58 @@ class JobResult:
     )
     message: str | None = strawberry.field(description="The upstream's message about the job.")
     succeeded: bool = strawberry.field(description="Whether code is Success.")
-    files: list[ResultFile] = strawberry.field(description="The files the job produced.")
     data: JSON | None = strawberry.field(
         description="The result's Data, decoded from its JSON string (algorithm-specific)."
     )
+    _files: strawberry.Private[tuple[model.ResultFile, ...]]
+
+    @strawberry.field(
+        description="The first files the job produced, in the result's order: a plain list for "
+        "clients that need no paging. A result with more files than first lists only the first "
+        "ones; filesConnection pages through all of them and counts them (totalCount)."
+    )
+    def files(
+        self,
+        info: Info[Context, None],
+        first: Annotated[int | None, strawberry.argument(description=_FIRST)] = None,
+    ) -> list[ResultFile]:
+        page = Page.select(
+            len(self._files), first=first, after=None, max_size=info.context.max_page_size
+        )
+        return self._views(page)
+
+    @strawberry.field(
+        description="The files the job produced, a page at a time (a Relay connection, for "
+        "Relay's @connection, Apollo's relayStylePagination and urql): first files after the "
+        "cursor after, with pageInfo and totalCount. Pages hold at most the gateway's maximum "
+        "page size, so no result, however many files it lists, makes one answer too long."
+    )
+    def files_connection(
+        self,
+        info: Info[Context, None],
+        first: Annotated[int | None, strawberry.argument(description=_FIRST)] = None,
+        after: Annotated[str | None, strawberry.argument(description=_AFTER)] = None,
+    ) -> ResultFileConnection:
+        page = Page.select(
+            len(self._files), first=first, after=after, max_size=info.context.max_page_size
+        )
+        files = self._views(page)
+        cursors = page.cursors()
+        return ResultFileConnection(
+            edges=[ResultFileEdge(cursor=c, node=f) for c, f in zip(cursors, files, strict=True)],
+            nodes=files,
+            page_info=PageInfo(
+                has_next_page=page.has_next_page,
+                has_previous_page=page.has_previous_page,
+                start_cursor=cursors[0] if cursors else None,
+                end_cursor=cursors[-1] if cursors else None,
+            ),
+            total_count=page.total,
+        )
+
+    def _views(self, page: Page) -> list[ResultFile]:
+        # Made per request for the page alone: at most a page's worth, however long the result.
+        return [ResultFile.from_model(file) for file in self._files[page.start : page.end]]
 
     @classmethod
     def from_model(cls, result: model.JobResult) -> JobResult:
@@ -227,8 +316,8 @@ class JobResult:
             code=result.code,
             message=result.message,
             succeeded=result.succeeded,
-            files=[ResultFile.from_model(file) for file in result.files],
             data=cast(JSON, result.data),
+            _files=result.files,
         )
 
 

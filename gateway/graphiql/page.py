@@ -49,11 +49,11 @@ query Job($id: ID!) {
 
 
 def demo_query(job_ids: Sequence[str]) -> str:
-    """A query of the embedded simulator's demo jobs, `job_ids` (the start banner prints it,
+    """A query of the embedded simulator's demo jobs `job_ids` (the start banner prints it,
     GraphiQL opens with it)."""
     ids = ", ".join(json.dumps(job_id) for job_id in job_ids)
     return (
-        "query {\n"
+        "query DemoJobs {\n"
         f"  jobs(ids: [{ids}]) {{\n"
         "    id state functionName params\n"
         "    result { code files { name contentType url } }\n"
@@ -62,20 +62,35 @@ def demo_query(job_ids: Sequence[str]) -> str:
     )
 
 
+def demo_subscription(job_id: str) -> str:
+    """A subscription to the embedded simulator's moving demo job `job_id` (the start banner
+    prints it, GraphiQL opens with it)."""
+    return (
+        "subscription MovingDemoJob {\n"
+        f"  jobUpdates(id: {json.dumps(job_id)}) {{\n"
+        "    id state isFinished result { code files { name url } }\n"
+        "  }\n"
+        "}\n"
+    )
+
+
 def default_query(settings: GatewaySettings) -> str:
-    """The query GraphiQL opens with: real demo jobs on the embedded simulator (and, in a
-    comment, a subscription to one), a neutral one for any other upstream."""
+    """What GraphiQL opens with: on the embedded simulator, a query of real demo jobs and a
+    subscription to the demo job that moves (the start banner's); for any other upstream, a
+    neutral query."""
     if settings.upstream_kind is not UpstreamKind.EMBEDDED_SIMULATOR:
         return NEUTRAL_QUERY
     # Imported only when embedded: a gateway on the cloud never loads the simulator.
-    from gateway.simulator.demo import demo_job_ids
+    from gateway.simulator import demo_job_ids, moving_demo_job_id
 
-    ids = demo_job_ids(SimulatorSettings())[:3]
+    simulator = SimulatorSettings()
     return (
-        "# The EMBEDDED MPS SIMULATOR's demo jobs (not the cloud). Run with Ctrl-Enter.\n"
-        + demo_query(ids)
-        + "\n# Subscriptions run over WebSocket; follow a job until it finishes:\n"
-        + f'# subscription {{ jobUpdates(id: "{ids[0]}") {{ id state isFinished }} }}\n'
+        "# The EMBEDDED MPS SIMULATOR's demo jobs, not the cloud. Run an operation with the\n"
+        "# run button, or with Ctrl-Enter inside it.\n"
+        + demo_query(demo_job_ids(simulator)[:3])
+        + "\n# A demo job that moves (QUEUING, ANALYSING, then SUCCESS), followed over WebSocket.\n"
+        + "# Each run is a new job: the start banner and /_simulator/jobs name the latest.\n"
+        + demo_subscription(moving_demo_job_id(simulator.seed))
     )
 
 

@@ -1,6 +1,7 @@
 """A faithful stand-in for the MPS smart-production job API (QueryIProductionJob,
 SubmitIProductionJob, version 2014-06-18): signatures V1 and V3, per-action QPS limit, real error
-shapes, JSON and XML, a seeded demo job set, jobs that run, and faults on demand.
+shapes, JSON and XML, a seeded demo job set, demo jobs that move, jobs that run, and faults on
+demand.
 
 The gateway runs on it by default (in process, through `httpx.ASGITransport`); docker-compose,
 tests and benchmarks run it on a real port.
@@ -9,6 +10,7 @@ tests and benchmarks run it on a real port.
 from __future__ import annotations
 
 from gateway.simulator.app import create_simulator_app
+from gateway.simulator.cycles import moving_demo_job_id
 from gateway.simulator.demo import DOC_EXAMPLE_JOB_ID, demo_job_ids
 from gateway.simulator.faults import ConnectionDropped, DroppedConnectionLogFilter
 from gateway.simulator.state import Simulator
@@ -20,4 +22,5 @@ __all__ = [
     "Simulator",
     "create_simulator_app",
     "demo_job_ids",
+    "moving_demo_job_id",
 ]

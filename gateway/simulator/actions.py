@@ -27,10 +27,11 @@ def query_job(simulator: Simulator, params: Mapping[str, str]) -> dict[str, Json
         # FunctionName, so every "you forgot a parameter" reads alike; the real service's code here
         # is not documented (it could also be InvalidParameter.NullValue, doc 29254).
         raise errors.missing_parameter("JobId")
-    job = simulator.store.get(job_id)
+    now = simulator.clock()
+    job = simulator.find(job_id, now)
     if job is None:
         return {"JobId": job_id}
-    return job.fields(simulator.clock())
+    return job.fields(now)
 
 
 def submit_job(simulator: Simulator, params: Mapping[str, str]) -> dict[str, JsonValue]:

@@ -9,10 +9,14 @@
                                          "malformedRate", "dropRate", "qps"}
     PUT    /_simulator/faults          the same object; keys left out keep their value
     GET    /_simulator/jobs            {"jobs": [{"id", "functionName", "state", "quirk",
-                                                   "source"}, ...]}
+                                                   "source"}, ...]}: the demo set, submitted
+                                         and planted jobs, then the latest run of each moving
+                                         demo job ("source": "cycling", and "cycle": {"run",
+                                         "stateEndsInSeconds", "nextJobId", "nextRunInSeconds"})
     GET    /_simulator/jobs/{id}       {"job": <listing entry>, "fields": <what a query answers>}
     PUT    /_simulator/jobs/{id}       a JSON object of fields, answered verbatim by queries
-    DELETE /_simulator/jobs/{id}       forgets the job (204; 404 if unknown)
+    DELETE /_simulator/jobs/{id}       forgets the job (204; 404 if unknown; 400 for a run of a
+                                         moving demo job, which always answers)
 
 Bad input gets HTTP 400 `{"error": "<what was expected and what arrived>"}`.
 """
@@ -105,15 +109,15 @@ async def put_faults(request: Request) -> Response:
 
 async def list_jobs(request: Request) -> Response:
     simulator = _simulator(request)
-    return JSONResponse({"jobs": simulator.store.listing(simulator.clock())})
+    return JSONResponse({"jobs": simulator.listing(simulator.clock())})
 
 
 async def get_job(request: Request) -> Response:
     simulator = _simulator(request)
-    job = simulator.store.get(request.path_params["job_id"])
+    now = simulator.clock()
+    job = simulator.find(request.path_params["job_id"], now)
     if job is None:
         return JSONResponse({"error": "No job has this id."}, status_code=404)
-    now = simulator.clock()
     return JSONResponse({"job": job.summary(now), "fields": job.fields(now)})
 
 
@@ -130,9 +134,16 @@ async def put_job(request: Request) -> Response:
 
 
 async def delete_job(request: Request) -> Response:
-    if not _simulator(request).store.delete(request.path_params["job_id"]):
-        return JSONResponse({"error": "No job has this id."}, status_code=404)
-    return Response(status_code=204)
+    simulator = _simulator(request)
+    job_id: str = request.path_params["job_id"]
+    if simulator.store.delete(job_id):
+        return Response(status_code=204)
+    if simulator.cycles.get(job_id, simulator.clock()) is not None:
+        return _bad_request(
+            "Expected the id of a stored job, received that of a moving demo job's run, "
+            "which cannot be deleted."
+        )
+    return JSONResponse({"error": "No job has this id."}, status_code=404)
 
 
 def admin_routes() -> list[Route]:

@@ -1,8 +1,8 @@
 """The demo job set: what the simulator answers before anyone submits a job.
 
 Deterministic for a given seed (`SimulatorSettings.seed`): the same seed gives the same ids and
-the same answers, so a demo query printed by the CLI keeps working across restarts. Demo jobs are
-static: their state never changes.
+the same answers, so a demo query printed by the CLI keeps working across restarts. These demo
+jobs are static: their state never changes (the ones that move are `cycles.DemoCycles`).
 
 The set holds, in this order:
 - the documented example job (docs/upstream.md section 1.2) under `DOC_EXAMPLE_JOB_ID`, verbatim

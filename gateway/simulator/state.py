@@ -13,9 +13,10 @@ from collections.abc import Callable
 from gateway.model import JsonValue
 from gateway.settings import SimulatorSettings
 from gateway.simulator.auth import Authenticator
+from gateway.simulator.cycles import DemoCycles
 from gateway.simulator.demo import build_demo_jobs
 from gateway.simulator.faults import Faults
-from gateway.simulator.jobs import JobStore
+from gateway.simulator.jobs import JobRecord, JobStore
 from gateway.simulator.window import ActionMeter
 
 QUERY_ACTION = "QueryIProductionJob"
@@ -28,6 +29,8 @@ class Simulator:
     """The state of one simulated MPS endpoint.
 
     - `store`: every job (demo set, submitted, planted);
+    - `cycles`: the demo jobs that move, a new job per run (`cycles.DemoCycles`), from the clock
+      at construction on;
     - `meters`: per action, calls / throttled / peak in a rolling second, and the admission log
       that enforces `qps` (changeable at run time);
     - `faults` and `rng`: the fault knobs and the seeded generator their decisions draw from;
@@ -42,6 +45,9 @@ class Simulator:
         self.clock = clock
         self.qps = settings.qps
         self.store = JobStore(build_demo_jobs(settings.seed), max_added=settings.max_jobs)
+        self.cycles = DemoCycles(
+            settings.seed, phase_seconds=settings.demo_phase_seconds, origin=clock()
+        )
         self.meters = {action: ActionMeter() for action in ACTIONS}
         #: Authenticated calls per signature version ("v1", "v3"): shows which scheme clients use.
         self.signatures: dict[str, int] = {"v1": 0, "v3": 0}
@@ -61,6 +67,16 @@ class Simulator:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(jobs={len(self.store)}, qps={self.qps})"
+
+    def find(self, job_id: str, now: float) -> JobRecord | None:
+        """The job `job_id` names at `now`: a stored one (a planted job wins an id), or a run
+        of a moving demo job that has started."""
+        stored = self.store.get(job_id)
+        return stored if stored is not None else self.cycles.get(job_id, now)
+
+    def listing(self, now: float) -> list[dict[str, JsonValue]]:
+        """`GET /_simulator/jobs`: the stored jobs, then the latest run of each moving one."""
+        return self.store.listing(now) + self.cycles.listing(now)
 
     def stats(self) -> dict[str, JsonValue]:
         actions: dict[str, JsonValue] = {

@@ -1,10 +1,10 @@
 """Long lists give the event loop turns and stop at the deadline: a `Pacer` on a hand-moved
-clock, then a job whose result lists 20,000 files through a real gateway."""
+clock, then a page of 20,000 files through a real gateway that allows pages that long."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -81,11 +81,18 @@ async def test_past_the_deadline_the_list_stops() -> None:
     assert raised.value.retryable
 
 
-# --- a result of 20,000 files through a gateway ---------------------------------------------------
+# --- a page of 20,000 files through a gateway -----------------------------------------------------
 
 BIG_JOB = "f11e5000000000000000000000000001"
 FILES = 20_000
 SIGNED = f'{{ job(id: "{BIG_JOB}") {{ result {{ files {{ key signedUrl }} }} }} }}'
+
+
+@pytest.fixture
+def gateway(start_gateway: StartGateway) -> Iterator[GatewayServer]:
+    """A gateway whose operator lets one page hold every file of the big job (and its cost)."""
+    with start_gateway(max_page_size=FILES, max_cost=1_000_000) as server:
+        yield server
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ from html.parser import HTMLParser
 import httpx
 
 from gateway.graphiql.assets import sri
-from gateway.graphiql.page import NEUTRAL_QUERY, render_page
+from gateway.graphiql.page import NEUTRAL_QUERY, demo_query, demo_subscription, render_page
 from gateway.settings import SimulatorSettings
-from gateway.simulator.demo import demo_job_ids
+from gateway.simulator import demo_job_ids, moving_demo_job_id
 from tests.graphiql.conftest import serve_gateway
 
 BROWSER = {"accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
@@ -81,11 +81,15 @@ async def test_on_the_embedded_simulator_graphiql_opens_with_demo_jobs_that_answ
 ) -> None:
     async with httpx.AsyncClient(base_url=embedded_gateway) as client:
         query = Page((await get_page(client)).text).config["defaultQuery"]
-        answer = (await client.post("/graphql", json={"query": query})).json()
+        request = {"query": query, "operationName": "DemoJobs"}
+        answer = (await client.post("/graphql", json=request)).json()
 
-    ids = demo_job_ids(SimulatorSettings())[:3]
+    simulator = SimulatorSettings()
+    ids = demo_job_ids(simulator)[:3]
     assert "EMBEDDED MPS SIMULATOR" in query
-    assert f'subscription {{ jobUpdates(id: "{ids[0]}")' in query
+    assert demo_query(ids) in query
+    assert demo_subscription(moving_demo_job_id(simulator.seed)) in query
+    # The whole document was validated, the subscription too; the query answered.
     assert "errors" not in answer
     assert [job["id"] for job in answer["data"]["jobs"]] == ids
 

@@ -154,7 +154,9 @@ async def test_every_demo_job_answers_the_same_in_json_and_xml(
 
 async def test_listing_shows_the_demo_set(client: httpx.AsyncClient, jobs: list[StaticJob]) -> None:
     listing = (await client.get("/_simulator/jobs")).json()["jobs"]
-    assert [entry["id"] for entry in listing] == [job.job_id for job in jobs]
+    # Then the moving demo jobs (tests/simulator/test_cycles.py).
+    assert [entry["id"] for entry in listing[: len(jobs)]] == [job.job_id for job in jobs]
+    assert [entry["source"] for entry in listing[len(jobs) :]] == ["cycling"] * 3
     assert listing[0] == {
         "id": DOC_EXAMPLE_JOB_ID,
         "functionName": "ImageCartoonize",
