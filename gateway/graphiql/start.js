@@ -17,17 +17,28 @@
     subscriptionUrl: socket.href,
   });
 
-  // GraphiQL sends an operation over the socket when the document it parsed says it is a
-  // subscription, but it parses 100 ms after the last keystroke: a subscription run sooner went
-  // over HTTP. Parsed here, the document is always the one being sent.
+  // GraphiQL reads an edited document 100 ms after the last keystroke, and until then runs
+  // with what it read before: an operation run sooner (Ctrl-Enter at once) went with the old
+  // document's operation name (a 400) or, for a subscription, over HTTP instead of the socket.
+  // The fetcher reads the document it is about to send instead.
   function fetcher(params, options) {
-    var parsed = options && options.documentAST;
+    var document;
     try {
-      parsed = GraphiQL.GraphQL.parse(params.query);
+      document = GraphiQL.GraphQL.parse(params.query);
     } catch (syntaxError) {
-      // Sent as it is: the gateway answers what is wrong with it.
+      return send(params, options); // as it is: the gateway says what is wrong with it
     }
-    return send(params, Object.assign({}, options, { documentAST: parsed }));
+    var operations = document.definitions.filter(function (definition) {
+      return definition.kind === "OperationDefinition";
+    });
+    var known = operations.some(function (operation) {
+      return operation.name && operation.name.value === params.operationName;
+    });
+    if (!known && operations.length === 1) {
+      var name = operations[0].name;
+      params = Object.assign({}, params, { operationName: name ? name.value : undefined });
+    }
+    return send(params, Object.assign({}, options, { documentAST: document }));
   }
 
   ReactDOM.createRoot(document.getElementById("graphiql")).render(
