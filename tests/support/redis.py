@@ -12,12 +12,13 @@ on the same port, pause and resume: outages the shared server must never see. It
 
 from __future__ import annotations
 
+import math
 import shutil
 import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import pytest
 import redis.asyncio
@@ -36,11 +37,14 @@ __all__ = [
     "counting_client",
     "delete_prefix",
     "private_redis",
+    "ttl_given",
     "unique_prefix",
 ]
 
 REDIS_URL: Final = "redis://127.0.0.1:6379/0"
 START_REDIS: Final = "redis-server --daemonize yes --port 6379 --save '' --appendonly no"
+
+T = TypeVar("T")
 
 
 async def connect(url: str = REDIS_URL) -> redis.asyncio.Redis:
@@ -69,6 +73,26 @@ async def delete_prefix(client: redis.asyncio.Redis, prefix: str) -> None:
     keys = [key async for key in client.scan_iter(match=f"{prefix}:*")]
     if keys:
         await client.delete(*keys)
+
+
+async def ttl_given(client: redis.asyncio.Redis, key: str, write: Awaitable[T]) -> tuple[T, range]:
+    """Await `write`, which sets `key` with an expiry; return what it returned, and the range of
+    milliseconds the time to live it gave the key lies in, however long each step took.
+
+    The Redis server's clock is read before the write and after reading the key's PTTL: the
+    time that passed between the write and that read is at most the difference. A key that is
+    gone (PTTL -2) or has no expiry (-1) gives a range that starts below 0.
+    """
+    before = await _server_ms(client, math.floor)
+    result = await write
+    left = int(await client.pttl(key))
+    after = await _server_ms(client, math.ceil)
+    return result, range(left, left + (after - before) + 1)
+
+
+async def _server_ms(client: redis.asyncio.Redis, rounding: Callable[[float], int]) -> int:
+    seconds, microseconds = await client.time()
+    return int(seconds) * 1000 + rounding(int(microseconds) / 1000)
 
 
 class CountingRedis(redis.asyncio.Redis):
