@@ -186,6 +186,7 @@ async def test_concurrent_queries_for_the_same_ids_cost_one_call_per_id(
     assert simulator.query_stats()["calls"] == len(ids)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("simulator_settings", [SimulatorSettings(qps=50)])
 async def test_300_ids_under_a_limit_of_50_per_second_are_never_throttled(
     simulator: SimulatorServer, start_gateway: StartGateway, http: httpx.AsyncClient

@@ -77,6 +77,7 @@ def planted(job_id: str, state: str, result: str | None = None) -> dict[str, str
     return fields
 
 
+@pytest.mark.slow
 async def test_updates_follow_a_job_until_it_finishes(
     simulator: SimulatorServer, start_gateway: StartGateway
 ) -> None:
@@ -148,6 +149,7 @@ async def test_updates_of_a_malformed_id_end_with_its_error(
     assert simulator.query_stats()["calls"] == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "simulator_settings", [SimulatorSettings(queue_seconds=0.6, run_seconds=0.6)]
 )
@@ -176,6 +178,7 @@ async def test_a_submitted_job_is_followed_through_its_real_lifecycle(
     assert messages[-1]["type"] == "complete"
 
 
+@pytest.mark.slow
 async def test_each_operation_of_a_connection_has_its_own_deadline_and_answers(
     simulator: SimulatorServer, start_gateway: StartGateway
 ) -> None:
