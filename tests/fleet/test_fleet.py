@@ -168,19 +168,25 @@ async def test_the_fleet_slows_down_when_the_upstream_throttles_below_the_budget
         async with httpx.AsyncClient(timeout=120) as http:
             next_id = 1
 
-            async def demand(seconds: float) -> list[dict[str, Any]]:
+            async def round_of_demand() -> bool:
+                """40 fresh ids, half to each process (both must learn the fleet's rate);
+                whether the upstream has throttled since the stats were reset."""
                 nonlocal next_id
-                bodies = []
+                ids = distinct_ids(40, start=next_id)
+                next_id += 40
+                await spread(http, gateways, ids, per_query=20)
+                return simulator.query_stats()["throttled"] > 0
+
+            async def demand(seconds: float) -> None:
                 until = time.monotonic() + seconds
                 while time.monotonic() < until:
-                    ids = distinct_ids(40, start=next_id)
-                    next_id += 40
-                    # Half to each process: both must learn the fleet's rate.
-                    bodies += await spread(http, gateways, ids, per_query=20)
-                return bodies
+                    await round_of_demand()
 
             simulator.reset_stats()
-            await demand(8)  # long enough to learn the upstream's real limit
+            # Until the upstream throttles (a busy machine may take a while to ask fast enough),
+            # then long enough to learn its real limit.
+            await eventually(round_of_demand, "the upstream throttling", interval=0)
+            await demand(8)
             learned = simulator.query_stats()
             simulator.reset_stats()
             await demand(6)

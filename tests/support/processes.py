@@ -7,7 +7,10 @@ pause it, or start it again where it was.
 or flushed), `pause()`/`resume()` freeze it (SIGSTOP/SIGCONT: its connections stay open and
 nothing answers), and `restart()` starts it again on the same port, where its clients look for
 it. Each child's output (stdout and stderr) goes to a log file; a child that fails to start
-raises an error that shows the end of it.
+raises an error that shows the end of it, and its log is kept.
+
+Linux only: a child counts as started once its own socket listens (read from /proc) and it
+answers, never on the word of another server that happens to hold the port.
 """
 
 from __future__ import annotations
@@ -142,11 +145,12 @@ class ServerProcess:
         self.log_path.unlink(missing_ok=True)
 
     def __enter__(self) -> Self:
-        """Start the child (`start()`); the block's end `close()`s it."""
+        """Start the child (`start()`); the block's end `close()`s it. A child that fails to
+        start is stopped, and its log kept for reading."""
         try:
             self.start()
         except BaseException:
-            self.close()
+            self.stop()
             raise
         return self
 
