@@ -155,10 +155,8 @@ async def test_an_unknown_id_is_remembered_by_both(
     simulator: SimulatorServer, start_gateway: StartGateway, http: httpx.AsyncClient, prefix: str
 ) -> None:
     job_id = "0000000000000000000000000000dead"
-    with (
-        start_gateway(redis_url=REDIS_URL, redis_prefix=prefix) as a,
-        start_gateway(redis_url=REDIS_URL, redis_prefix=prefix) as b,
-    ):
+    settings = {"redis_url": REDIS_URL, "redis_prefix": prefix, "cache_not_found_ttl": 60.0}
+    with start_gateway(**settings) as a, start_gateway(**settings) as b:
         calls = simulator.query_stats()["calls"]
         assert await job_through(http, a, job_id) is None
         assert await job_through(http, b, job_id) is None

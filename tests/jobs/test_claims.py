@@ -73,8 +73,9 @@ class Process:
         self.cache = RedisSnapshotCache(
             client,
             terminal_ttl=60.0,
-            running_ttl=5.0,
-            not_found_ttl=5.0,
+            # Far longer than any test: an answer stays until the test is over.
+            running_ttl=60.0,
+            not_found_ttl=60.0,
             prefix=prefix,
             memo_max_entries=0,
         )
@@ -257,7 +258,7 @@ class Gateway:
         process = Process(client, prefix, lease=lease)
         self.claims = process.claims
         local = LocalSnapshotCache(
-            terminal_ttl=60.0, running_ttl=5.0, not_found_ttl=5.0, max_entries=100
+            terminal_ttl=60.0, running_ttl=60.0, not_found_ttl=60.0, max_entries=100
         )
         self.clock: Callable[[], float]
         if clock is None:

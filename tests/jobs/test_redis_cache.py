@@ -76,8 +76,9 @@ def make_cache(
     prefix: str,
     *,
     terminal: float = 100.0,
-    running: float = 1.5,
-    not_found: float = 3.0,
+    # Far longer than any test takes on a busy machine: nothing expires unless a test says so.
+    running: float = 60.0,
+    not_found: float = 90.0,
     memo: int = 0,
     clock: float | None = None,
 ) -> RedisSnapshotCache:
@@ -130,8 +131,8 @@ async def test_key_layout_and_value_format(client: redis.asyncio.Redis, prefix: 
 
 @pytest.mark.parametrize(
     ("state", "ttl_ms"),
-    [("Success", 100_000), ("Fail", 100_000), ("Queuing", 1_500), ("Analysing", 1_500),
-     ("Paused", 1_500), (None, 3_000)],
+    [("Success", 100_000), ("Fail", 100_000), ("Queuing", 60_000), ("Analysing", 60_000),
+     ("Paused", 60_000), (None, 90_000)],
 )  # fmt: skip
 async def test_redis_expires_each_snapshot_after_the_ttl_of_its_state(
     client: redis.asyncio.Redis, prefix: str, state: str | None, ttl_ms: int
