@@ -10,7 +10,7 @@ from contextlib import ExitStack, contextmanager
 from gateway.settings import SIMULATOR_DEMO_ACCESS_KEY_ID, SIMULATOR_DEMO_ACCESS_KEY_SECRET
 from tests.servers import SimulatorServer
 from tests.support.gateway import GatewayProcess
-from tests.support.redis import RedisServer
+from tests.support.redis import CLIENT_TIMEOUT, RedisServer
 
 
 @contextmanager
@@ -25,6 +25,8 @@ def fleet(
         "ALIBABA_CLOUD_ACCESS_KEY_SECRET": SIMULATOR_DEMO_ACCESS_KEY_SECRET,
         "GATEWAY_REDIS_URL": redis.url,
         "GATEWAY_REDIS_PREFIX": f"test-{uuid.uuid4().hex[:8]}",
+        # A busy machine's slow answer is no outage; a killed Redis refuses at once all the same.
+        "GATEWAY_REDIS_TIMEOUT": str(CLIENT_TIMEOUT),
         "GATEWAY_EXPECTED_REPLICAS": str(size),
         "GATEWAY_REQUEST_DEADLINE": "60",
         "GATEWAY_RETRY_BASE_DELAY": "0.05",

@@ -22,6 +22,8 @@ from gateway.jobs.redis_cache import RedisSnapshotCache
 from gateway.mps.decode import decode_job
 from gateway.settings import GatewaySettings
 from tests.support.redis import (
+    CLIENT_TIMEOUT,
+    REDIS_URL,
     connect,
     counting_client,
     delete_prefix,
@@ -227,7 +229,7 @@ async def test_an_unreachable_redis_fails_a_claim_at_once_and_the_failover_goes_
 
 async def test_from_settings_leases_for_the_read_timeout_under_the_prefix() -> None:
     settings = GatewaySettings(redis_prefix="blue", read_timeout=7.5)
-    client = open_redis("redis://127.0.0.1:6379/0", timeout=1.0)
+    client = open_redis(REDIS_URL, timeout=CLIENT_TIMEOUT)
     try:
         cache = RedisSnapshotCache.from_settings(client, settings)
         claims = RedisFetchClaims.from_settings(client, cache, settings)

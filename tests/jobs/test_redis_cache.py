@@ -21,7 +21,9 @@ from gateway.jobs.redis_cache import RedisSnapshotCache
 from gateway.mps.decode import decode_job
 from gateway.settings import GatewaySettings
 from tests.support.redis import (
+    CLIENT_TIMEOUT,
     REDIS_URL,
+    connect,
     counting_client,
     delete_prefix,
     ttl_given,
@@ -57,7 +59,7 @@ def upstream_job(job_id: str, state: str, *, fetched_at: float = FETCHED_AT) -> 
 
 @pytest.fixture
 async def client() -> AsyncIterator[redis.asyncio.Redis]:
-    client = open_redis(REDIS_URL, timeout=2.0)
+    client = await connect()
     try:
         yield client
     finally:
@@ -327,7 +329,7 @@ async def test_from_settings_takes_prefix_region_and_ttls() -> None:
         cache_running_ttl=0.5,
         cache_not_found_ttl=2.0,
     )
-    client = open_redis(REDIS_URL, timeout=1.0)
+    client = open_redis(REDIS_URL, timeout=CLIENT_TIMEOUT)
     try:
         cache = RedisSnapshotCache.from_settings(client, settings)
         assert cache.key("abc") == f"{prefix}:job:abc"
@@ -344,7 +346,7 @@ async def test_from_settings_takes_prefix_region_and_ttls() -> None:
 async def test_more_concurrent_lookups_than_connections_wait_their_turn(prefix: str) -> None:
     # redis-py's default pool raises MaxConnectionsError (a ConnectionError) when it runs out,
     # which would read as an outage and fail a busy process over; ours makes them wait.
-    small = open_redis(REDIS_URL, timeout=2.0, max_connections=4)
+    small = open_redis(REDIS_URL, timeout=CLIENT_TIMEOUT, max_connections=4)
     try:
         cache = make_cache(small, prefix)
         await cache.put("job-1", upstream_job("job-1", "Analysing"))

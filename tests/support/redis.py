@@ -29,6 +29,7 @@ from tests.support.ports import HOST
 from tests.support.processes import ServerProcess
 
 __all__ = [
+    "CLIENT_TIMEOUT",
     "REDIS_URL",
     "START_REDIS",
     "CountingRedis",
@@ -43,14 +44,19 @@ __all__ = [
 
 REDIS_URL: Final = "redis://127.0.0.1:6379/0"
 START_REDIS: Final = "redis-server --daemonize yes --port 6379 --save '' --appendonly no"
+#: Seconds a test's client (or a test's gateway) waits for a Redis that is up: a busy machine's
+#: slow answer must not pass for an outage. Tests of outages use a refused port, or a paused
+#: private server and a short timeout of their own.
+CLIENT_TIMEOUT: Final = 10.0
 
 T = TypeVar("T")
 
 
 async def connect(url: str = REDIS_URL) -> redis.asyncio.Redis:
-    """A client of the Redis at `url` (`open_redis`, 2 s timeout) that has answered a PING;
-    fails the test (never skips it) when Redis does not answer. Close it with `aclose()`."""
-    client = open_redis(url, timeout=2.0)
+    """A client of the Redis at `url` (`open_redis`, `CLIENT_TIMEOUT`) that has answered a
+    PING; fails the test (never skips it) when Redis does not answer. Close it with
+    `aclose()`."""
+    client = open_redis(url, timeout=CLIENT_TIMEOUT)
     try:
         await client.ping()
     except (OSError, redis.exceptions.RedisError) as exc:
@@ -107,7 +113,7 @@ class CountingRedis(redis.asyncio.Redis):
         return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
 
 
-def counting_client(url: str = REDIS_URL, *, timeout: float = 2.0) -> CountingRedis:
+def counting_client(url: str = REDIS_URL, *, timeout: float = CLIENT_TIMEOUT) -> CountingRedis:
     """A `CountingRedis` on the pool `open_redis` would make; close it with `aclose()`."""
     client = CountingRedis(connection_pool=open_redis(url, timeout=timeout).connection_pool)
     # Closing the client closes the pool, as for a client of `open_redis`.
