@@ -48,12 +48,12 @@ query Job($id: ID!) {
 """
 
 
-def demo_query(job_ids: Sequence[str]) -> str:
+def demo_query(job_ids: Sequence[str], name: str = "") -> str:
     """A query of the embedded simulator's demo jobs `job_ids` (the start banner prints it,
-    GraphiQL opens with it)."""
+    GraphiQL opens with it, named `name`)."""
     ids = ", ".join(json.dumps(job_id) for job_id in job_ids)
     return (
-        "query DemoJobs {\n"
+        f"query {name}{' ' if name else ''}{{\n"
         f"  jobs(ids: [{ids}]) {{\n"
         "    id state functionName params\n"
         "    result { code files { name contentType url } }\n"
@@ -62,11 +62,11 @@ def demo_query(job_ids: Sequence[str]) -> str:
     )
 
 
-def demo_subscription(job_id: str) -> str:
+def demo_subscription(job_id: str, name: str = "") -> str:
     """A subscription to the embedded simulator's moving demo job `job_id` (the start banner
-    prints it, GraphiQL opens with it)."""
+    prints it, GraphiQL opens with it, named `name`)."""
     return (
-        "subscription MovingDemoJob {\n"
+        f"subscription {name}{' ' if name else ''}{{\n"
         f"  jobUpdates(id: {json.dumps(job_id)}) {{\n"
         "    id state isFinished result { code files { name url } }\n"
         "  }\n"
@@ -84,13 +84,15 @@ def default_query(settings: GatewaySettings) -> str:
     from gateway.simulator import demo_job_ids, moving_demo_job_id
 
     simulator = SimulatorSettings()
+    # Named, so that either runs from the one tab (GraphiQL asks which, or takes the one under
+    # the cursor); the banner prints them unnamed.
     return (
         "# The EMBEDDED MPS SIMULATOR's demo jobs, not the cloud. Run an operation with the\n"
         "# run button, or with Ctrl-Enter inside it.\n"
-        + demo_query(demo_job_ids(simulator)[:3])
+        + demo_query(demo_job_ids(simulator)[:3], "DemoJobs")
         + "\n# A demo job that moves (QUEUING, ANALYSING, then SUCCESS), followed over WebSocket.\n"
         + "# Each run is a new job: the start banner and /_simulator/jobs name the latest.\n"
-        + demo_subscription(moving_demo_job_id(simulator.seed))
+        + demo_subscription(moving_demo_job_id(simulator.seed), "MovingDemoJob")
     )
 
 

@@ -87,8 +87,8 @@ async def test_on_the_embedded_simulator_graphiql_opens_with_demo_jobs_that_answ
     simulator = SimulatorSettings()
     ids = demo_job_ids(simulator)[:3]
     assert "EMBEDDED MPS SIMULATOR" in query
-    assert demo_query(ids) in query
-    assert demo_subscription(moving_demo_job_id(simulator.seed)) in query
+    assert demo_query(ids, "DemoJobs") in query
+    assert demo_subscription(moving_demo_job_id(simulator.seed), "MovingDemoJob") in query
     # The whole document was validated, the subscription too; the query answered.
     assert "errors" not in answer
     assert [job["id"] for job in answer["data"]["jobs"]] == ids
