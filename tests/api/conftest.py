@@ -37,6 +37,18 @@ def gateway_settings(simulator: SimulatorServer, **overrides: Any) -> GatewaySet
     return GatewaySettings(**values)
 
 
+def embedded_settings(**overrides: Any) -> GatewaySettings:
+    """Settings of a gateway on its embedded simulator: no credentials, no endpoint."""
+    values: dict[str, Any] = {
+        "access_key_id": None,
+        "access_key_secret": None,
+        "security_token": None,
+        "mps_endpoint": None,
+        **overrides,
+    }
+    return GatewaySettings(**values)
+
+
 @dataclass(frozen=True)
 class GatewayServer:
     url: str

@@ -20,9 +20,9 @@ from gateway.__main__ import _banner
 from gateway.api.schema import build_schema
 from gateway.app import create_app
 from gateway.server import server_options
-from gateway.settings import GatewaySettings, SimulatorSettings
+from gateway.settings import SimulatorSettings
 from gateway.simulator import Simulator, create_simulator_app, moving_demo_job_id
-from tests.api.conftest import GatewayServer, StartGateway
+from tests.api.conftest import GatewayServer, StartGateway, embedded_settings
 from tests.api.test_subscriptions import graphql_ws, subscribe
 from tests.servers import run_asgi_server
 
@@ -31,18 +31,6 @@ SEED = SimulatorSettings().seed
 PHASE = 1.5
 #: What the banner's subscription asks for.
 SELECTION = "id state isFinished result { code files { name url } }"
-
-
-def embedded_settings(**overrides: Any) -> GatewaySettings:
-    """A gateway on its embedded simulator: no credentials, no endpoint."""
-    values: dict[str, Any] = {
-        "access_key_id": None,
-        "access_key_secret": None,
-        "security_token": None,
-        "mps_endpoint": None,
-        **overrides,
-    }
-    return GatewaySettings(**values)
 
 
 def banner_subscription(banner: str) -> str:

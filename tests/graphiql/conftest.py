@@ -11,21 +11,8 @@ import pytest
 
 from gateway.app import create_app
 from gateway.server import server_options
-from gateway.settings import GatewaySettings
+from tests.api.conftest import embedded_settings
 from tests.servers import run_asgi_server
-
-
-def embedded_settings(**overrides: Any) -> GatewaySettings:
-    """A gateway on the embedded simulator: no credentials, no endpoint, no Redis."""
-    values: dict[str, Any] = {
-        "access_key_id": None,
-        "access_key_secret": None,
-        "security_token": None,
-        "mps_endpoint": None,
-        "redis_url": None,
-        **overrides,
-    }
-    return GatewaySettings(**values)
 
 
 @contextmanager

@@ -32,6 +32,7 @@ from playwright.sync_api import Error as PlaywrightError
 
 from gateway.settings import SimulatorSettings
 from gateway.simulator.demo import DOC_EXAMPLE_JOB_ID, demo_job_ids
+from tests.support.waiting import SAFETY_TIMEOUT, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -47,7 +48,7 @@ FLAGS = [
     "--disable-sync",
 ]
 #: Milliseconds that only a hang takes (the page starts within a second or two here).
-HANG = 30_000
+HANG = int(SAFETY_TIMEOUT * 1000)
 
 QUERY_EDITOR = ".graphiql-query-editor"
 RESULT = ".result-window"
@@ -187,10 +188,10 @@ def test_a_query_with_an_authorization_header_runs_with_nothing_but_the_gateway(
         (sent,) = [post for post in traffic.posts if post.post_data_json["query"] == query]
 
         # The headers are kept for the next visit (GraphiQL stores them after a short pause).
-        for _ in range(HANG // 50):
-            if page.evaluate("localStorage.getItem('graphiql:headers')") == headers:
-                break
-            page.wait_for_timeout(50)
+        wait_until(
+            lambda: page.evaluate("localStorage.getItem('graphiql:headers')") == headers,
+            "GraphiQL storing the headers",
+        )
         page.reload()
         wait_for_graphiql(page, traffic)
         page.get_by_role("button", name="Headers").click()
