@@ -62,7 +62,7 @@ def statuses(gateways: list[GatewayProcess]) -> list[str]:
 
 
 def budgets_degraded(gateways: list[GatewayProcess]) -> list[bool]:
-    return [gateway.readyz()["budget"]["failover"]["degraded"] for gateway in gateways]
+    return [gateway.readyz()["redis"]["failover"]["degraded"] for gateway in gateways]
 
 
 @pytest.mark.parametrize("simulator_settings", [SimulatorSettings(qps=50)])
