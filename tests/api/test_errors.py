@@ -33,9 +33,9 @@ from gateway.mps.client import QUERY_ACTION, error_for
 from gateway.mps.decode import decode_job
 from gateway.settings import SIMULATOR_DEMO_ACCESS_KEY_ID
 from gateway.simulator import DroppedConnectionLogFilter
-from tests.api.conftest import GatewayServer, SimulatorServer, StartGateway, graphql
+from tests.api.conftest import GatewayServer, StartGateway, graphql
 from tests.api.test_jobs import JOB_FIELDS, expected_job, upstream_fields
-from tests.servers import run_asgi_server
+from tests.servers import SimulatorServer, run_asgi_server
 
 T = TypeVar("T")
 

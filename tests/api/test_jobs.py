@@ -12,7 +12,8 @@ import json5
 import pytest
 
 from gateway.settings import SimulatorSettings
-from tests.api.conftest import GatewayServer, SimulatorServer, StartGateway, graphql
+from tests.api.conftest import GatewayServer, StartGateway, graphql
+from tests.servers import SimulatorServer
 
 JOB_FIELDS = """
     id state rawState isFinished functionName algorithm inputUrl outputTemplate pipelineId

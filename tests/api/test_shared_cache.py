@@ -105,7 +105,7 @@ async def test_a_running_job_is_shared_for_its_short_ttl(
     simulator.put_job(job_id, planted(job_id, "Analysing"))
     settings = sharing(prefix, cache_running_ttl=60.0)
     shared = redis.Redis.from_url(REDIS_URL)
-    key = f"{prefix}:job:{{{job_id}}}"  # the id is its hash tag
+    key = f"{prefix}:job:{{{job_id}}}"
     try:
         with start_gateway(**settings) as a, start_gateway(**settings) as b:
             calls = simulator.query_stats()["calls"]

@@ -18,7 +18,8 @@ from gateway.settings import (
     SIMULATOR_DEMO_ACCESS_KEY_SECRET,
     SimulatorSettings,
 )
-from tests.api.conftest import GatewayServer, SimulatorServer, StartGateway
+from tests.api.conftest import GatewayServer, StartGateway
+from tests.servers import SimulatorServer
 from tests.support.waiting import SAFETY_TIMEOUT, eventually
 
 UPDATES = """

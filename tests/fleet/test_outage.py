@@ -19,8 +19,8 @@ import httpx
 import pytest
 
 from gateway.settings import SimulatorSettings
-from tests.api.conftest import SimulatorServer
 from tests.fleet.conftest import fleet
+from tests.servers import SimulatorServer
 from tests.support.gateway import GatewayProcess
 from tests.support.redis import RedisServer
 

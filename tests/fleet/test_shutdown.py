@@ -12,8 +12,8 @@ import httpx
 import pytest
 import redis.asyncio
 
-from tests.api.conftest import SimulatorServer
 from tests.fleet.conftest import fleet
+from tests.servers import SimulatorServer
 from tests.support.redis import RedisServer
 from tests.support.waiting import eventually
 
