@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import strawberry
 from graphql import GraphQLError
+from strawberry.extensions import SchemaExtension
 from strawberry.schema.schema import StreamResult
 from strawberry.types import ExecutionContext
 from strawberry.types.execution import PreExecutionError
@@ -17,6 +18,7 @@ from gateway.api.cost import CostModel
 from gateway.api.documents import DocumentCache, Documents
 from gateway.api.extensions import OperationPolicy
 from gateway.api.limits import validation_rules
+from gateway.api.observer import NO_OBSERVER, ApiObserver
 from gateway.api.pacing import PacedExecution
 from gateway.api.query import Query
 from gateway.api.subscription import Subscription
@@ -80,8 +82,14 @@ async def _syntax_error_as_result(results: StreamResult) -> StreamResult:
         yield result
 
 
-def build_schema(settings: GatewaySettings) -> strawberry.Schema:
-    """The schema. Parsing and validation results are cached (a bounded LRU keyed by the query
+def build_schema(
+    settings: GatewaySettings,
+    *,
+    observer: ApiObserver = NO_OBSERVER,
+    extensions: Sequence[Callable[[], SchemaExtension]] = (),
+) -> strawberry.Schema:
+    """The schema, telling `observer` of each operation, with `extensions` (tracing) around
+    the gateway's own. Parsing and validation results are cached (a bounded LRU keyed by the query
     text): on a warm gateway most requests skip both, the costliest steps of a small query;
     long documents are parsed and validated off the event loop (`gateway.api.documents`).
     Every operation is bounded before it runs (`gateway.api.limits`, `gateway.api.cost`) and
@@ -94,8 +102,9 @@ def build_schema(settings: GatewaySettings) -> strawberry.Schema:
         subscription=Subscription,
         execution_context_class=PacedExecution,
         extensions=[
+            *extensions,
             lambda: DocumentCache(documents),
-            lambda: OperationPolicy(settings.max_tokens, rules, cost),
+            lambda: OperationPolicy(settings.max_tokens, rules, cost, observer),
         ],
     )
     # Both read the schema's types, so they are made after it; the factories above run per
