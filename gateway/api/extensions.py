@@ -100,6 +100,11 @@ class OperationPolicy(MaskErrors):
             _add_code(raised, current_request_id())
             self._observe(started, [raised])
             raise
+        except GatewayError as raised:
+            # Refused by a hook (the cost limit): Strawberry makes it the result's error once
+            # the operation has ended (and `GatewaySchema.process_errors` adds the id).
+            self._observe(started, [GraphQLError(raised.message, extensions=raised.extensions)])
+            raise
         result = self.execution_context.result
         _add_codes(result, current_request_id())
         self._observe(started, [*self._streamed, *(getattr(result, "errors", None) or ())])
@@ -166,6 +171,16 @@ class OperationPolicy(MaskErrors):
         if request_id is not None:
             masked.extensions["requestId"] = request_id
         return masked
+
+
+def add_request_id(errors: Sequence[GraphQLError]) -> None:
+    """Give each of `errors` the id of the request being served, if it has none yet."""
+    request_id = current_request_id()
+    if request_id is None:
+        return
+    for error in errors:
+        if "requestId" not in (error.extensions or {}):
+            error.extensions = {**(error.extensions or {}), "requestId": request_id}
 
 
 def _add_codes(result: object, request_id: str | None) -> None:

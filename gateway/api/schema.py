@@ -16,7 +16,7 @@ from strawberry.types.graphql import OperationType
 
 from gateway.api.cost import CostModel
 from gateway.api.documents import DocumentCache, Documents
-from gateway.api.extensions import OperationPolicy
+from gateway.api.extensions import OperationPolicy, add_request_id
 from gateway.api.limits import validation_rules
 from gateway.api.observer import NO_OBSERVER, ApiObserver
 from gateway.api.pacing import PacedExecution
@@ -35,6 +35,8 @@ class GatewaySchema(strawberry.Schema):
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
+        # Errors raised by a hook before the operation ran reach only this method.
+        add_request_id(errors)
         for error in errors:
             logger.debug("GraphQL error at %s: %s", error.path, error.message)
 

@@ -18,7 +18,12 @@ from gateway.settings import (
     SIMULATOR_DEMO_ACCESS_KEY_SECRET,
     SimulatorSettings,
 )
-from tests.api.conftest import GatewayServer, SimulatorServer, StartGateway
+from tests.api.conftest import (
+    GatewayServer,
+    SimulatorServer,
+    StartGateway,
+    without_request_ids,
+)
 
 UPDATES = """
 subscription($id: ID!, $interval: Float!) {
@@ -46,9 +51,10 @@ async def subscribe(
         )
     )
     messages = []
+    request_id = socket.response.headers["x-request-id"]
     while True:
         message = json.loads(await asyncio.wait_for(socket.recv(), timeout=20))
-        messages.append(message)
+        messages.append(without_request_ids(message, request_id))
         if message["type"] in ("complete", "error"):
             return messages
 
