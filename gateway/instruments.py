@@ -11,6 +11,7 @@ in the context of the task that waited or called.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import time
 from collections.abc import Mapping
@@ -209,6 +210,14 @@ class _BudgetInstruments:
     def throttled(self) -> None:
         self._throttles.inc()
 
+    def pump_context(self) -> contextvars.Context:
+        context = contextvars.Context()
+        if self._tracer is not None:
+            # Its Redis round trips serve many requests at once, and each request's wait has
+            # a span of its own: traced, they would be a trace of their own each, many a second.
+            context.run(_suppress_instrumentation)
+        return context
+
     def _span(self, waited: float, outcome: str, *, error: str | None = None) -> None:
         assert self._tracer is not None
         attributes = {"gateway.budget.action": self._action, "gateway.budget.outcome": outcome}
@@ -274,6 +283,13 @@ def _call_outcome(error: errors.UpstreamError | None) -> str:
         return "not_found"
     outcome = error.code.removeprefix("UPSTREAM_").lower()
     return outcome if outcome in CALL_OUTCOMES else "unavailable"
+
+
+def _suppress_instrumentation() -> None:
+    """In the current context, turn the instrumented libraries' spans off (the Redis ones)."""
+    from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, set_value
+
+    attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
 
 
 def _past_span(

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Hashable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -97,6 +98,11 @@ class BudgetObserver(Protocol):
         """A call made in a slot was throttled by the upstream."""
         ...
 
+    def pump_context(self) -> contextvars.Context:
+        """A new context for the task that asks the ledger for slots: it serves every
+        request, so it must carry none of them (their request ids, their traces)."""
+        ...
+
 
 class _Unobserved:
     __slots__ = ()
@@ -109,6 +115,9 @@ class _Unobserved:
 
     def throttled(self) -> None:
         pass
+
+    def pump_context(self) -> contextvars.Context:
+        return contextvars.Context()
 
 
 #: The observer of a budget nobody watches.

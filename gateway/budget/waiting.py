@@ -18,7 +18,6 @@ waits for them.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 import time
 from collections.abc import Callable, Coroutine, Hashable, Sequence
@@ -212,7 +211,7 @@ class SlotBudget(Generic[T]):
             # In a context of its own: the pump serves every request, so it must not carry the
             # one that started it (its request id in log lines, its trace in Redis spans).
             self._pump_task = asyncio.get_running_loop().create_task(
-                self._pump(), name="budget pump", context=contextvars.Context()
+                self._pump(), name="budget pump", context=self._observer.pump_context()
             )
 
     def _wake(self) -> None:

@@ -291,6 +291,12 @@ class JobFetcher:
         for this call alone). Never raises for one id's failure; raises only CancelledError
         when cancelled, after leaving every fetch it joined.
         """
+        with self._observer.batch(len(job_ids)):
+            return await self._get_many(job_ids, deadline, requester)
+
+    async def _get_many(
+        self, job_ids: Sequence[str], deadline: float, requester: Hashable | None
+    ) -> list[FetchResult]:
         key: Hashable = object() if requester is None else requester
         results: list[FetchResult] = [None] * len(job_ids)
         positions: dict[str, list[int]] = {}
