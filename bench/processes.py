@@ -2,7 +2,9 @@
 
 Every server a benchmark measures runs in its own process (a real uvicorn on a free loopback
 port), so the load generator in the benchmark process never shares an interpreter or a GIL with
-it. `ServerGroup` stops everything it started when its block ends, on an error or Ctrl-C too.
+it. Ports come from `tests.support.ports`, as for the tests' servers: a child that finds its port
+taken is started again on another. `ServerGroup` stops everything it started when its block
+ends, on an error or Ctrl-C too.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from types import FrameType, TracebackType
 
 import httpx
 
+from tests.support.ports import AddressInUse, says_address_in_use, start_on_free_port
+from tests.support.processes import listens
+
 #: The repository root: children run there, so `python -m bench.<name>` and `-m gateway` import.
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -40,15 +45,6 @@ def scrub_environment() -> list[str]:
     for name in removed:
         del os.environ[name]
     return removed
-
-
-def free_port() -> int:
-    """A loopback port free right now. The OS may hand it out again before the child binds it;
-    on a benchmark host that race is rare, and the child then fails loudly at start."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def cpu_seconds(pid: int) -> float | None:
@@ -161,11 +157,14 @@ class ServerGroup:
     ) -> Server:
         """Run `python <args>` with `{port}` in `args` replaced by a free port (or `port`), and
         return once `GET ready_path` answers 200. `env` is added to this process's environment."""
-        port = port or free_port()
-        command = [sys.executable, *(arg.replace("{port}", str(port)) for arg in args)]
-        server = self._spawn(name, command, port, env)
-        self._wait_ready(server, ready_path, ready_headers or {}, timeout)
-        return server
+
+        def start_on(port: int) -> Server:
+            command = [sys.executable, *(arg.replace("{port}", str(port)) for arg in args)]
+            server = self._spawn(name, command, port, env)
+            self._wait_ready(server, ready_path, ready_headers or {}, timeout)
+            return server
+
+        return start_on(port) if port else start_on_free_port(start_on)
 
     def start_redis(
         self, name: str = "redis", *, port: int | None = None, timeout: float = 10.0
@@ -179,12 +178,15 @@ class ServerGroup:
             raise RuntimeError(
                 "redis-server is not on PATH (Debian/Ubuntu: apt-get install redis)."
             )
-        port = port or free_port()
-        command = [executable, "--port", str(port), "--bind", HOST]
-        command += ["--save", "", "--appendonly", "no"]
-        server = self._spawn(name, command, port, None, scheme="redis")
-        self._wait_until(server, lambda: _redis_answers(port), "PING", timeout)
-        return server
+
+        def start_on(port: int) -> Server:
+            command = [executable, "--port", str(port), "--bind", HOST]
+            command += ["--save", "", "--appendonly", "no"]
+            server = self._spawn(name, command, port, None, scheme="redis")
+            self._wait_until(server, lambda: _redis_answers(port), "PING", timeout)
+            return server
+
+        return start_on(port) if port else start_on_free_port(start_on)
 
     def _spawn(
         self,
@@ -276,15 +278,23 @@ class ServerGroup:
     def _wait_until(
         self, server: Server, probe: Callable[[], bool], what: str, timeout: float
     ) -> None:
+        """Return once the child answers `probe` on its own socket. A child that exits first
+        because its port was taken raises `AddressInUse` (and is forgotten: the caller starts
+        another on another port); one that exits for another reason, or does not answer within
+        `timeout`, raises `fail`."""
         deadline = time.monotonic() + timeout
         while True:
             if server.process.poll() is not None:
+                if says_address_in_use(server.log_path.read_text(errors="replace")):
+                    self._servers.remove(server)
+                    raise AddressInUse(server.port, f"{server.name} said so.")
                 raise self.fail(
                     server,
                     f"{server.name} exited with code {server.process.returncode} before it "
                     "answered.",
                 )
-            if probe():
+            # Its own socket first: another server that holds the port would answer the probe.
+            if listens(server.process.pid, server.port) and probe():
                 return
             if time.monotonic() > deadline:
                 raise self.fail(server, f"{server.name} did not answer {what} within {timeout} s.")

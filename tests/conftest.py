@@ -1,14 +1,26 @@
-"""Fixtures every test folder may use: a real MPS simulator on a real port."""
+"""Fixtures every test folder may use: a real MPS simulator on a real port, a private Redis.
+
+Hypothesis runs without its per-example deadline and its too-slow health check: both measure
+wall-clock time, which a busy machine stretches (a test never asserts a duration).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from gateway.settings import SimulatorSettings
 from gateway.simulator import create_simulator_app
 from tests.servers import SimulatorServer, run_asgi_server
+from tests.support.redis import RedisServer
+
+# Loaded here, before any test module is imported: a test's own `@settings(...)` starts from it.
+settings.register_profile(
+    "deterministic", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("deterministic")
 
 
 @pytest.fixture
@@ -20,3 +32,11 @@ def simulator_settings() -> SimulatorSettings:
 def simulator(simulator_settings: SimulatorSettings) -> Iterator[SimulatorServer]:
     with run_asgi_server(create_simulator_app(simulator_settings)) as url:
         yield SimulatorServer(url=url, settings=simulator_settings)
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A private redis-server of the test's own, started, which it may kill, restart on the
+    same port, pause and resume (see `tests.support.redis`)."""
+    with RedisServer() as server:
+        yield server

@@ -5,11 +5,8 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import signal
-import socket
 import subprocess
 import sys
-import time
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -22,6 +19,7 @@ from pydantic import AliasChoices
 
 from gateway.__main__ import build_parser
 from gateway.settings import GatewaySettings, SimulatorSettings
+from tests.support.gateway import GatewayProcess
 
 ROOT = Path(__file__).parent.parent
 
@@ -112,58 +110,23 @@ def test_readme_starts_with_the_run_and_test_commands() -> None:
         assert os.access(ROOT / shlex.split(command)[0], os.X_OK)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
+@pytest.mark.slow
 def test_serve_with_no_credentials_runs_the_embedded_simulator_and_says_where() -> None:
-    port = free_port()
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("ALIBABA_CLOUD_", "GATEWAY_", "SIMULATOR_"))
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        banner = "".join(process.stdout.readline() for _ in range(12))
-        assert f"http://127.0.0.1:{port}/graphql" in banner
-        assert "EMBEDDED MPS SIMULATOR" in banner
+    with GatewayProcess() as gateway:  # no credentials, no endpoint: nothing set at all
+        banner = gateway.output()
         sample_ids = re.findall(r'"([0-9a-f]{32})"', banner)
         assert sample_ids
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                response = httpx.post(
-                    f"http://127.0.0.1:{port}/graphql",
-                    json={"query": f'{{ job(id: "{sample_ids[0]}") {{ id state }} }}'},
-                )
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise
-                time.sleep(0.1)
-        assert response.json() == {"data": {"job": {"id": sample_ids[0], "state": "SUCCESS"}}}
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
+        response = httpx.post(
+            gateway.graphql_url,
+            json={"query": f'{{ job(id: "{sample_ids[0]}") {{ id state }} }}'},
+            timeout=30,
+        )
+    assert f"http://127.0.0.1:{gateway.port}/graphql" in banner
+    assert "EMBEDDED MPS SIMULATOR" in banner
+    assert response.json() == {"data": {"job": {"id": sample_ids[0], "state": "SUCCESS"}}}
 
 
+@pytest.mark.slow
 def test_export_schema_prints_the_sdl() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "gateway", "export-schema"],

@@ -12,7 +12,7 @@ into a failover: it stays a plain exception and surfaces as one.
 
 from __future__ import annotations
 
-from typing import Final, TypeAlias
+from typing import Final, Literal, TypeAlias, overload
 
 import redis.asyncio
 import redis.exceptions
@@ -72,6 +72,22 @@ def redis_unavailable(exc: redis.exceptions.RedisError) -> BackendUnavailable:
     Connection refused."), never the password, so they are safe to keep.
     """
     return BackendUnavailable("redis", f"{type(exc).__name__}: {exc}".rstrip(". "))
+
+
+@overload
+def open_redis(
+    url: str,
+    *,
+    timeout: float,
+    max_connections: int = ...,
+    cluster: Literal[False] = ...,
+) -> redis.asyncio.Redis: ...
+
+
+@overload
+def open_redis(
+    url: str, *, timeout: float, max_connections: int = ..., cluster: bool
+) -> RedisClient: ...
 
 
 def open_redis(

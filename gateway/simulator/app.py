@@ -6,8 +6,9 @@ needs no lifespan and starts no background task (submitted jobs age lazily, from
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from starlette.applications import Starlette
 from starlette.routing import Route
@@ -23,13 +24,17 @@ _RPC_METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
 
 
 def create_simulator_app(
-    settings: SimulatorSettings, *, clock: Callable[[], float] = time.time
+    settings: SimulatorSettings,
+    *,
+    clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> Starlette:
     """A new simulator with its own state (`app.state.simulator`, a `Simulator`).
 
     `clock` returns wall-clock Unix seconds; request timestamps are checked against it, QPS windows
-    and job lifecycles are measured by it. Tests pass a clock they move by hand.
+    and job lifecycles are measured by it. `sleep` waits out the latency fault. Tests pass a clock
+    they move by hand, and a sleep that records what it was asked to wait.
     """
     app = Starlette(routes=[Route("/", rpc_endpoint, methods=_RPC_METHODS), *admin_routes()])
-    app.state.simulator = Simulator(settings, clock=clock)
+    app.state.simulator = Simulator(settings, clock=clock, sleep=sleep)
     return app

@@ -20,10 +20,10 @@ How a drop looks to the caller:
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import logging
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import httpx
@@ -61,12 +61,15 @@ def choose_outcome(faults: Faults, rng: random.Random) -> Outcome:
     return Outcome.NORMAL
 
 
-async def add_latency(faults: Faults, rng: random.Random) -> None:
+async def add_latency(
+    faults: Faults, rng: random.Random, sleep: Callable[[float], Awaitable[None]]
+) -> None:
+    """Wait (on `sleep`) the latency of `faults`, jitter drawn from `rng`; nothing when none."""
     delay_ms = faults.latency_ms
     if faults.latency_jitter_ms > 0:
         delay_ms += rng.uniform(-faults.latency_jitter_ms, faults.latency_jitter_ms)
     if delay_ms > 0:
-        await asyncio.sleep(delay_ms / 1000)
+        await sleep(delay_ms / 1000)
 
 
 def garble(body: bytes) -> bytes:

@@ -82,7 +82,7 @@ async def rpc_endpoint(request: Request) -> Response:
         return error_response(error, request_id, body_format)
 
     outcome = choose_outcome(simulator.faults, simulator.rng)
-    await add_latency(simulator.faults, simulator.rng)
+    await add_latency(simulator.faults, simulator.rng, simulator.sleep)
     try:
         if outcome is Outcome.ERROR:
             raise errors.service_unavailable()

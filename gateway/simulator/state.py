@@ -6,9 +6,10 @@ and tests can inspect and steer it directly. Nothing here is module-global.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from gateway.model import JsonValue
 from gateway.settings import SimulatorSettings
@@ -35,14 +36,20 @@ class Simulator:
       that enforces `qps` (changeable at run time);
     - `faults` and `rng`: the fault knobs and the seeded generator their decisions draw from;
     - `auth`: the access keys and the nonces seen;
-    - `clock`: wall-clock seconds (timestamps are checked against it; jobs age by it).
+    - `clock`: wall-clock seconds (timestamps are checked against it; jobs age by it);
+    - `sleep`: waits out the latency fault.
     """
 
     def __init__(
-        self, settings: SimulatorSettings, *, clock: Callable[[], float] = time.time
+        self,
+        settings: SimulatorSettings,
+        *,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.settings = settings
         self.clock = clock
+        self.sleep = sleep
         self.qps = settings.qps
         self.store = JobStore(build_demo_jobs(settings.seed), max_added=settings.max_jobs)
         self.cycles = DemoCycles(

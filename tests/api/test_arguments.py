@@ -14,8 +14,9 @@ from gateway.api.arguments import Range
 from gateway.api.schema import build_schema
 from gateway.errors import InvalidArgument
 from gateway.settings import GatewaySettings
-from tests.api.conftest import GatewayServer, SimulatorServer, graphql
+from tests.api.conftest import GatewayServer, graphql
 from tests.api.test_subscriptions import graphql_ws, subscribe
+from tests.servers import SimulatorServer
 
 #: The documented example job: an OSS input and two result files.
 JOB = "88c6ca184c0e432bbf5b665e2a15d0c1"

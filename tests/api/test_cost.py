@@ -13,7 +13,8 @@ from graphql import OperationDefinitionNode, get_introspection_query, parse
 from gateway.api.cost import CostModel
 from gateway.api.schema import build_schema
 from gateway.settings import GatewaySettings
-from tests.api.conftest import GatewayServer, SimulatorServer, StartGateway, answer, graphql
+from tests.api.conftest import GatewayServer, StartGateway, answer, graphql
+from tests.servers import SimulatorServer
 
 IDS = "query Jobs($ids: [ID!]!) { jobs(ids: $ids) { id } }"
 #: jobs(ids:) costs, per id, the lookup (10) and its `id` (1).

@@ -35,14 +35,13 @@ from gateway.settings import SIMULATOR_DEMO_ACCESS_KEY_ID
 from gateway.simulator import DroppedConnectionLogFilter
 from tests.api.conftest import (
     GatewayServer,
-    SimulatorServer,
     StartGateway,
     answer,
     graphql,
     without_request_ids,
 )
 from tests.api.test_jobs import JOB_FIELDS, expected_job, upstream_fields
-from tests.servers import run_asgi_server
+from tests.servers import SimulatorServer, run_asgi_server
 
 T = TypeVar("T")
 

@@ -12,9 +12,10 @@ import httpx
 import pytest
 
 from gateway.api.client_json import MAX_DEPTH
-from tests.api.conftest import GatewayServer, SimulatorServer, StartGateway, answer, graphql
+from tests.api.conftest import GatewayServer, StartGateway, answer, graphql
 from tests.logs import warnings_and_errors
 from tests.rawhttp import PATIENCE, raw_connection, request_head
+from tests.servers import SimulatorServer
 
 QUERY = "{ __typename }"
 

@@ -13,8 +13,9 @@ import pytest
 from gateway import errors
 from gateway.api.pacing import Pacer
 from gateway.simulator.jobs import success_result
-from tests.api.conftest import GatewayServer, SimulatorServer, StartGateway, graphql
+from tests.api.conftest import GatewayServer, StartGateway, graphql
 from tests.api.test_subscriptions import graphql_ws, planted, subscribe
+from tests.servers import SimulatorServer
 
 
 class Clock:

@@ -14,7 +14,8 @@ import pytest
 from gateway import errors
 from gateway.api.pages import Page, cursor_of, index_of
 from gateway.simulator.jobs import success_result
-from tests.api.conftest import GatewayServer, SimulatorServer, StartGateway, graphql
+from tests.api.conftest import GatewayServer, StartGateway, graphql
+from tests.servers import SimulatorServer
 
 
 def relay_cursor(index: int) -> str:

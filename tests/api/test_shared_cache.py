@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,15 +17,15 @@ import redis
 
 from tests.api.conftest import GatewayServer, StartGateway, graphql
 from tests.servers import SimulatorServer
+from tests.support.redis import CLIENT_TIMEOUT, REDIS_URL, unique_prefix
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
 QUERY = "query($id: ID!) { job(id: $id) { id state fetchedAt requestId } }"
 SUCCESS = json.dumps({"Code": "Success", "Message": "Successful.", "Data": "{}"})
 
 
 @pytest.fixture
 def prefix() -> Iterator[str]:
-    prefix = f"test-{uuid.uuid4().hex[:12]}"
+    prefix = unique_prefix()
     yield prefix
     client = redis.Redis.from_url(REDIS_URL)
     try:
@@ -35,6 +34,17 @@ def prefix() -> Iterator[str]:
             client.delete(*keys)
     finally:
         client.close()
+
+
+def sharing(prefix: str, **settings: Any) -> dict[str, Any]:
+    """Settings of a gateway sharing the test Redis under `prefix`. Its Redis timeout is long:
+    here a slow answer from a busy machine must not pass for an outage."""
+    return {
+        "redis_url": REDIS_URL,
+        "redis_prefix": prefix,
+        "redis_timeout": CLIENT_TIMEOUT,
+        **settings,
+    }
 
 
 def planted(job_id: str, state: str) -> dict[str, str]:
@@ -72,8 +82,8 @@ async def test_a_terminal_job_fetched_through_one_gateway_is_served_by_the_other
     job_id = "5ab5c1de00000000000000000000a001"
     simulator.put_job(job_id, planted(job_id, "Success"))
     with (
-        start_gateway(redis_url=REDIS_URL, redis_prefix=prefix) as a,
-        start_gateway(redis_url=REDIS_URL, redis_prefix=prefix) as b,
+        start_gateway(**sharing(prefix)) as a,
+        start_gateway(**sharing(prefix)) as b,
     ):
         calls = simulator.query_stats()["calls"]
         through_a = await job_through(http, a, job_id)
@@ -93,18 +103,25 @@ async def test_a_running_job_is_shared_for_its_short_ttl(
 ) -> None:
     job_id = "5ab5c1de00000000000000000000a002"
     simulator.put_job(job_id, planted(job_id, "Analysing"))
-    settings = {"redis_url": REDIS_URL, "redis_prefix": prefix, "cache_running_ttl": 1.0}
-    with start_gateway(**settings) as a, start_gateway(**settings) as b:
-        calls = simulator.query_stats()["calls"]
-        through_a = await job_through(http, a, job_id)
-        simulator.put_job(job_id, planted(job_id, "Success"))  # moves on upstream
+    settings = sharing(prefix, cache_running_ttl=60.0)
+    shared = redis.Redis.from_url(REDIS_URL)
+    key = f"{prefix}:job:{{{job_id}}}"
+    try:
+        with start_gateway(**settings) as a, start_gateway(**settings) as b:
+            calls = simulator.query_stats()["calls"]
+            through_a = await job_through(http, a, job_id)
+            simulator.put_job(job_id, planted(job_id, "Success"))  # moves on upstream
+            # Shared for the running ttl (a minute here), not the terminal one (a day).
+            assert 0 < shared.pttl(key) <= 60_000
 
-        # Within the ttl, B serves A's snapshot: one call for the two gateways.
-        assert await job_through(http, b, job_id) == through_a
-        assert simulator.query_stats()["calls"] == calls + 1
+            # Within the ttl, B serves A's snapshot: one call for the two gateways.
+            assert await job_through(http, b, job_id) == through_a
+            assert simulator.query_stats()["calls"] == calls + 1
 
-        await asyncio.sleep(1.1)
-        later = await job_through(http, b, job_id)
+            shared.delete(key)  # the ttl is over: Redis drops the key, as it would by itself
+            later = await job_through(http, b, job_id)
+    finally:
+        shared.close()
 
     assert simulator.query_stats()["calls"] == calls + 2
     assert through_a is not None
@@ -121,7 +138,8 @@ async def test_two_gateways_asked_at_once_for_the_same_running_jobs_call_once_pe
     ids = [f"5ab5c1de000000000000000000c0{n:04d}" for n in range(20)]
     for job_id in ids:
         simulator.put_job(job_id, planted(job_id, "Analysing"))
-    settings = {"redis_url": REDIS_URL, "redis_prefix": prefix, "cache_running_ttl": 5.0}
+    # A running ttl far longer than the test: no entry expires between the two gateways' reads.
+    settings = sharing(prefix, cache_running_ttl=60.0)
     query = "query($ids: [ID!]!) { jobs(ids: $ids) { id state } }"
     with start_gateway(**settings) as a, start_gateway(**settings) as b:
         calls = simulator.query_stats()["calls"]
@@ -148,10 +166,8 @@ async def test_an_unknown_id_is_remembered_by_both(
     simulator: SimulatorServer, start_gateway: StartGateway, http: httpx.AsyncClient, prefix: str
 ) -> None:
     job_id = "0000000000000000000000000000dead"
-    with (
-        start_gateway(redis_url=REDIS_URL, redis_prefix=prefix) as a,
-        start_gateway(redis_url=REDIS_URL, redis_prefix=prefix) as b,
-    ):
+    settings = sharing(prefix, cache_not_found_ttl=60.0)
+    with start_gateway(**settings) as a, start_gateway(**settings) as b:
         calls = simulator.query_stats()["calls"]
         assert await job_through(http, a, job_id) is None
         assert await job_through(http, b, job_id) is None
@@ -165,8 +181,8 @@ async def test_gateways_with_other_prefixes_share_nothing(
     job_id = "5ab5c1de00000000000000000000a003"
     simulator.put_job(job_id, planted(job_id, "Fail"))
     with (
-        start_gateway(redis_url=REDIS_URL, redis_prefix=prefix) as a,
-        start_gateway(redis_url=REDIS_URL, redis_prefix=f"{prefix}:other") as b,
+        start_gateway(**sharing(prefix)) as a,
+        start_gateway(**sharing(f"{prefix}:other")) as b,
     ):
         calls = simulator.query_stats()["calls"]
         await job_through(http, a, job_id)
@@ -187,7 +203,7 @@ async def test_readyz_without_redis(gateway: GatewayServer, http: httpx.AsyncCli
 async def test_readyz_with_redis(
     start_gateway: StartGateway, http: httpx.AsyncClient, prefix: str
 ) -> None:
-    with start_gateway(redis_url=REDIS_URL, redis_prefix=prefix) as gateway:
+    with start_gateway(**sharing(prefix)) as gateway:
         report = await readyz(http, gateway)
     assert report["status"] == "ready"
     assert report["redis"] == {

@@ -12,8 +12,9 @@ import httpx
 
 from gateway.model import OssObject
 from gateway.settings import SIMULATOR_DEMO_ACCESS_KEY_ID, SIMULATOR_DEMO_ACCESS_KEY_SECRET
-from tests.api.conftest import GatewayServer, SimulatorServer, graphql
+from tests.api.conftest import GatewayServer, graphql
 from tests.oss.official import official_v4_url, query_of
+from tests.servers import SimulatorServer
 
 SIGNED_FIELDS = """
     input { bucket endpoint region key signedUrl(expiresInSeconds: 600) }

@@ -18,12 +18,9 @@ from gateway.settings import (
     SIMULATOR_DEMO_ACCESS_KEY_SECRET,
     SimulatorSettings,
 )
-from tests.api.conftest import (
-    GatewayServer,
-    SimulatorServer,
-    StartGateway,
-    without_request_ids,
-)
+from tests.api.conftest import GatewayServer, StartGateway, without_request_ids
+from tests.servers import SimulatorServer
+from tests.support.waiting import SAFETY_TIMEOUT, eventually
 
 UPDATES = """
 subscription($id: ID!, $interval: Float!) {
@@ -41,19 +38,27 @@ async def graphql_ws(gateway: GatewayServer) -> AsyncIterator[ClientConnection]:
         yield socket
 
 
+async def start(socket: ClientConnection, query: str, variables: dict[str, Any]) -> None:
+    """Starts subscription "1" (or a query: the protocol runs both the same way)."""
+    payload = {"query": query, "variables": variables}
+    await socket.send(json.dumps({"id": "1", "type": "subscribe", "payload": payload}))
+
+
+async def receive(socket: ClientConnection) -> dict[str, Any]:
+    """The next message; the bound only catches a hang."""
+    message: dict[str, Any] = json.loads(await asyncio.wait_for(socket.recv(), SAFETY_TIMEOUT))
+    return message
+
+
 async def subscribe(
     socket: ClientConnection, query: str, variables: dict[str, Any]
 ) -> list[dict[str, Any]]:
     """Every message of one subscription, up to and including its `complete`."""
-    await socket.send(
-        json.dumps(
-            {"id": "1", "type": "subscribe", "payload": {"query": query, "variables": variables}}
-        )
-    )
+    await start(socket, query, variables)
     messages = []
     request_id = socket.response.headers["x-request-id"]
     while True:
-        message = json.loads(await asyncio.wait_for(socket.recv(), timeout=20))
+        message = await receive(socket)
         messages.append(without_request_ids(message, request_id))
         if message["type"] in ("complete", "error"):
             return messages
@@ -74,6 +79,7 @@ def planted(job_id: str, state: str, result: str | None = None) -> dict[str, str
     return fields
 
 
+@pytest.mark.slow
 async def test_updates_follow_a_job_until_it_finishes(
     simulator: SimulatorServer, start_gateway: StartGateway
 ) -> None:
@@ -82,16 +88,18 @@ async def test_updates_follow_a_job_until_it_finishes(
     simulator.put_job(job_id, planted(job_id, "Queuing"))
     with start_gateway(cache_running_ttl=0.1) as gateway:
         async with graphql_ws(gateway) as socket:
-
-            async def move_job() -> None:
-                await asyncio.sleep(1.0)
-                simulator.put_job(job_id, planted(job_id, "Analysing"))
-                await asyncio.sleep(1.0)
-                simulator.put_job(job_id, planted(job_id, "Success", success))
-
-            mover = asyncio.create_task(move_job())
-            messages = await subscribe(socket, UPDATES, {"id": job_id, "interval": 0.5})
-            await mover
+            await start(socket, UPDATES, {"id": job_id, "interval": 0.5})
+            messages = [await receive(socket)]
+            for state, result in (("Analysing", None), ("Success", success)):
+                # Two more polls find no change (and send nothing), then the job moves on.
+                polled = simulator.query_stats()["calls"]
+                await eventually(
+                    lambda polled=polled: simulator.query_stats()["calls"] >= polled + 2,
+                    "two polls of an unchanged job",
+                )
+                simulator.put_job(job_id, planted(job_id, state, result))
+                messages.append(await receive(socket))
+            messages.append(await receive(socket))
 
     events = [message["payload"]["data"]["jobUpdates"] for message in messages[:-1]]
     assert messages[-1] == {"id": "1", "type": "complete"}
@@ -143,6 +151,7 @@ async def test_updates_of_a_malformed_id_end_with_its_error(
     assert simulator.query_stats()["calls"] == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "simulator_settings", [SimulatorSettings(queue_seconds=0.6, run_seconds=0.6)]
 )
@@ -171,6 +180,7 @@ async def test_a_submitted_job_is_followed_through_its_real_lifecycle(
     assert messages[-1]["type"] == "complete"
 
 
+@pytest.mark.slow
 async def test_each_operation_of_a_connection_has_its_own_deadline_and_answers(
     simulator: SimulatorServer, start_gateway: StartGateway
 ) -> None:

@@ -22,7 +22,6 @@ from websockets.frames import Close
 from gateway.app import create_app
 from tests.api.conftest import (
     GatewayServer,
-    SimulatorServer,
     StartGateway,
     answer,
     gateway_settings,
@@ -30,7 +29,7 @@ from tests.api.conftest import (
 )
 from tests.api.test_subscriptions import planted
 from tests.logs import warnings_and_errors
-from tests.servers import run_asgi_server
+from tests.servers import SimulatorServer, run_asgi_server
 
 JOB = "query($id: ID!) { job(id: $id) { id } }"
 

@@ -949,7 +949,7 @@ async def test_real_clock_keeps_every_receiver_window_under_the_limit() -> None:
     spans: list[tuple[float, float]] = []
 
     async def call(latency: float) -> None:
-        async with budget.slot(time.monotonic() + 5.0):
+        async with budget.slot(FOREVER):
             start = time.monotonic()
             await asyncio.sleep(latency)
             spans.append((start, time.monotonic()))
@@ -960,5 +960,5 @@ async def test_real_clock_keeps_every_receiver_window_under_the_limit() -> None:
 
     assert len(spans) == 3 * limit
     assert max_arrivals_in_any_window(spans, 1.0) <= limit
-    # Burst, then two paced rounds of one window plus latency each: about 2.1 s.
-    assert 2.0 <= elapsed < 3.5
+    # A burst, then two paced rounds of at least a window each (a busy machine only adds).
+    assert elapsed >= 2.0

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
-import subprocess
 import time
 from collections.abc import AsyncIterator
 
@@ -21,7 +19,7 @@ from gateway.budget.ledger import LedgerStatus, Taken
 from gateway.shared.backend import BackendUnavailable, open_redis
 from gateway.shared.switch import BackendSwitch
 from tests.jobs.jobfakes import ManualClock
-from tests.jobs.redisutil import free_port
+from tests.support.redis import RedisServer
 
 PROBE_INTERVAL = 1.0
 SETTLE = 0.5
@@ -377,52 +375,11 @@ async def test_closing_answers_the_waiters_at_once(rig: Rig, clock: ManualClock)
 # --- a real Redis that goes away and comes back ------------------------------------------------
 
 
-class RestartableRedis:
-    """A redis-server of the test's own that the test can stop and start again on its port."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self._process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        executable = shutil.which("redis-server")
-        assert executable is not None, "these tests need redis-server on the PATH"
-        self._process = subprocess.Popen(
-            [executable, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-
-    def stop(self) -> None:
-        if self._process is not None:
-            self._process.kill()
-            self._process.wait(timeout=10)
-            self._process = None
-
-
-async def answers(url: str) -> None:
-    """Wait until the Redis at `url` answers (a hang, not a slow start, fails the test)."""
-    give_up = time.monotonic() + 30
-    while True:
-        client = open_redis(url, timeout=0.2)
-        try:
-            await client.ping()
-            return
-        except (OSError, redis.exceptions.RedisError):
-            if time.monotonic() > give_up:
-                raise
-            await asyncio.sleep(0.02)
-        finally:
-            await client.aclose()
-
-
 async def test_a_real_redis_budget_that_stops_and_comes_back(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    server = RestartableRedis()
+    server = RedisServer()
     server.start()
-    await answers(server.url)
     client: redis.asyncio.Redis = open_redis(server.url, timeout=0.5)
     switch = BackendSwitch(probe_interval=0.2, local_mode="local", shared_mode="shared")
     shared = RedisLedger(
@@ -437,13 +394,12 @@ async def test_a_real_redis_budget_that_stops_and_comes_back(
         async with budget.slot(time.monotonic() + 2):
             assert await client.zcard(slots_key) == 1  # the slot is held in Redis
 
-        server.stop()
+        server.kill()
         async with budget.slot(time.monotonic() + 30):
             assert switch.degraded
             assert budget.limit == 2
 
-        server.start()
-        await answers(server.url)
+        server.restart()  # on the same port, empty
         await asyncio.sleep(0.25)  # past the next probe time
         async with budget.slot(time.monotonic() + 30):
             assert not switch.degraded
@@ -451,7 +407,7 @@ async def test_a_real_redis_budget_that_stops_and_comes_back(
     finally:
         await budget.aclose()
         await client.aclose()
-        server.stop()
+        server.close()
     assert [message.split(" (")[0] for message in warnings(caplog)] == [
         "Redis unreachable",
         "Redis reachable again: shared",

@@ -19,8 +19,10 @@ import httpx
 import pytest
 
 from gateway.settings import SimulatorSettings
-from tests.api.conftest import SimulatorServer
-from tests.fleet.conftest import GatewayProcess, RedisServer, fleet
+from tests.fleet.conftest import fleet
+from tests.servers import SimulatorServer
+from tests.support.gateway import GatewayProcess
+from tests.support.redis import RedisServer
 
 LIMIT = 50
 JOBS = "query($ids: [ID!]!) { jobs(ids: $ids) { id } }"
@@ -78,10 +80,10 @@ async def test_the_limit_holds_through_twenty_redis_transitions_under_load(
         try:
             await asyncio.sleep(1.0)  # the fleet at full rate through Redis
             for _ in range(10):
-                redis_server.stop()  # SIGKILL: everything Redis held is gone
+                redis_server.kill()  # SIGKILL: everything Redis held is gone
                 transitions += 1
                 await asyncio.sleep(rng.uniform(0.2, 2.0))
-                redis_server.start()
+                redis_server.restart()  # on its port, empty
                 transitions += 1
                 await asyncio.sleep(rng.uniform(0.3, 2.5))
         finally:

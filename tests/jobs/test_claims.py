@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 import redis.asyncio
@@ -22,9 +22,17 @@ from gateway.mps.decode import decode_job
 from gateway.settings import GatewaySettings
 from gateway.shared.backend import BackendUnavailable, open_redis
 from gateway.shared.switch import BackendSwitch
+from tests.support.redis import (
+    CLIENT_TIMEOUT,
+    REDIS_URL,
+    connect,
+    counting_client,
+    delete_prefix,
+    unique_prefix,
+)
+from tests.support.waiting import SAFETY_TIMEOUT, eventually, timers_fired
 
-from .jobfakes import NO_RETRY, FakeSource
-from .redisutil import connect, counting_client, delete_prefix, unique_prefix
+from .jobfakes import NO_RETRY, FakeSource, ManualClock
 
 
 @pytest.fixture
@@ -68,8 +76,9 @@ class Process:
         self.cache = RedisSnapshotCache(
             client,
             terminal_ttl=60.0,
-            running_ttl=5.0,
-            not_found_ttl=5.0,
+            # Far longer than any test: an answer stays until the test is over.
+            running_ttl=60.0,
+            not_found_ttl=60.0,
             prefix=prefix,
             memo_max_entries=0,
         )
@@ -131,11 +140,25 @@ async def test_a_claim_whose_holder_never_stores_expires_and_is_taken_over(
 ) -> None:
     a, b = Process(client, prefix, lease=0.2), Process(client, prefix, poll_interval=0.5)
     as_lease(await a.claims.claim("job-1"))  # and the process dies
-    held = await b.claims.claim("job-1")
-    assert isinstance(held, Held)
-    assert 0.1 < held.retry_in <= 0.2  # the lease's end comes before the next poll would
-    await asyncio.sleep(held.retry_in + 0.02)
+
+    async def expired() -> bool:
+        return await client.exists(b.claims.key("job-1")) == 0
+
+    await eventually(expired, "the claim expiring")
     as_lease(await b.claims.claim("job-1"))
+
+
+async def test_a_waiter_polls_no_later_than_the_lease_s_end(
+    client: redis.asyncio.Redis, prefix: str
+) -> None:
+    a, b = Process(client, prefix, lease=60.0), Process(client, prefix, poll_interval=120.0)
+    as_lease(await a.claims.claim("job-1"))
+    held = await b.claims.claim("job-1")
+    left = await client.pttl(b.claims.key("job-1"))
+    assert isinstance(held, Held)
+    # The lease's end, before the next poll would come: what was left of the lease then (no
+    # more than it had, no less than it has now).
+    assert left / 1000 <= held.retry_in <= 60.0
 
 
 async def test_a_waiter_polls_soon_then_less_and_less_often(
@@ -159,7 +182,11 @@ async def test_a_release_never_drops_another_process_s_claim(
 ) -> None:
     a, b = Process(client, prefix, lease=0.1), Process(client, prefix)
     late = as_lease(await a.claims.claim("job-1"))
-    await asyncio.sleep(0.15)  # a's lease expired while its call went on
+
+    async def expired() -> bool:  # a's lease, while its call goes on
+        return await client.exists(a.claims.key("job-1")) == 0
+
+    await eventually(expired, "a's lease expiring")
     as_lease(await b.claims.claim("job-1"))
     await late.release()
     holder = await client.get(b.claims.key("job-1"))
@@ -193,19 +220,21 @@ async def test_an_unreachable_redis_fails_a_claim_at_once_and_the_failover_goes_
     unreachable = open_redis("redis://:hunter2@127.0.0.1:1/0", timeout=0.5)
     process = Process(unreachable, "unused")
     try:
-        with pytest.raises(BackendUnavailable) as error:
-            await process.claims.claim("job-1")
-        claims = FailoverClaims(process.claims, BackendSwitch())
-        assert await claims.claim("job-1") is NO_LEASE  # go ahead, no claim to release
+        with timers_fired() as waited:
+            with pytest.raises(BackendUnavailable) as error:
+                await process.claims.claim("job-1")
+            claims = FailoverClaims(process.claims, BackendSwitch())
+            assert await claims.claim("job-1") is NO_LEASE  # go ahead, no claim to release
     finally:
         await unreachable.aclose()
+    assert waited == []  # at once: no timeout waited out, no backoff before a retry
     assert "hunter2" not in str(error.value)
     assert claims.degraded
 
 
 async def test_from_settings_leases_for_the_read_timeout_under_the_prefix() -> None:
     settings = GatewaySettings(redis_prefix="blue", read_timeout=7.5)
-    client = open_redis("redis://127.0.0.1:6379/0", timeout=1.0)
+    client = open_redis(REDIS_URL, timeout=CLIENT_TIMEOUT)
     try:
         cache = RedisSnapshotCache.from_settings(client, settings)
         claims = RedisFetchClaims.from_settings(client, cache, settings)
@@ -219,27 +248,44 @@ async def test_from_settings_leases_for_the_read_timeout_under_the_prefix() -> N
 
 
 class Gateway:
-    """One process's fetcher over the shared Redis (as `Services.build` wires it)."""
+    """One process's fetcher over the shared Redis (as `Services.build` wires it).
+
+    Its budget and fetcher run on the real clock, or on `clock`, which moves only by hand (so
+    that nothing in them can wait at all)."""
 
     def __init__(
-        self, client: redis.asyncio.Redis, prefix: str, source: FakeSource, *, lease: float = 2.0
+        self,
+        client: redis.asyncio.Redis,
+        prefix: str,
+        source: FakeSource,
+        *,
+        lease: float = 2.0,
+        clock: ManualClock | None = None,
     ) -> None:
         process = Process(client, prefix, lease=lease)
         self.claims = process.claims
         local = LocalSnapshotCache(
-            terminal_ttl=60.0, running_ttl=5.0, not_found_ttl=5.0, max_entries=100
+            terminal_ttl=60.0, running_ttl=60.0, not_found_ttl=60.0, max_entries=100
         )
+        self.clock: Callable[[], float]
+        if clock is None:
+            self.clock, sleep, budget = time.monotonic, asyncio.sleep, LocalBudget(100, 1.0)
+        else:
+            self.clock, sleep = clock, clock.sleep
+            budget = LocalBudget(100, 1.0, clock=clock, call_later=clock.call_later)
         switch = BackendSwitch()
         self.fetcher = JobFetcher(
             source,
-            LocalBudget(100, 1.0),
+            budget,
             FailoverCache(process.cache, local, switch),
             claims=FailoverClaims(process.claims, switch),
             retry=NO_RETRY,
+            clock=self.clock,
+            sleep=sleep,
         )
 
-    async def get(self, *job_ids: str, seconds: float = 5.0) -> list[FetchResult]:
-        return await self.fetcher.get_many(list(job_ids), time.monotonic() + seconds)
+    async def get(self, *job_ids: str, seconds: float = SAFETY_TIMEOUT) -> list[FetchResult]:
+        return await self.fetcher.get_many(list(job_ids), self.clock() + seconds)
 
 
 async def test_two_processes_missing_the_same_ids_at_once_make_one_call_per_id(
@@ -253,7 +299,12 @@ async def test_two_processes_missing_the_same_ids_at_once_make_one_call_per_id(
 
     through_a = asyncio.create_task(a.get(*ids))
     through_b = asyncio.create_task(b.get(*reversed(ids)))
-    await asyncio.sleep(0.1)
+
+    def each_id_called_by_one_and_awaited_by_the_other() -> bool:
+        waits = a.fetcher.stats().claim_waits + b.fetcher.stats().claim_waits
+        return len(source.calls) == len(ids) and waits == len(ids)
+
+    await eventually(each_id_called_by_one_and_awaited_by_the_other, "both processes asking")
     assert sorted(source.calls) == ids  # each id called once, by one of the two
     source.gate.set()
 
@@ -263,8 +314,11 @@ async def test_two_processes_missing_the_same_ids_at_once_make_one_call_per_id(
     waited = a.fetcher.stats().answered_elsewhere + b.fetcher.stats().answered_elsewhere
     called = a.fetcher.stats().upstream_calls + b.fetcher.stats().upstream_calls
     assert (waited, called) == (10, 10)
-    await asyncio.sleep(0.05)  # the background releases
-    assert [key async for key in client.scan_iter(match=f"{prefix}:fetching:*")] == []
+
+    async def no_claim_left() -> bool:  # the releases run in the background
+        return [key async for key in client.scan_iter(match=f"{prefix}:fetching:*")] == []
+
+    await eventually(no_claim_left, "every claim released")
 
 
 async def test_a_holder_that_fails_lets_the_waiter_call_at_once(
@@ -274,18 +328,19 @@ async def test_a_holder_that_fails_lets_the_waiter_call_at_once(
     source.add(running("job-1"))
     source.fail("job-1", errors.UpstreamAuthFailed("denied, once"))
     source.gate = asyncio.Event()
-    a, b = Gateway(client, prefix, source), Gateway(client, prefix, source)
+    # Leases of a minute: a waiter that waited for the lease to end would never be answered
+    # within the safety timeout; only the failed holder's release can let it go ahead.
+    a = Gateway(client, prefix, source, lease=60.0)
+    b = Gateway(client, prefix, source, lease=60.0)
     through_a = asyncio.create_task(a.get("job-1"))
-    await asyncio.sleep(0.05)
+    await eventually(lambda: source.calls == ["job-1"], "A's call")
     through_b = asyncio.create_task(b.get("job-1"))
-    await asyncio.sleep(0.05)
+    await eventually(lambda: b.fetcher.stats().claim_waits == 1, "B waiting for A's claim")
     assert source.calls == ["job-1"]
-    started = time.monotonic()
     source.gate.set()
     (failed,) = await through_a
     assert isinstance(failed, errors.UpstreamAuthFailed)  # errors are not shared
-    assert await through_b == [running("job-1")]
-    assert time.monotonic() - started < 0.5  # not the 2 s lease: the failed holder released
+    assert await asyncio.wait_for(through_b, SAFETY_TIMEOUT) == [running("job-1")]
     assert source.calls == ["job-1", "job-1"]
 
 
@@ -294,25 +349,31 @@ async def test_a_holder_that_dies_lets_the_waiter_call_after_the_lease(
 ) -> None:
     source = FakeSource()
     source.add(running("job-1"))
+    source.gate = asyncio.Event()
     dead = Process(client, prefix, lease=0.3)
     as_lease(await dead.claims.claim("job-1"))  # claimed, then the process went away
     b = Gateway(client, prefix, source)
-    started = time.monotonic()
-    assert await b.get("job-1") == [running("job-1")]
-    assert 0.2 < time.monotonic() - started < 1.0
-    assert source.calls == ["job-1"]
+    through_b = asyncio.create_task(b.get("job-1"))
+    await eventually(lambda: source.calls == ["job-1"], "B's call")
+    # B waited, then called under a claim of its own: the dead one had expired first.
     assert b.fetcher.stats().claim_waits == 1
+    holder = await client.get(b.claims.key("job-1"))
+    assert isinstance(holder, bytes)
+    assert holder.startswith(f"{b.claims.token}:".encode())
+    source.gate.set()
+    assert await through_b == [running("job-1")]
+    assert source.calls == ["job-1"]
 
 
 async def test_a_waiter_stops_at_its_deadline(client: redis.asyncio.Redis, prefix: str) -> None:
     source = FakeSource()
-    dead = Process(client, prefix, lease=5.0)
+    dead = Process(client, prefix, lease=60.0)
     as_lease(await dead.claims.claim("job-1"))
     b = Gateway(client, prefix, source)
-    started = time.monotonic()
-    (result,) = await b.get("job-1", seconds=0.2)
+    # Answered at all within the safety timeout: at the deadline, not at the lease's end.
+    (result,) = await asyncio.wait_for(b.get("job-1", seconds=0.2), SAFETY_TIMEOUT)
     assert isinstance(result, errors.BudgetExhausted)
-    assert time.monotonic() - started < 0.5
+    assert b.fetcher.stats().claim_waits == 1
     assert source.calls == []
 
 
@@ -321,10 +382,13 @@ async def test_with_redis_down_each_process_fetches_at_once() -> None:
     source = FakeSource()
     source.add(running("job-1"))
     try:
-        gateway = Gateway(unreachable, "unused", source)
-        started = time.monotonic()
-        assert await gateway.get("job-1") == [running("job-1")]
-        assert time.monotonic() - started < 1.0
+        # The fetcher's and the budget's clock stands still: any wait of theirs would hang.
+        gateway = Gateway(unreachable, "unused", source, clock=ManualClock())
+        with timers_fired() as waited:
+            assert await asyncio.wait_for(gateway.get("job-1"), SAFETY_TIMEOUT) == [
+                running("job-1")
+            ]
     finally:
         await unreachable.aclose()
+    assert waited == []  # no Redis timeout waited out, no backoff: at once
     assert source.calls == ["job-1"]

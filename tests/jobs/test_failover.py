@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
-import socket
-import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 
@@ -22,6 +19,7 @@ from gateway.model import Job
 from gateway.mps.decode import decode_job
 from gateway.shared.backend import BackendUnavailable, open_redis
 from gateway.shared.switch import BackendSwitch, SwitchStatus
+from tests.support.redis import RedisServer, private_redis
 
 LOGGER = "gateway.shared.switch"
 #: When the test snapshots were fetched: now, so that caches keep them; fixed, so they compare.
@@ -394,56 +392,14 @@ async def test_a_health_check_brings_the_claims_back_too(clock: Clock) -> None:
 # --- a real Redis that goes away and comes back ------------------------------------------------
 
 
-class RedisProcess:
-    """A redis-server of the test's own, on a free port, that the test can stop and restart."""
-
-    def __init__(self) -> None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port: int = sock.getsockname()[1]
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self._process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        executable = shutil.which("redis-server")
-        assert executable is not None, "these tests need redis-server on the PATH"
-        self._process = subprocess.Popen(
-            [executable, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as conn:
-                    conn.sendall(b"PING\r\n")
-                    if conn.recv(16).startswith(b"+PONG"):
-                        return
-            except OSError:
-                pass
-            if time.monotonic() > deadline or self._process.poll() is not None:
-                raise RuntimeError(f"redis-server did not start on port {self.port}")
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        if self._process is not None:
-            self._process.terminate()
-            self._process.wait(timeout=10)
-            self._process = None
-
-
 @pytest.fixture
-def redis_process() -> Iterator[RedisProcess]:
-    server = RedisProcess()
-    server.start()
-    try:
+def redis_process() -> Iterator[RedisServer]:
+    with private_redis() as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
-async def redis_client(redis_process: RedisProcess) -> AsyncIterator[redis.asyncio.Redis]:
+async def redis_client(redis_process: RedisServer) -> AsyncIterator[redis.asyncio.Redis]:
     client = open_redis(redis_process.url, timeout=0.5)
     try:
         yield client
@@ -452,7 +408,7 @@ async def redis_client(redis_process: RedisProcess) -> AsyncIterator[redis.async
 
 
 async def test_a_real_redis_that_stops_and_comes_back(
-    redis_process: RedisProcess,
+    redis_process: RedisServer,
     redis_client: redis.asyncio.Redis,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -474,14 +430,14 @@ async def test_a_real_redis_that_stops_and_comes_back(
     await cache.put("before", job("before", "Analysing"))
     assert await redis_client.exists("test:job:{before}") == 1
 
-    redis_process.stop()
+    redis_process.kill()
     assert await cache.get("before") is None  # Redis is gone: the local cache never had it
     await cache.put("during", job("during", "Analysing"))
     assert await cache.get("during") == CacheEntry(job("during", "Analysing"))
     assert cache.degraded
     assert "127.0.0.1:" in (cache.status().last_error or "")
 
-    redis_process.start()  # empty again: --save "" keeps nothing
+    redis_process.restart()  # empty again: --save "" keeps nothing
     await asyncio.sleep(0.25)
     assert await cache.get("during") is None  # the probe reached Redis, which has no such key
     assert not cache.degraded

@@ -20,10 +20,17 @@ from gateway.model import Job, JobState
 from gateway.mps.decode import decode_job
 from gateway.settings import GatewaySettings
 from gateway.shared.backend import BackendUnavailable, open_redis
+from tests.support.redis import (
+    CLIENT_TIMEOUT,
+    REDIS_URL,
+    connect,
+    counting_client,
+    delete_prefix,
+    ttl_given,
+    unique_prefix,
+)
+from tests.support.waiting import eventually, timers_fired
 
-from .redisutil import counting_client
-
-REDIS_URL = "redis://127.0.0.1:6379/0"
 REGION = "cn-shanghai"
 FETCHED_AT = 1_764_096_232.383469
 
@@ -52,7 +59,7 @@ def upstream_job(job_id: str, state: str, *, fetched_at: float = FETCHED_AT) -> 
 
 @pytest.fixture
 async def client() -> AsyncIterator[redis.asyncio.Redis]:
-    client = open_redis(REDIS_URL, timeout=2.0)
+    client = await connect()
     try:
         yield client
     finally:
@@ -61,11 +68,9 @@ async def client() -> AsyncIterator[redis.asyncio.Redis]:
 
 @pytest.fixture
 async def prefix(client: redis.asyncio.Redis) -> AsyncIterator[str]:
-    prefix = f"test-{uuid.uuid4().hex[:12]}"
+    prefix = unique_prefix()
     yield prefix
-    keys = [key async for key in client.scan_iter(match=f"{prefix}:*")]
-    if keys:
-        await client.delete(*keys)
+    await delete_prefix(client, prefix)
 
 
 def make_cache(
@@ -73,8 +78,9 @@ def make_cache(
     prefix: str,
     *,
     terminal: float = 100.0,
-    running: float = 1.5,
-    not_found: float = 3.0,
+    # Far longer than any test takes on a busy machine: nothing expires unless a test says so.
+    running: float = 60.0,
+    not_found: float = 90.0,
     memo: int = 0,
     clock: float | None = None,
 ) -> RedisSnapshotCache:
@@ -127,16 +133,16 @@ async def test_key_layout_and_value_format(client: redis.asyncio.Redis, prefix: 
 
 @pytest.mark.parametrize(
     ("state", "ttl_ms"),
-    [("Success", 100_000), ("Fail", 100_000), ("Queuing", 1_500), ("Analysing", 1_500),
-     ("Paused", 1_500), (None, 3_000)],
+    [("Success", 100_000), ("Fail", 100_000), ("Queuing", 60_000), ("Analysing", 60_000),
+     ("Paused", 60_000), (None, 90_000)],
 )  # fmt: skip
 async def test_redis_expires_each_snapshot_after_the_ttl_of_its_state(
     client: redis.asyncio.Redis, prefix: str, state: str | None, ttl_ms: int
 ) -> None:
     cache = make_cache(client, prefix)
-    await cache.put("job-1", upstream_job("job-1", state) if state else None)
-    left = await client.pttl(cache.key("job-1"))
-    assert ttl_ms - 200 < left <= ttl_ms
+    job = upstream_job("job-1", state) if state else None
+    _, ttl = await ttl_given(client, cache.key("job-1"), cache.put("job-1", job))
+    assert ttl_ms in ttl
 
 
 async def test_a_ttl_of_zero_stores_nothing_and_drops_the_older_value(
@@ -152,12 +158,19 @@ async def test_a_ttl_of_zero_stores_nothing_and_drops_the_older_value(
     assert await cache.get("job-1") is None
 
 
-async def test_a_running_snapshot_expires(client: redis.asyncio.Redis, prefix: str) -> None:
-    cache = make_cache(client, prefix, running=0.05)
-    await cache.put("job-1", upstream_job("job-1", "Analysing"))
-    assert await cache.get("job-1") is not None
-    await asyncio.sleep(0.1)
-    assert await cache.get("job-1") is None
+async def test_a_running_snapshot_expires(prefix: str) -> None:
+    counting = counting_client()
+    try:
+        cache = make_cache(counting, prefix, running=0.05)
+        await cache.put("job-1", upstream_job("job-1", "Analysing"))
+        assert counting.commands == ["SET"]  # stored, for 50 ms
+
+        async def gone() -> bool:
+            return await cache.get("job-1") is None
+
+        await eventually(gone, "the running snapshot expiring")
+    finally:
+        await counting.aclose()
 
 
 @pytest.mark.parametrize(
@@ -279,14 +292,14 @@ async def test_an_unreachable_redis_raises_backend_unavailable_at_once() -> None
     unreachable = open_redis("redis://:hunter2@127.0.0.1:1/0", timeout=0.5)
     cache = make_cache(unreachable, "unused", memo=10, clock=FETCHED_AT)
     try:
-        started = time.monotonic()
-        with pytest.raises(BackendUnavailable) as get_error:
-            await cache.get("job-1")
-        with pytest.raises(BackendUnavailable) as put_error:
-            await cache.put("job-2", upstream_job("job-2", "Queuing"))
-        assert time.monotonic() - started < 1.0
+        with timers_fired() as waited:
+            with pytest.raises(BackendUnavailable) as get_error:
+                await cache.get("job-1")
+            with pytest.raises(BackendUnavailable) as put_error:
+                await cache.put("job-2", upstream_job("job-2", "Queuing"))
     finally:
         await unreachable.aclose()
+    assert waited == []  # at once: no timeout waited out, no backoff before a retry
     for error in (get_error.value, put_error.value):
         assert error.backend == "redis"
         assert "127.0.0.1:1" in error.reason
@@ -312,16 +325,17 @@ async def test_from_settings_takes_prefix_region_and_ttls() -> None:
     settings = GatewaySettings(
         redis_prefix=prefix,
         region_id=REGION,
-        cache_terminal_ttl=7.0,
+        cache_terminal_ttl=700.0,
         cache_running_ttl=0.5,
         cache_not_found_ttl=2.0,
     )
-    client = open_redis(REDIS_URL, timeout=1.0)
+    client = open_redis(REDIS_URL, timeout=CLIENT_TIMEOUT)
     try:
         cache = RedisSnapshotCache.from_settings(client, settings)
         assert cache.key("abc") == f"{prefix}:job:{{abc}}"
-        await cache.put("abc", upstream_job("abc", "Success"))
-        assert 6_800 < await client.pttl(f"{prefix}:job:{{abc}}") <= 7_000
+        put = cache.put("abc", upstream_job("abc", "Success"))
+        _, ttl = await ttl_given(client, f"{prefix}:job:{{abc}}", put)
+        assert 700_000 in ttl
         entry = await RedisSnapshotCache.from_settings(client, settings).get("abc")
         assert entry == CacheEntry(upstream_job("abc", "Success"))
     finally:
@@ -332,7 +346,7 @@ async def test_from_settings_takes_prefix_region_and_ttls() -> None:
 async def test_more_concurrent_lookups_than_connections_wait_their_turn(prefix: str) -> None:
     # redis-py's default pool raises MaxConnectionsError (a ConnectionError) when it runs out,
     # which would read as an outage and fail a busy process over; ours makes them wait.
-    small = open_redis(REDIS_URL, timeout=2.0, max_connections=4)
+    small = open_redis(REDIS_URL, timeout=CLIENT_TIMEOUT, max_connections=4)
     try:
         cache = make_cache(small, prefix)
         await cache.put("job-1", upstream_job("job-1", "Analysing"))
@@ -411,12 +425,11 @@ async def test_get_many_on_an_unreachable_redis_raises_unless_memory_serves_all(
         with pytest.raises(BackendUnavailable):
             await cache.put("done", done)  # kept in memory all the same
         assert await cache.get_many(["done"]) == [CacheEntry(done)]
-        started = time.monotonic()
-        with pytest.raises(BackendUnavailable) as error:
+        with timers_fired() as waited, pytest.raises(BackendUnavailable) as error:
             await cache.get_many(["done", "other"])
-        assert time.monotonic() - started < 1.0
     finally:
         await unreachable.aclose()
+    assert waited == []  # at once
     assert "hunter2" not in str(error.value)
 
 

@@ -710,6 +710,7 @@ def bodies(*, allow_nan: bool, job: bool = False) -> st.SearchStrategy[dict[str,
     return st.builds(lambda extra, fields: {**extra, **fields}, others, known)
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(
     body=bodies(allow_nan=False, job=True),
@@ -731,6 +732,7 @@ def test_raw_and_fetched_at_rebuild_the_same_job(
     assert rebuilt.raw == job.raw
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(
     body=bodies(allow_nan=True),

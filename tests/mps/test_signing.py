@@ -10,13 +10,8 @@ from alibabacloud_openapi_util.client import Client as OfficialUtil  # type: ign
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.mps.signing import (
-    RpcSignatureV1,
-    percent_encode,
-    sign,
-    string_to_sign,
-    utc_timestamp,
-)
+from gateway.mps.signing import RpcSignatureV1, sign, string_to_sign, utc_timestamp
+from gateway.rfc3986 import percent_encode
 
 # docs/upstream.md section 3.4: the published ECS DescribeRegions vector.
 DESCRIBE_REGIONS = {

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-import time
 from collections.abc import Callable, Iterator
 
 import httpx
@@ -21,6 +21,7 @@ from gateway.simulator import (
 )
 from tests.servers import run_asgi_server
 from tests.simulator.conftest import AK, SECRET, ManualClock, query_params, simulator_of
+from tests.support.waiting import eventually
 
 QUERY = "QueryIProductionJob"
 
@@ -127,18 +128,26 @@ def test_the_log_filter_passes_other_records() -> None:
     assert not log_filter.filter(dropped)
 
 
-async def test_latency_is_added() -> None:
-    app = create_simulator_app(SimulatorSettings(latency_ms=150, latency_jitter_ms=20))
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app),
-        base_url="http://simulator",
-        auth=RpcSignatureV1(AK, SECRET),
-    ) as client:
-        started = time.perf_counter()
-        response = await query(client)
-        elapsed = time.perf_counter() - started
+async def test_latency_is_added(clock: ManualClock) -> None:
+    asked: list[float] = []
+    latency = asyncio.Event()
+
+    async def sleep(seconds: float) -> None:
+        asked.append(seconds)
+        await latency.wait()  # the test decides when the latency is over
+
+    app = create_simulator_app(
+        SimulatorSettings(latency_ms=150, latency_jitter_ms=20), clock=clock, sleep=sleep
+    )
+    async with asgi_client(app, clock) as client:
+        answer = asyncio.create_task(query(client))
+        await eventually(lambda: asked != [], "the simulator waiting out its latency")
+        assert not answer.done()  # the answer waits for the latency
+        latency.set()
+        response = await answer
     assert response.status_code == 200
-    assert elapsed >= 0.130
+    [seconds] = asked
+    assert 0.130 <= seconds <= 0.170  # 150 ms, give or take the 20 ms of jitter
 
 
 async def test_faults_admin_api(app: Starlette) -> None:

@@ -136,10 +136,13 @@ def test_peak_of_a_burst() -> None:
     assert meter.peak_window == 9
 
 
-async def test_a_real_burst_on_a_real_port() -> None:
-    app = create_simulator_app(SimulatorSettings(qps=5))
+async def test_a_real_burst_on_a_real_port(clock: ManualClock) -> None:
+    # The simulator's clock stands still: the 8 calls arrive within one second of it, however
+    # long the machine takes to send them.
+    app = create_simulator_app(SimulatorSettings(qps=5), clock=clock)
+    auth = RpcSignatureV1(AK, SECRET, clock=clock)
     with run_asgi_server(app) as url:
-        async with httpx.AsyncClient(base_url=url, auth=RpcSignatureV1(AK, SECRET)) as client:
+        async with httpx.AsyncClient(base_url=url, auth=auth) as client:
             responses = await asyncio.gather(*(query(client) for _ in range(8)))
     codes = sorted(r.json().get("Code", "OK") for r in responses)
     assert codes == ["OK"] * 5 + ["Throttling.User"] * 3

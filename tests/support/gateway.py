@@ -1,0 +1,58 @@
+"""`python -m gateway serve` as a child process on a free port: what an operator runs."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from typing import Any, Final
+
+import httpx
+
+from tests.support.ports import HOST
+from tests.support.processes import ServerProcess
+
+__all__ = ["GatewayProcess", "gateway_environment"]
+
+#: Variables that would change what a gateway does (credentials, endpoint, limits, faults).
+_SCRUBBED_PREFIXES: Final = ("ALIBABA_CLOUD_", "GATEWAY_", "SIMULATOR_")
+
+
+def gateway_environment(variables: Mapping[str, str] | None = None) -> dict[str, str]:
+    """This process's environment without the gateway's, the simulator's and the cloud's
+    variables, plus `variables`: a child sees only the settings a test gives it."""
+    inherited = {
+        name: value for name, value in os.environ.items() if not name.startswith(_SCRUBBED_PREFIXES)
+    }
+    return {**inherited, **(variables or {})}
+
+
+class GatewayProcess(ServerProcess):
+    """A gateway child process (`python -m gateway serve --port <port>`) with the settings of
+    `variables` (see `gateway_environment`); started when `/healthz` answers 200."""
+
+    def __init__(self, variables: Mapping[str, str] | None = None, name: str = "gateway") -> None:
+        def command(port: int) -> list[str]:
+            return [sys.executable, "-m", "gateway", "serve", "--port", str(port)]
+
+        super().__init__(name, command, _healthy, env=gateway_environment(variables))
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def graphql_url(self) -> str:
+        return f"{self.url}/graphql"
+
+    def readyz(self) -> dict[str, Any]:
+        """The body of `GET /readyz`."""
+        body: dict[str, Any] = httpx.get(f"{self.url}/readyz", timeout=10).json()
+        return body
+
+
+def _healthy(port: int) -> bool:
+    try:
+        return httpx.get(f"http://{HOST}:{port}/healthz", timeout=5).status_code == 200
+    except httpx.TransportError:
+        return False
