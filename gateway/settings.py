@@ -199,10 +199,10 @@ class GatewaySettings(BaseSettings):
     # --- operations -------------------------------------------------------------------------
     metrics_port: int | None = Field(
         default=None,
-        ge=1,
+        ge=0,
         le=65535,
         description="Serve /metrics on this port only (a private listener), not on the main "
-        "one; unset: /metrics on the main port.",
+        "one (0: a port the system picks, named in the log); unset: /metrics on the main port.",
     )
     metrics_host: str = Field(
         default="127.0.0.1",

@@ -7,12 +7,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,11 +20,11 @@ from gateway.observe.metrics import Metrics
 from gateway.observe.requests import RequestInfo, _current
 from gateway.settings import SIMULATOR_DEMO_ACCESS_KEY_ID
 from tests.api.conftest import StartGateway, answer
-from tests.jobs.redisutil import free_port
 from tests.observe.scrape import scrape, value
 from tests.servers import SimulatorServer
+from tests.support.gateway import GatewayProcess
+from tests.support.ports import HOST, candidate_port
 
-ROOT = Path(__file__).resolve().parents[2]
 QUERY = "query Job($id: ID!) { job(id: $id) { id } }"
 
 
@@ -40,42 +34,27 @@ def test_json_lines_carry_the_request_id_and_warnings_are_rate_limited(
 ) -> None:
     """A gateway whose secret the upstream refuses: three requests, three access lines, and
     one warning (in the first request, with its id); every line one JSON object."""
-    port = free_port()
-    env = {
-        name: text
-        for name, text in os.environ.items()
-        if not name.startswith(("ALIBABA_CLOUD_", "GATEWAY_", "SIMULATOR_", "OTEL_"))
-    }
-    env |= {
+    variables = {
         "GATEWAY_LOG_FORMAT": "json",
         "GATEWAY_MPS_ENDPOINT": simulator.url,
         "GATEWAY_MAX_RETRIES": "0",
         "ALIBABA_CLOUD_ACCESS_KEY_ID": SIMULATOR_DEMO_ACCESS_KEY_ID,
         "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "not-the-secret",
     }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "serve", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}/graphql"
     ids = simulator.demo_ids()[:3]
     given = ["client-chosen.id:1", "x" * 129, None]  # usable, too long, none
     answers = []
-    try:
-        _wait_until_serving(process, url)
+    with GatewayProcess(variables) as gateway:
         for job_id, request_id in zip(ids, given, strict=True):
             headers = {} if request_id is None else {"x-request-id": request_id}
             response = httpx.post(
-                url, json={"query": QUERY, "variables": {"id": job_id}}, headers=headers
+                gateway.graphql_url,
+                json={"query": QUERY, "variables": {"id": job_id}},
+                headers=headers,
             )
             answers.append(response)
-    finally:
-        process.send_signal(signal.SIGINT)
-        _, output = process.communicate(timeout=20)
+        gateway.stop()
+        output = gateway.output()
 
     request_ids = [response.headers["x-request-id"] for response in answers]
     assert request_ids[0] == "client-chosen.id:1"
@@ -91,6 +70,8 @@ def test_json_lines_carry_the_request_id_and_warnings_are_rate_limited(
         line.pop("duration_ms", None)
     # (The probes that waited for the server to listen have access lines too.)
     served = [line for line in lines if "request_id" in line and line.get("path") != "/healthz"]
+    started = next(line["message"] for line in lines if line["logger"] == "gateway.app")
+    assert started.startswith("Gateway started")
     assert served == [
         {
             "level": "WARNING",
@@ -132,18 +113,6 @@ def _access_messages(lines: list[dict[str, Any]]) -> list[str]:
         )
         float(milliseconds)
     return messages
-
-
-def _wait_until_serving(process: subprocess.Popen[str], url: str) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            httpx.get(url.replace("/graphql", "/healthz"))
-            return
-        except httpx.TransportError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
 
 
 def test_text_lines_name_the_request_or_a_dash() -> None:
@@ -200,7 +169,7 @@ async def test_one_warning_per_redis_switch(
 ) -> None:
     """Redis that never answers: however many requests find it down, the process says so once
     (and /metrics says so all along)."""
-    dead = f"redis://127.0.0.1:{free_port()}/0"
+    dead = f"redis://{HOST}:{candidate_port()}/0"  # nothing listens there
     ids = simulator.demo_ids()
     with start_gateway(redis_url=dead, redis_timeout=0.2) as gateway:
         for job_id in ids[:5]:

@@ -3,11 +3,8 @@ and the sums of `uvicorn --workers` in multiprocess mode."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
+import logging
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -15,11 +12,13 @@ import pytest
 
 from gateway.budget import QUERY_JOB
 from tests.api.conftest import GatewayServer, StartGateway, graphql
-from tests.jobs.redisutil import free_port
 from tests.observe.scrape import sample_names, samples, scrape, value
 from tests.servers import SimulatorServer
+from tests.support.gateway import gateway_environment
+from tests.support.ports import HOST
+from tests.support.processes import ServerProcess
+from tests.support.waiting import wait_until
 
-ROOT = Path(__file__).resolve().parents[2]
 JOBS = "query Jobs($ids: [ID!]!) { jobs(ids: $ids) { id state } }"
 
 
@@ -84,12 +83,14 @@ async def test_metrics_are_not_behind_cors_and_carry_no_request_id(
 
 
 async def test_a_metrics_port_serves_them_privately(
-    start_gateway: StartGateway, http: httpx.AsyncClient
+    start_gateway: StartGateway, http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
 ) -> None:
-    port = free_port()
-    with start_gateway(metrics_port=port) as gateway:
+    caplog.set_level(logging.INFO, logger="gateway.app")
+    with start_gateway(metrics_port=0) as gateway:  # 0: the system picks, the log says
+        (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Metrics")]
+        private_url = line.removeprefix("Metrics at ").removesuffix("/metrics")
         public = await http.get(f"{gateway.url}/metrics")
-        private = scrape(f"http://127.0.0.1:{port}")
+        private = scrape(private_url)
     # /metrics is not a route of the app: it answers as any unknown path does.
     assert public.status_code == 404
     assert value(private, "mpsgw_budget_limit", action=QUERY_JOB) == 100
@@ -101,27 +102,21 @@ def test_workers_in_multiprocess_mode_answer_the_sums_of_all(tmp_path: Path) -> 
     counts every request of both."""
     multiproc = tmp_path / "metrics"
     multiproc.mkdir()
-    port = free_port()
-    env = {
-        name: text
-        for name, text in os.environ.items()
-        if not name.startswith(("ALIBABA_CLOUD_", "GATEWAY_", "SIMULATOR_", "OTEL_"))
-    }
-    env["PROMETHEUS_MULTIPROC_DIR"] = str(multiproc)
-    process = subprocess.Popen(
-        [
+
+    def command(port: int) -> list[str]:
+        return [
             *(sys.executable, "-m", "uvicorn", "--factory", "gateway.app:create_app"),
             *("--workers", "2", "--port", str(port), "--no-access-log", "--log-level", "warning"),
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        pids = _wait_for_workers(process, url, workers=2)
+        ]
+
+    def ready(port: int) -> bool:
+        return httpx.get(f"http://{HOST}:{port}/healthz").status_code == 200
+
+    environment = gateway_environment({"PROMETHEUS_MULTIPROC_DIR": str(multiproc)})
+    with ServerProcess("uvicorn workers", command, ready, env=environment) as server:
+        url = f"http://{HOST}:{server.port}"
+        # Each worker writes its process metrics when its sampler first runs.
+        wait_until(lambda: len(_pids(httpx.get(f"{url}/metrics").text)) == 2, "both workers")
         requests = 40
         for _ in range(requests):
             # A new connection each time: the workers take them in turns, as they come.
@@ -132,40 +127,13 @@ def test_workers_in_multiprocess_mode_answer_the_sums_of_all(tmp_path: Path) -> 
             ok = value(text, "mpsgw_graphql_requests_total", operation_type="query", outcome="ok")
             assert ok == requests
             assert value(text, "mpsgw_budget_limit", action=QUERY_JOB) == 100
-        # Each worker's own process metrics, by pid.
-        seen = {
-            dict(labels)["pid"]
-            for name, labels in samples(text)
-            if name == "process_resident_memory_bytes"
-        }
-        assert seen == pids
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        assert process.stderr is not None
-        process.stderr.close()
+            assert len(_pids(text)) == 2
 
 
-def _wait_for_workers(process: subprocess.Popen[str], url: str, *, workers: int) -> set[str]:
-    """The pids of the workers, once each has written its process metrics (its sampler ran)."""
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            text = httpx.get(f"{url}/metrics").text
-            pids = {
-                dict(labels)["pid"]
-                for name, labels in samples(text)
-                if name == "process_resident_memory_bytes"
-            }
-            if len(pids) == workers:
-                return pids
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            assert process.stderr is not None
-            raise AssertionError(f"The workers did not start: {process.stderr.read()}")
-        time.sleep(0.2)
+def _pids(text: str) -> set[str]:
+    """The workers whose process metrics an exposition holds."""
+    return {
+        dict(labels)["pid"]
+        for name, labels in samples(text)
+        if name == "process_resident_memory_bytes"
+    }
