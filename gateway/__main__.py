@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import strawberry
 import uvicorn
 
+from gateway.observe.logs import LogFormat, configure_logging
 from gateway.settings import GatewaySettings, SimulatorSettings, UpstreamKind
 
 logger = logging.getLogger("gateway")
@@ -57,19 +58,25 @@ def run_gateway(host: str, port: int) -> int:
     from gateway.server import server_options
 
     settings = GatewaySettings()
-    _configure_logging(settings.log_level)
+    _configure_logging(settings.log_level, settings.log_format)
     app = create_app(settings)
     # Everything built so far (modules, the schema, settings) lives as long as the process: move
     # it out of the collector's sight, so that each full collection no longer walks tens of
     # thousands of objects that can never be garbage (it cut a full pass from ~45 to ~5 ms).
     gc.collect()
     gc.freeze()
-    print(_banner(settings, host, port), flush=True)
+    if settings.log_format == "text":
+        # For people; a log pipeline reading JSON lines gets the "Gateway started" line instead.
+        print(_banner(settings, host, port), flush=True)
     uvicorn.run(
         app,
         host=host,
         port=port,
         log_level=settings.log_level.lower(),
+        # uvicorn's loggers go to the handler `_configure_logging` made (its format, request
+        # ids); the access lines are the app's own (they name the GraphQL operation).
+        log_config=None,
+        access_log=False,
         **server_options(settings),
     )
     return 0
@@ -144,13 +151,8 @@ def _curl_body(job_id: str) -> str:
     return json.dumps({"query": query})
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    # httpx logs every request at INFO: up to a hundred lines a second of upstream calls on
-    # the hot path, which say nothing the budget and /readyz do not.
-    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
+def _configure_logging(level: str, fmt: LogFormat = "text") -> None:
+    configure_logging(level, fmt)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 
 The lifespan builds the parts every request shares (one upstream HTTP client, one budget, one
 cache, one fetcher) and closes them; each GraphQL request gets its own loader (see
-`GatewayGraphQL.get_context`). Nothing is built at import time.
+`GatewayGraphQL.get_context`). Nothing is built at import time. Each app has its own metrics
+(served at /metrics, or on GATEWAY_METRICS_PORT) and, when the OTEL_* variables ask for it,
+traces (`gateway.observe`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from cross_web import HTTPException
 from starlette.applications import Starlette
@@ -36,12 +39,23 @@ from gateway.api.views import JobViews
 from gateway.api.websocket import GatewayWebSocketAdapter, TransportWSHandler, close_quietly
 from gateway.graphiql import FILES_ROUTE, GraphiQL
 from gateway.http_errors import BAD_REQUEST, CODE_OF_STATUS, ErrorResponse
+from gateway.instruments import Instruments
 from gateway.middleware import BodyReadTimeout, BodySizeLimit, BrowserCORS
+from gateway.observe.exposition import MetricsListener, ServeMetrics
+from gateway.observe.metrics import Metrics
+from gateway.observe.requests import REQUEST_ID_HEADER, RequestObserver
+from gateway.observe.tracing import tracing_from_env
 from gateway.services import Services
 from gateway.settings import GatewaySettings
 from gateway.upstream import embedded_simulator
 
+if TYPE_CHECKING:
+    from gateway.observe.otel import Tracing
+
 logger = logging.getLogger(__name__)
+
+#: Seconds between two samplings of the gauges read from state (the budget's limits...).
+SAMPLE_INTERVAL = 1.0
 
 #: Header a client may send to give its request less time than the gateway's default deadline.
 TIMEOUT_HEADER = "x-request-timeout"
@@ -73,16 +87,26 @@ class GatewayGraphQL(GraphQL[Context, None]):
     websocket_adapter_class = GatewayWebSocketAdapter
 
     def __init__(
-        self, settings: GatewaySettings, state: _AppState, graphiql: GraphiQL | None = None
+        self,
+        settings: GatewaySettings,
+        state: _AppState,
+        instruments: Instruments,
+        graphiql: GraphiQL | None = None,
     ) -> None:
+        tracing = instruments.tracing
         super().__init__(
-            build_schema(settings),
+            build_schema(
+                settings,
+                observer=instruments.api,
+                extensions=() if tracing is None else (tracing.schema_extension(),),
+            ),
             graphql_ide="graphiql" if graphiql is not None else None,
             subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
         )
         self._settings = settings
         self._state = state
         self._views = JobViews()
+        self._observer = instruments.api
         self._graphiql = graphiql
 
     async def render_graphql_ide(self, request: Request) -> Response:
@@ -156,7 +180,17 @@ class GatewayGraphQL(GraphQL[Context, None]):
             presigner=services.presigner,
             views=self._views,
             per_connection=isinstance(request, WebSocket),
+            transport="websocket" if isinstance(request, WebSocket) else "http",
+            observer=self._observer,
         )
+
+
+async def _sample_every(metrics: Metrics, interval: float) -> None:
+    """Sample the gauges read from state every `interval` seconds, so that a scrape of another
+    process (multiprocess mode) or of the private listener reads fresh values."""
+    while True:
+        metrics.sample()
+        await asyncio.sleep(interval)
 
 
 def _on_sigterm(action: Callable[[], None]) -> Callable[[], None]:
@@ -216,23 +250,37 @@ def _simulator_admin(simulator: Starlette | None) -> list[Route]:
 
 
 def create_app(
-    settings: GatewaySettings | None = None, *, simulator: Starlette | None = None
+    settings: GatewaySettings | None = None,
+    *,
+    simulator: Starlette | None = None,
+    tracing: Tracing | None = None,
 ) -> Starlette:
     """The gateway app. Reads the environment only when `settings` is not given.
 
     On its embedded simulator (no credentials, no endpoint) the gateway calls `simulator`, or a
     new one made now (whose moving demo jobs start now), and serves that simulator's admin routes
     at `/_simulator/...`; any other upstream serves no such route, and a `simulator` given with
-    it is a ValueError."""
+    it is a ValueError. It traces into `tracing` when one is given, else as the OTEL_*
+    variables say (`gateway.observe.tracing`)."""
     settings = settings or GatewaySettings()
     simulator = embedded_simulator(settings, simulator)
     state = _AppState()
+    tracing = tracing if tracing is not None else tracing_from_env()
+    metrics = Metrics()
+    instruments = Instruments(metrics, tracing)
     graphiql = GraphiQL.from_settings(settings) if settings.graphiql else None
-    graphql = GatewayGraphQL(settings, state, graphiql)
+    graphql = GatewayGraphQL(settings, state, instruments, graphiql)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        state.services = services = Services.build(settings, simulator=simulator)
+        state.services = services = Services.build(
+            settings, simulator=simulator, instruments=instruments
+        )
+        sampling = asyncio.create_task(_sample_every(metrics, SAMPLE_INTERVAL))
+        listener = None
+        if settings.metrics_port is not None:
+            listener = MetricsListener(metrics, settings.metrics_host, settings.metrics_port)
+            logger.info("Metrics at http://%s:%d/metrics", settings.metrics_host, listener.port)
         restore = _on_sigterm(services.begin_shutdown)
         logger.info(
             "Gateway started: upstream %s (%s), budget %d calls/s",
@@ -254,7 +302,15 @@ def create_app(
         finally:
             restore()
             state.services = None
-            await services.aclose()
+            sampling.cancel()
+            try:
+                await services.aclose()
+            finally:
+                if listener is not None:
+                    await asyncio.to_thread(listener.close)
+                metrics.close()
+                if tracing is not None:
+                    tracing.shutdown()
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -293,10 +349,30 @@ def create_app(
                 BrowserCORS,
                 allow_origins=origins,
                 allow_methods=["GET", "POST", "OPTIONS"],
-                allow_headers=["content-type", "authorization", TIMEOUT_HEADER],
+                allow_headers=[
+                    "content-type",
+                    "authorization",
+                    TIMEOUT_HEADER,
+                    REQUEST_ID_HEADER,
+                    "traceparent",
+                    "tracestate",
+                ],
+                expose_headers=[REQUEST_ID_HEADER],
                 max_age=600,
             ),
         )
+    # Outermost first: /metrics answered before anything else (no CORS, no request id); then
+    # the trace's server span, so that everything below runs inside it; then the request id,
+    # so that every line the rest logs carries it.
+    middleware[:0] = [
+        *([] if settings.metrics_port is not None else [Middleware(ServeMetrics, metrics=metrics)]),
+        *([] if tracing is None else [tracing.middleware()]),
+        Middleware(
+            RequestObserver,
+            refused=lambda: instruments.api.operation("none", "client_error", None),
+            access_log=settings.access_log,
+        ),
+    ]
     return Starlette(
         routes=[
             # Every method: the view answers those it does not serve with a coded 405.

@@ -8,7 +8,7 @@
     ├── QueryTooComplex          QUERY_TOO_COMPLEX     an operation estimated to cost over the limit
     ├── DeadlineExceeded         DEADLINE_EXCEEDED     the request's deadline passed mid-answer
     ├── ShuttingDown             SHUTTING_DOWN         the process is stopping; another will answer
-    └── UpstreamError                                  the upstream call failed; carries requestId
+    └── UpstreamError                                  the upstream call failed; with its RequestId
         ├── UpstreamThrottled    UPSTREAM_THROTTLED    the cloud said Throttling*
         ├── UpstreamUnavailable  UPSTREAM_UNAVAILABLE  5xx, connection refused or dropped
         ├── UpstreamTimeout      UPSTREAM_TIMEOUT      connect or read timeout
@@ -16,8 +16,9 @@
         ├── UpstreamRejected     UPSTREAM_REJECTED     a 4xx the gateway has no better name for
         └── UpstreamBadResponse  UPSTREAM_BAD_RESPONSE a body or field the gateway cannot decode
 
-Each class carries the values a client needs (`jobId`, `retryAfter`, `requestId`); `extensions`
-is what graphql-core copies into the GraphQL error. Messages are sentences built from those values
+Each class carries the values a client needs (`jobId`, `retryAfter`, `upstreamRequestId`);
+`extensions` is what graphql-core copies into the GraphQL error (the API layer adds `requestId`,
+the gateway's id of the request, to every error). Messages are sentences built from those values
 and never contain a credential. Programmer errors (TypeError, ...) stay outside this tree and are
 masked by the API layer.
 """
@@ -196,7 +197,8 @@ class UpstreamError(GatewayError):
     def context(self) -> dict[str, Any]:
         return {
             "upstreamCode": self.upstream_code,
-            "requestId": self.request_id,
+            # `requestId` is the gateway's own (every error carries it): this is the cloud's.
+            "upstreamRequestId": self.request_id,
             "httpStatus": self.status_code,
         }
 

@@ -1,8 +1,9 @@
 """Answers the HTTP layer gives by itself, before GraphQL runs or instead of it.
 
 Each is a GraphQL response that holds only errors,
-`{"errors": [{"message": <a sentence>, "extensions": {"code": <code>, ...}}]}`, so that a
-client reads every failure the same way. Their codes are plain constants: nothing raises them as
+`{"errors": [{"message": <a sentence>, "extensions": {"code": <code>, ..., "requestId": <id>}}]}`
+(the id of the request being served, when there is one), so that a client reads every failure
+the same way. Their codes are plain constants: nothing raises them as
 a `GatewayError`.
 """
 
@@ -12,6 +13,8 @@ import json
 from collections.abc import Mapping
 
 from starlette.responses import Response
+
+from gateway.observe.requests import current_request_id
 
 #: 400: a body, parameter or encoding the gateway cannot read as a GraphQL request.
 BAD_REQUEST = "BAD_REQUEST"
@@ -42,6 +45,9 @@ class ErrorResponse(Response):
         headers: Mapping[str, str] | None = None,
         **extensions: object,
     ) -> None:
+        request_id = current_request_id()
+        if request_id is not None:
+            extensions["requestId"] = request_id
         error = {"message": message, "extensions": {"code": code, **extensions}}
         super().__init__(
             json.dumps({"errors": [error]}).encode(), status_code=status_code, headers=headers

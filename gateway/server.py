@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from gateway.observe.logs import LogLimiter
 from gateway.settings import GatewaySettings
 
 logger = logging.getLogger(__name__)
@@ -230,17 +231,14 @@ class Refusals:
     `REFUSAL_WARNING_INTERVAL`: a flood of connections must not become a flood of log lines."""
 
     def __init__(self) -> None:
-        self._refused = 0
-        self._warned_at: float | None = None
+        self._limiter = LogLimiter(interval=REFUSAL_WARNING_INTERVAL)
 
     def count(self, now: float, cap: int) -> None:
-        self._refused += 1
-        if self._warned_at is None or now - self._warned_at >= REFUSAL_WARNING_INTERVAL:
+        refused = self._limiter.happened("refused", now=now)
+        if refused is not None:
             logger.warning(
                 "Refusing client connections: this process holds GATEWAY_MAX_CONNECTIONS (%d) "
                 "already (%d refused since the last such warning)",
                 cap,
-                self._refused,
+                refused,
             )
-            self._refused = 0
-            self._warned_at = now

@@ -16,15 +16,20 @@ import redis.asyncio
 import redis.exceptions
 from starlette.applications import Starlette
 
-from gateway.budget import Budget, LocalBudget, shared_budget
+from gateway.budget import QUERY_JOB, Budget, LocalBudget, shared_budget
+from gateway.budget import protocol as budget_protocol
+from gateway.budget.protocol import BudgetObserver
 from gateway.credentials import account_credentials
-from gateway.jobs.cache import LocalSnapshotCache, SnapshotCache
+from gateway.instruments import Instruments
+from gateway.jobs import fetcher as jobs_fetcher
+from gateway.jobs.cache import UNCOUNTED, LocalSnapshotCache, Lookups, SnapshotCache
 from gateway.jobs.claims import RedisFetchClaims
 from gateway.jobs.failover import FailoverCache, FailoverClaims
-from gateway.jobs.fetcher import JobFetcher
+from gateway.jobs.fetcher import FetchObserver, JobFetcher
 from gateway.jobs.redis_cache import RedisSnapshotCache
 from gateway.jobs.retry import RetryPolicy
-from gateway.mps.client import MpsClient
+from gateway.mps import client as mps_client
+from gateway.mps.client import CallObserver, MpsClient
 from gateway.oss import OssPresigner
 from gateway.settings import GatewaySettings
 from gateway.shared.backend import RedisClient, open_redis
@@ -52,27 +57,37 @@ class Services:
     switch: BackendSwitch | None = None
 
     @classmethod
-    def build(cls, settings: GatewaySettings, *, simulator: Starlette | None = None) -> Services:
+    def build(
+        cls,
+        settings: GatewaySettings,
+        *,
+        simulator: Starlette | None = None,
+        instruments: Instruments | None = None,
+    ) -> Services:
         """`simulator`: the embedded simulator to call, when the gateway runs on one (the app
-        serves its admin routes too); a new one when it is not given."""
+        serves its admin routes too); a new one when it is not given. `instruments`: the
+        observers the parts are given (None: nobody watches)."""
         # One credential choice for both signers: MPS calls and OSS download URLs.
         credentials = account_credentials(settings)
         http = open_upstream_http(settings, credentials, simulator=simulator)
-        client = MpsClient(http, region=settings.region_id)
+        watch = _Observers(instruments)
+        client = MpsClient(http, region=settings.region_id, observer=watch.upstream)
         shared: RedisClient | None = None
         switch: BackendSwitch | None = None
         budget: Budget
         cache: SnapshotCache
         claims: FailoverClaims | None = None
         if settings.redis_url is None:
-            budget = LocalBudget.from_settings(settings)
-            cache = LocalSnapshotCache.from_settings(settings)
+            budget = LocalBudget.from_settings(settings, observer=watch.budget)
+            cache = LocalSnapshotCache.from_settings(settings, lookups=watch.memory)
         else:
             shared = open_redis(
                 settings.redis_url.get_secret_value(),
                 timeout=settings.redis_timeout,
                 cluster=settings.redis_cluster,
             )
+            if instruments is not None and instruments.tracing is not None:
+                instruments.tracing.instrument_redis(shared)
             switch = BackendSwitch(
                 local_mode=(
                     f"serving on a local budget of {settings.fallback_qps} calls/s and this "
@@ -83,15 +98,30 @@ class Services:
                     "shared cache and fleet-wide fetch claims"
                 ),
             )
-            budget = shared_budget(settings, shared, switch)
-            shared_cache = RedisSnapshotCache.from_settings(shared, settings)
-            cache = FailoverCache(shared_cache, LocalSnapshotCache.from_settings(settings), switch)
+            budget = shared_budget(settings, shared, switch, observer=watch.budget)
+            shared_cache = RedisSnapshotCache.from_settings(
+                shared, settings, memory=watch.memory, shared=watch.redis
+            )
+            cache = FailoverCache(
+                shared_cache,
+                LocalSnapshotCache.from_settings(settings, lookups=watch.memory),
+                switch,
+            )
             claims = FailoverClaims(
                 RedisFetchClaims.from_settings(shared, shared_cache, settings), switch
             )
         fetcher = JobFetcher(
-            client, budget, cache, claims=claims, retry=RetryPolicy.from_settings(settings)
+            client,
+            budget,
+            cache,
+            claims=claims,
+            retry=RetryPolicy.from_settings(settings),
+            observer=watch.fetch,
         )
+        if instruments is not None:
+            instruments.watch_budget(QUERY_JOB, budget)
+            if switch is not None:
+                instruments.watch_switch(switch)
         return cls(
             http=http,
             client=client,
@@ -154,3 +184,20 @@ class Services:
             "claims": {"shared": shared},
             "fetcher": asdict(self.fetcher.stats()),
         }
+
+
+class _Observers:
+    """The observers `Services.build` hands out: the instruments', or nobody's."""
+
+    def __init__(self, instruments: Instruments | None) -> None:
+        self.upstream: CallObserver = mps_client.NO_OBSERVER
+        self.budget: BudgetObserver = budget_protocol.NO_OBSERVER
+        self.fetch: FetchObserver = jobs_fetcher.NO_OBSERVER
+        self.memory: Lookups = UNCOUNTED
+        self.redis: Lookups = UNCOUNTED
+        if instruments is not None:
+            self.upstream = instruments.upstream
+            self.budget = instruments.budget(QUERY_JOB)
+            self.fetch = instruments.fetch
+            self.memory = instruments.cache("memory")
+            self.redis = instruments.cache("redis")

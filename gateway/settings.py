@@ -8,6 +8,7 @@ other knob is `GATEWAY_*` (or `SIMULATOR_*` for the simulator).
 from __future__ import annotations
 
 import enum
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, model_validator
@@ -186,6 +187,27 @@ class GatewaySettings(BaseSettings):
 
     # --- process ----------------------------------------------------------------------------
     log_level: str = Field(default="INFO", description="Python logging level.")
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="How log lines are written: text, or json (one JSON object a line).",
+    )
+    access_log: bool = Field(
+        default=True,
+        description="Log one line per request (method, path, status, time, GraphQL operation).",
+    )
+
+    # --- operations -------------------------------------------------------------------------
+    metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Serve /metrics on this port only (a private listener), not on the main "
+        "one (0: a port the system picks, named in the log); unset: /metrics on the main port.",
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        description="Address of the private /metrics listener (0.0.0.0 for every interface).",
+    )
 
     @property
     def upstream_window(self) -> float:

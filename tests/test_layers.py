@@ -82,6 +82,14 @@ def test_no_unit_imports_one_that_imports_it_back() -> None:
         # The client returns domain objects and knows nothing of how they are cached.
         ("gateway.mps", {"gateway.jobs", "gateway.api", "gateway.budget", "redis"}),
         ("gateway.model", {"gateway.jobs", "gateway.api", "gateway.mps", "httpx"}),
+        # Metrics, logs and traces know nothing of what they watch: each layer declares its hook.
+        (
+            "gateway.observe",
+            {
+                *("gateway.api", "gateway.jobs", "gateway.budget", "gateway.mps"),
+                *("gateway.shared", "gateway.services", "gateway.instruments", "gateway.app"),
+            },
+        ),
     ],
 )
 def test_a_layer_imports_nothing_above_it(unit: str, forbidden: set[str]) -> None:

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from gateway.api.observer import NO_OBSERVER, ApiObserver
 from gateway.jobs.fetcher import JobFetcher
 from gateway.jobs.loader import JobLoader
 from gateway.oss import OssPresigner
@@ -38,6 +39,10 @@ class Context:
     presigner: OssPresigner | None = None
     #: Whether several operations share this context (a WebSocket connection's).
     per_connection: bool = False
+    #: How the operation reaches the client: `websocket` or `http`.
+    transport: str = "http"
+    #: Told of the subscriptions served (metrics).
+    observer: ApiObserver = NO_OBSERVER
     _jobs: JobLoader | None = field(default=None, repr=False)
 
     def for_operation(self) -> Context:

@@ -3,25 +3,30 @@
 Expected failures are `GatewayError`s: their message and `extensions.code` go to the client.
 Anything else is a bug or an unforeseen failure: it is logged with a correlation id and masked
 ("Unexpected error.", code INTERNAL_ERROR, the same correlation id), so no stack trace, upstream
-text or secret leaves the process.
+text or secret leaves the process. Every error also carries the request's id
+(`extensions.requestId`, the one its log lines and its `x-request-id` header carry).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 
-from graphql import ASTValidationRule, GraphQLError, GraphQLSyntaxError
+from graphql import ASTValidationRule, GraphQLError, GraphQLSyntaxError, OperationDefinitionNode
 from strawberry.exceptions import MissingQueryError
 from strawberry.extensions import MaskErrors
 from strawberry.schema.exceptions import CannotGetOperationTypeError
 from strawberry.types.execution import StreamExecutionResult
+from strawberry.utils.operation import get_operation_type
 
 from gateway.api.context import Context
 from gateway.api.cost import CostModel
+from gateway.api.observer import NO_OBSERVER, ApiObserver, outcome_of
 from gateway.errors import GatewayError
 from gateway.http_errors import BAD_REQUEST
+from gateway.observe.requests import current_request, current_request_id, describe_operation
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +57,9 @@ class OperationPolicy(MaskErrors):
     - Unexpected errors are masked (Strawberry's MaskErrors), each logged with a correlation id
       that the masked error carries too.
     - Errors raised by GraphQL itself get a code, as Apollo Server gives them, so that clients can
-      branch on `extensions.code` for every error.
+      branch on `extensions.code` for every error; every error gets the request's id.
+    - Each operation's type and outcome are told to `observer` (metrics), and written down for
+      the request's access log line.
 
     One extension rather than four (MaxTokensLimiter, AddValidationRules, MaskErrors, codes):
     Strawberry pays for every extension on every request, at every step of the operation, and on
@@ -64,13 +71,18 @@ class OperationPolicy(MaskErrors):
         max_tokens: int,
         validation_rules: Sequence[type[ASTValidationRule]],
         cost: CostModel | None = None,
+        observer: ApiObserver = NO_OBSERVER,
     ) -> None:
         super().__init__(should_mask_error=is_unexpected, error_message="Unexpected error.")
         self.max_tokens = max_tokens
         self.validation_rules = tuple(validation_rules)
         self.cost = cost
+        self.observer = observer
+        #: Errors of the results streamed so far (a subscription's).
+        self._streamed: list[GraphQLError] = []
 
     def on_operation(self) -> Iterator[None]:
+        started = time.perf_counter()
         context = self.execution_context
         context.parse_options["max_tokens"] = self.max_tokens
         context.validation_rules = self.validation_rules
@@ -85,16 +97,56 @@ class OperationPolicy(MaskErrors):
             # included) leaves the operation as an exception, before any result exists; the
             # schema makes this same error object the result's only error (`execute`, and
             # `GatewaySchema.stream`).
-            _add_code(raised)
+            _add_code(raised, current_request_id())
+            self._observe(started, [raised])
             raise
-        _add_codes(self.execution_context.result)
+        except GatewayError as raised:
+            # Refused by a hook (the cost limit): Strawberry makes it the result's error once
+            # the operation has ended (and `GatewaySchema.process_errors` adds the id).
+            self._observe(started, [GraphQLError(raised.message, extensions=raised.extensions)])
+            raise
+        result = self.execution_context.result
+        _add_codes(result, current_request_id())
+        self._observe(started, [*self._streamed, *(getattr(result, "errors", None) or ())])
 
     def on_stream_result(self, result: StreamExecutionResult) -> Iterator[None]:
         # A streamed result (each of a WebSocket operation's) goes to the client when this hook
         # yields, before `on_operation` ends. The codes go on first: an error masked next gets
-        # INTERNAL_ERROR whatever it had.
-        _add_codes(result)
+        # INTERNAL_ERROR whatever it had (and keeps the request id, which masking copies).
+        _add_codes(result, current_request_id())
+        self._streamed.extend(getattr(result, "errors", None) or ())
         yield from super().on_stream_result(result)
+
+    def _observe(self, started: float, errors: Sequence[GraphQLError]) -> None:
+        operation_type = self._operation_type()
+        seconds = None if operation_type == "subscription" else time.perf_counter() - started
+        self.observer.operation(operation_type, outcome_of(errors), seconds)
+        info = current_request()
+        if info is not None:
+            info.counted = True
+            info.operation = describe_operation(operation_type, self._operation_name())
+
+    def _operation_type(self) -> str:
+        document = self.execution_context.graphql_document
+        if document is None:
+            return "none"
+        try:
+            return get_operation_type(document, self.execution_context.operation_name).value
+        except Exception:  # no such operation, or several and none named: nothing ran
+            return "none"
+
+    def _operation_name(self) -> str | None:
+        name = self.execution_context.operation_name
+        document = self.execution_context.graphql_document
+        if name is None and document is not None:
+            operations = [
+                definition
+                for definition in document.definitions
+                if isinstance(definition, OperationDefinitionNode)
+            ]
+            if len(operations) == 1 and operations[0].name is not None:
+                name = operations[0].name.value
+        return name
 
     def on_execute(self) -> Iterator[None]:
         # Here, not in validation: the document is valid (so the walk may trust its types and
@@ -115,24 +167,43 @@ class OperationPolicy(MaskErrors):
         )
         masked = super().anonymise_error(error)
         masked.extensions = {"code": "INTERNAL_ERROR", "correlationId": correlation_id}
+        request_id = (error.extensions or {}).get("requestId")
+        if request_id is not None:
+            masked.extensions["requestId"] = request_id
         return masked
 
 
-def _add_codes(result: object) -> None:
-    for error in getattr(result, "errors", None) or ():
-        _add_code(error)
-
-
-def _add_code(error: GraphQLError) -> None:
-    if "code" in (error.extensions or {}):
+def add_request_id(errors: Sequence[GraphQLError]) -> None:
+    """Give each of `errors` the id of the request being served, if it has none yet."""
+    request_id = current_request_id()
+    if request_id is None:
         return
-    original = error.original_error
+    for error in errors:
+        if "requestId" not in (error.extensions or {}):
+            error.extensions = {**(error.extensions or {}), "requestId": request_id}
+
+
+def _add_codes(result: object, request_id: str | None) -> None:
+    for error in getattr(result, "errors", None) or ():
+        _add_code(error, request_id)
+
+
+def _add_code(error: GraphQLError, request_id: str | None) -> None:
+    extensions = error.extensions or {}
+    if "code" not in extensions:
+        extensions = {**extensions, "code": _code_of(error)}
+    if request_id is not None and "requestId" not in extensions:
+        extensions = {**extensions, "requestId": request_id}
+    error.extensions = extensions
+
+
+def _code_of(error: GraphQLError) -> str:
+    """The code of an error GraphQL itself raised, as Apollo Server names it."""
     if isinstance(error, GraphQLSyntaxError):
-        code = "GRAPHQL_PARSE_FAILED"
-    elif original is None:
-        code = "GRAPHQL_VALIDATION_FAILED"
-    elif isinstance(original, _REQUEST_ERRORS):
-        code = BAD_REQUEST
-    else:
-        code = "BAD_USER_INPUT"
-    error.extensions = {**(error.extensions or {}), "code": code}
+        return "GRAPHQL_PARSE_FAILED"
+    original = error.original_error
+    if original is None:
+        return "GRAPHQL_VALIDATION_FAILED"
+    if isinstance(original, _REQUEST_ERRORS):
+        return BAD_REQUEST
+    return "BAD_USER_INPUT"

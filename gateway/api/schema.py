@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import strawberry
 from graphql import GraphQLError
+from strawberry.extensions import SchemaExtension
 from strawberry.schema.schema import StreamResult
 from strawberry.types import ExecutionContext
 from strawberry.types.execution import PreExecutionError
@@ -15,8 +16,9 @@ from strawberry.types.graphql import OperationType
 
 from gateway.api.cost import CostModel
 from gateway.api.documents import DocumentCache, Documents
-from gateway.api.extensions import OperationPolicy
+from gateway.api.extensions import OperationPolicy, add_request_id
 from gateway.api.limits import validation_rules
+from gateway.api.observer import NO_OBSERVER, ApiObserver
 from gateway.api.pacing import PacedExecution
 from gateway.api.query import Query
 from gateway.api.subscription import Subscription
@@ -33,6 +35,8 @@ class GatewaySchema(strawberry.Schema):
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
+        # Errors raised by a hook before the operation ran reach only this method.
+        add_request_id(errors)
         for error in errors:
             logger.debug("GraphQL error at %s: %s", error.path, error.message)
 
@@ -80,8 +84,14 @@ async def _syntax_error_as_result(results: StreamResult) -> StreamResult:
         yield result
 
 
-def build_schema(settings: GatewaySettings) -> strawberry.Schema:
-    """The schema. Parsing and validation results are cached (a bounded LRU keyed by the query
+def build_schema(
+    settings: GatewaySettings,
+    *,
+    observer: ApiObserver = NO_OBSERVER,
+    extensions: Sequence[Callable[[], SchemaExtension]] = (),
+) -> strawberry.Schema:
+    """The schema, telling `observer` of each operation, with `extensions` (tracing) around
+    the gateway's own. Parsing and validation results are cached (a bounded LRU keyed by the query
     text): on a warm gateway most requests skip both, the costliest steps of a small query;
     long documents are parsed and validated off the event loop (`gateway.api.documents`).
     Every operation is bounded before it runs (`gateway.api.limits`, `gateway.api.cost`) and
@@ -94,8 +104,9 @@ def build_schema(settings: GatewaySettings) -> strawberry.Schema:
         subscription=Subscription,
         execution_context_class=PacedExecution,
         extensions=[
+            *extensions,
             lambda: DocumentCache(documents),
-            lambda: OperationPolicy(settings.max_tokens, rules, cost),
+            lambda: OperationPolicy(settings.max_tokens, rules, cost, observer),
         ],
     )
     # Both read the schema's types, so they are made after it; the factories above run per

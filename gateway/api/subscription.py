@@ -62,25 +62,27 @@ class Subscription:
         failures_allowed = max(MIN_FAILURES, math.ceil(context.timeout / interval))
         failures = 0
         requester = object()  # one fair-queue key for all polls of this subscription
-        while True:
-            deadline = time.monotonic() + context.timeout
-            [outcome] = await context.fetcher.get_many([id], deadline, requester=requester)
-            if isinstance(outcome, errors.GatewayError) and outcome.retryable:
-                failures += 1
-                if failures >= failures_allowed:
+        # Counted while it runs, however it ends (finished, failed, or the client left).
+        with context.observer.subscription(context.transport):
+            while True:
+                deadline = time.monotonic() + context.timeout
+                [outcome] = await context.fetcher.get_many([id], deadline, requester=requester)
+                if isinstance(outcome, errors.GatewayError) and outcome.retryable:
+                    failures += 1
+                    if failures >= failures_allowed:
+                        raise outcome
+                    await asyncio.sleep(interval)
+                    continue
+                failures = 0
+                if isinstance(outcome, Exception):
                     raise outcome
+                if outcome is None:
+                    yield None
+                    return
+                fingerprint = _fingerprint(outcome)
+                if fingerprint != last:
+                    last = fingerprint
+                    yield Job.from_model(outcome)
+                if outcome.state.is_terminal:
+                    return
                 await asyncio.sleep(interval)
-                continue
-            failures = 0
-            if isinstance(outcome, Exception):
-                raise outcome
-            if outcome is None:
-                yield None
-                return
-            fingerprint = _fingerprint(outcome)
-            if fingerprint != last:
-                last = fingerprint
-                yield Job.from_model(outcome)
-            if outcome.state.is_terminal:
-                return
-            await asyncio.sleep(interval)

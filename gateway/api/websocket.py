@@ -29,6 +29,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.types import Messag
 
 from gateway.api.client_json import describe
 from gateway.api.context import Context
+from gateway.observe.requests import current_request_id
 
 logger = logging.getLogger(__name__)
 
@@ -115,10 +116,14 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
 
     async def _refuse_operation(self, operation_id: str) -> None:
         limit = self.max_subscriptions_per_connection
+        extensions: dict[str, object] = {"code": TOO_MANY_OPERATIONS, "limit": limit}
+        request_id = current_request_id()
+        if request_id is not None:
+            extensions["requestId"] = request_id
         error = GraphQLError(
             f"Expected at most {limit} operations in progress on one connection, received one "
             "more; complete one first.",
-            extensions={"code": TOO_MANY_OPERATIONS, "limit": limit},
+            extensions=extensions,
         )
         await self.send_message({"id": operation_id, "type": "error", "payload": [error.formatted]})
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from gateway.budget.failover import FailoverLedger, FailoverSlot
 from gateway.budget.local import LocalBudget, LocalLedger
-from gateway.budget.protocol import Budget, BudgetStatus
+from gateway.budget.protocol import NO_OBSERVER, Budget, BudgetObserver, BudgetStatus
 from gateway.budget.redis_ledger import QUERY_JOB, RedisBudget, RedisLedger
 from gateway.budget.waiting import SlotBudget
 from gateway.settings import GatewaySettings
@@ -18,8 +18,10 @@ from gateway.shared.backend import RedisClient
 from gateway.shared.switch import BackendSwitch
 
 __all__ = [
+    "NO_OBSERVER",
     "QUERY_JOB",
     "Budget",
+    "BudgetObserver",
     "BudgetStatus",
     "FailoverLedger",
     "LocalBudget",
@@ -32,7 +34,11 @@ __all__ = [
 
 
 def shared_budget(
-    settings: GatewaySettings, redis: RedisClient, switch: BackendSwitch
+    settings: GatewaySettings,
+    redis: RedisClient,
+    switch: BackendSwitch,
+    *,
+    observer: BudgetObserver = NO_OBSERVER,
 ) -> SlotBudget[FailoverSlot]:
     """The fleet's QueryIProductionJob budget in Redis; while Redis does not answer (as
     `switch` says), this process's share of the limit, so that `expected_replicas` processes
@@ -47,4 +53,4 @@ def shared_budget(
         # (up to the Redis timeout) when Redis came back; then its local slots expire.
         both_window=switch.probe_interval + settings.redis_timeout + window,
     )
-    return SlotBudget(ledger, max_in_flight=settings.upstream_concurrency)
+    return SlotBudget(ledger, max_in_flight=settings.upstream_concurrency, observer=observer)

@@ -22,6 +22,7 @@ from gateway.budget.aimd import (
     AimdRule,
 )
 from gateway.budget.ledger import LedgerStatus, Taken, earliest_grant
+from gateway.budget.protocol import NO_OBSERVER, BudgetObserver
 from gateway.budget.timers import CallLater
 from gateway.budget.waiting import SlotBudget
 from gateway.settings import GatewaySettings
@@ -208,6 +209,7 @@ class LocalBudget(SlotBudget[None]):
         ceiling_recovery_time: float = DEFAULT_CEILING_RECOVERY_TIME,
         clock: Callable[[], float] = time.monotonic,
         call_later: CallLater | None = None,
+        observer: BudgetObserver = NO_OBSERVER,
     ) -> None:
         ledger = LocalLedger(
             limit,
@@ -223,6 +225,7 @@ class LocalBudget(SlotBudget[None]):
             max_in_flight=limit if max_in_flight is None else max_in_flight,
             clock=clock,
             call_later=call_later,
+            observer=observer,
         )
 
     @classmethod
@@ -232,6 +235,7 @@ class LocalBudget(SlotBudget[None]):
         *,
         clock: Callable[[], float] = time.monotonic,
         call_later: CallLater | None = None,
+        observer: BudgetObserver = NO_OBSERVER,
     ) -> LocalBudget:
         """The QueryIProductionJob budget: `upstream_qps` calls per (1 s + margin), at most
         `upstream_concurrency` of them in flight."""
@@ -241,4 +245,5 @@ class LocalBudget(SlotBudget[None]):
             max_in_flight=settings.upstream_concurrency,
             clock=clock,
             call_later=call_later,
+            observer=observer,
         )

@@ -1,13 +1,15 @@
-"""`Budget`: what the fetcher asks of an upstream call budget, and `BudgetStatus`."""
+"""`Budget`: what the fetcher asks of an upstream call budget, `BudgetStatus`, and
+`BudgetObserver`, what a budget tells whoever watches it (metrics, traces)."""
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Hashable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["Budget", "BudgetStatus"]
+__all__ = ["NO_OBSERVER", "Budget", "BudgetObserver", "BudgetStatus"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,3 +79,46 @@ class Budget(Protocol):
         """`close()`, then wait for the releases under way (so that a shared budget holds
         nothing for this process once it returns)."""
         ...
+
+
+class BudgetObserver(Protocol):
+    """Told by a budget of each wait for a slot as it ends, and of each throttled call. Called
+    on the event loop, in the task of the caller that waited; must not raise nor block."""
+
+    def granted(self, waited: float) -> None:
+        """A caller got a slot after `waited` seconds (on the budget's clock)."""
+        ...
+
+    def refused(self, reason: str, waited: float) -> None:
+        """A caller got no slot after `waited` seconds: `reason` is "exhausted"
+        (BudgetExhausted) or "shutting_down"."""
+        ...
+
+    def throttled(self) -> None:
+        """A call made in a slot was throttled by the upstream."""
+        ...
+
+    def pump_context(self) -> contextvars.Context:
+        """A new context for the task that asks the ledger for slots: it serves every
+        request, so it must carry none of them (their request ids, their traces)."""
+        ...
+
+
+class _Unobserved:
+    __slots__ = ()
+
+    def granted(self, waited: float) -> None:
+        pass
+
+    def refused(self, reason: str, waited: float) -> None:
+        pass
+
+    def throttled(self) -> None:
+        pass
+
+    def pump_context(self) -> contextvars.Context:
+        return contextvars.Context()
+
+
+#: The observer of a budget nobody watches.
+NO_OBSERVER: BudgetObserver = _Unobserved()

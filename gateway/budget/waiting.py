@@ -28,7 +28,7 @@ from typing import Any, Generic, TypeVar
 from gateway import errors
 from gateway.budget.fair_queue import FairQueue, Ticket
 from gateway.budget.ledger import Ledger
-from gateway.budget.protocol import BudgetStatus
+from gateway.budget.protocol import NO_OBSERVER, BudgetObserver, BudgetStatus
 from gateway.budget.timers import CallLater, TimerHandle, schedule
 from gateway.shared.backend import BackendUnavailable
 
@@ -66,6 +66,7 @@ class SlotBudget(Generic[T]):
 
     `clock` is the clock of the deadlines and of the ledger; `call_later` schedules on it
     (None: the running loop's). `max_in_flight` bounds this process's calls in flight.
+    `observer` is told how each wait ended and of each throttle.
     """
 
     def __init__(
@@ -76,6 +77,7 @@ class SlotBudget(Generic[T]):
         clock: Callable[[], float] = time.monotonic,
         call_later: CallLater | None = None,
         batch: int = 32,
+        observer: BudgetObserver = NO_OBSERVER,
     ) -> None:
         if max_in_flight < 1:
             raise ValueError(
@@ -86,6 +88,7 @@ class SlotBudget(Generic[T]):
         self._clock = clock
         self._call_later = call_later
         self._batch = batch
+        self._observer = observer
         self._queue: FairQueue[_Waiter[T]] = FairQueue()
         # Calls granted and not completed; slots being asked for (counted against
         # max_in_flight while the ledger answers).
@@ -119,6 +122,7 @@ class SlotBudget(Generic[T]):
         return _Slot(self, deadline, key)
 
     async def throttled(self) -> None:
+        self._observer.throttled()
         await self._ledger.throttled()
 
     def status(self) -> BudgetStatus:
@@ -157,6 +161,19 @@ class SlotBudget(Generic[T]):
     # --- acquiring --------------------------------------------------------------------------
 
     async def _acquire(self, deadline: float, key: Hashable | None) -> T:
+        started = self._clock()
+        try:
+            token = await self._wait_for_slot(deadline, key)
+        except errors.BudgetExhausted:
+            self._observer.refused("exhausted", self._clock() - started)
+            raise
+        except errors.ShuttingDown:
+            self._observer.refused("shutting_down", self._clock() - started)
+            raise
+        self._observer.granted(self._clock() - started)
+        return token
+
+    async def _wait_for_slot(self, deadline: float, key: Hashable | None) -> T:
         if self._closed:
             raise errors.ShuttingDown()
         now = self._clock()
@@ -191,8 +208,10 @@ class SlotBudget(Generic[T]):
     def _start(self) -> None:
         """Run the pump if waiters may go and it is not running."""
         if self._pump_task is None and self._queue and self._room() > 0 and not self._closed:
+            # In a context of its own: the pump serves every request, so it must not carry the
+            # one that started it (its request id in log lines, its trace in Redis spans).
             self._pump_task = asyncio.get_running_loop().create_task(
-                self._pump(), name="budget pump"
+                self._pump(), name="budget pump", context=self._observer.pump_context()
             )
 
     def _wake(self) -> None:

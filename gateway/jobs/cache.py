@@ -10,7 +10,10 @@ cached (the fetcher does not put them).
 `SnapshotCache` is what the fetcher uses; `LocalSnapshotCache` serves one process,
 `gateway.jobs.redis_cache.RedisSnapshotCache` every process sharing a Redis (which is why the
 methods are async). The fetcher reads a whole request's ids with one `get_many` call: one round
-trip to a shared cache, however many ids.
+trip to a shared cache, however many ids. Each tier counts its lookups in a `Lookups` (hits,
+misses): a `get`/`get_many` id is one lookup of the memory tier, and, when that misses and a
+shared tier exists, one of the shared tier; `peek_finished` counts its hits only (a miss there
+is followed by a real lookup).
 """
 
 from __future__ import annotations
@@ -24,6 +27,31 @@ from cachetools import TLRUCache
 
 from gateway.model import Job
 from gateway.settings import GatewaySettings
+
+
+class Tally(Protocol):
+    """A counter (a prometheus-client counter is one)."""
+
+    def inc(self, amount: float = 1) -> None: ...
+
+
+class _NoTally:
+    __slots__ = ()
+
+    def inc(self, amount: float = 1) -> None:
+        pass
+
+
+@dataclass(frozen=True, slots=True)
+class Lookups:
+    """Where one tier of a cache counts its lookups."""
+
+    hits: Tally
+    misses: Tally
+
+
+#: Lookups nobody counts.
+UNCOUNTED = Lookups(_NoTally(), _NoTally())
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,10 +123,12 @@ class LocalSnapshotCache:
         not_found_ttl: float,
         max_entries: int,
         clock: Callable[[], float] = time.monotonic,
+        lookups: Lookups = UNCOUNTED,
     ) -> None:
         if max_entries < 1:
             raise ValueError(f"Expected max_entries of at least 1, received {max_entries}.")
         self._ttls = CacheTtls(terminal=terminal_ttl, running=running_ttl, not_found=not_found_ttl)
+        self._lookups = lookups
         # job id -> entry, each with the expiry its state calls for, least recently used out.
         self._entries: TLRUCache[str, CacheEntry] = TLRUCache(
             maxsize=max_entries, ttu=self._expiry, timer=clock
@@ -106,7 +136,11 @@ class LocalSnapshotCache:
 
     @classmethod
     def from_settings(
-        cls, settings: GatewaySettings, *, clock: Callable[[], float] = time.monotonic
+        cls,
+        settings: GatewaySettings,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        lookups: Lookups = UNCOUNTED,
     ) -> LocalSnapshotCache:
         return cls(
             terminal_ttl=settings.cache_terminal_ttl,
@@ -114,6 +148,7 @@ class LocalSnapshotCache:
             not_found_ttl=settings.cache_not_found_ttl,
             max_entries=settings.cache_max_entries,
             clock=clock,
+            lookups=lookups,
         )
 
     def __len__(self) -> int:
@@ -121,10 +156,18 @@ class LocalSnapshotCache:
         return len(self._entries)
 
     async def get(self, job_id: str) -> CacheEntry | None:
-        return self._lookup(job_id)
+        return self._counted([self._lookup(job_id)])[0]
 
     async def get_many(self, job_ids: Sequence[str]) -> list[CacheEntry | None]:
-        return [self._lookup(job_id) for job_id in job_ids]
+        return self._counted([self._lookup(job_id) for job_id in job_ids])
+
+    def _counted(self, entries: list[CacheEntry | None]) -> list[CacheEntry | None]:
+        misses = entries.count(None)
+        if misses:
+            self._lookups.misses.inc(misses)
+        if misses < len(entries):
+            self._lookups.hits.inc(len(entries) - misses)
+        return entries
 
     def _lookup(self, job_id: str) -> CacheEntry | None:
         # A read refreshes the entry's recency (the hot set must not age out); an expired one
@@ -134,7 +177,10 @@ class LocalSnapshotCache:
     def peek_finished(self, job_id: str) -> Job | None:
         entry = self._entries.get(job_id)
         job = None if entry is None else entry.job
-        return job if job is not None and job.state.is_terminal else None
+        if job is None or not job.state.is_terminal:
+            return None
+        self._lookups.hits.inc()
+        return job
 
     async def put(self, job_id: str, job: Job | None) -> None:
         if self._ttls.for_job(job) <= 0:

@@ -14,7 +14,8 @@ what its fetch was doing: waiting for a slot, `BudgetExhausted` with when the bu
 serve; a call (its own or another process's) under way, `DeadlineExceeded`; waiting to retry,
 the last call's error. A fetch every waiter left is dropped while it only waits, so it never
 spends budget for nobody; one whose call is under way finishes, and its answer is cached.
-`get_many` raises only when it is cancelled.
+`get_many` raises only when it is cancelled. A `FetchObserver` is told of each `get_many` (a
+span around it: the fetches it starts run inside) and of each wait for another process's claim.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol, TypeAlias
@@ -40,7 +41,15 @@ from gateway.jobs.retry import RetryPolicy
 from gateway.model import Job
 from gateway.shared.backend import BackendUnavailable
 
-__all__ = ["FetchResult", "FetcherStats", "JobFetcher", "JobSource", "RetryPolicy"]
+__all__ = [
+    "NO_OBSERVER",
+    "FetchObserver",
+    "FetchResult",
+    "FetcherStats",
+    "JobFetcher",
+    "JobSource",
+    "RetryPolicy",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +68,33 @@ class JobSource(Protocol):
         enter it around the call's round trip, and nothing else): the snapshot, or None when
         there is no such job. Raises `errors.UpstreamError` subclasses."""
         ...
+
+
+class FetchObserver(Protocol):
+    """Told by the fetcher of what it does for its callers. Must not raise."""
+
+    def batch(self, ids: int) -> AbstractContextManager[object]:
+        """Entered around one `get_many` of `ids` ids (a loader's batch, or a subscription's
+        poll): the fetches it starts begin inside it, and carry its context along."""
+        ...
+
+    def claim_waited(self) -> None:
+        """A fetch found its id claimed by another process and waits for that one's answer."""
+        ...
+
+
+class _Unobserved:
+    __slots__ = ()
+
+    def batch(self, ids: int) -> AbstractContextManager[object]:
+        return nullcontext()
+
+    def claim_waited(self) -> None:
+        pass
+
+
+#: The observer of a fetcher nobody watches.
+NO_OBSERVER: FetchObserver = _Unobserved()
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +203,7 @@ class JobFetcher:
     is alone, or its cache is its own). `clock` must be the clock of `budget` and of the
     deadlines passed to `get_many`; `sleep` waits on that clock (retry backoff, deadlines, claim
     polling). Both are injectable so tests move time by hand. `uniform` draws the retry jitter.
+    `observer` watches (see `FetchObserver`).
 
     The limit on calls in flight is the budget's (`max_in_flight`; `LocalBudget.from_settings`
     reads `upstream_concurrency`), so that no FIFO stands in front of its fair queue.
@@ -183,8 +220,10 @@ class JobFetcher:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         uniform: Callable[[float, float], float] = random.uniform,
+        observer: FetchObserver = NO_OBSERVER,
     ) -> None:
         self._source = source
+        self._observer = observer
         self._budget = budget
         self._cache = cache
         self._claims = claims
@@ -252,6 +291,12 @@ class JobFetcher:
         for this call alone). Never raises for one id's failure; raises only CancelledError
         when cancelled, after leaving every fetch it joined.
         """
+        with self._observer.batch(len(job_ids)):
+            return await self._get_many(job_ids, deadline, requester)
+
+    async def _get_many(
+        self, job_ids: Sequence[str], deadline: float, requester: Hashable | None
+    ) -> list[FetchResult]:
         key: Hashable = object() if requester is None else requester
         results: list[FetchResult] = [None] * len(job_ids)
         positions: dict[str, list[int]] = {}
@@ -498,6 +543,7 @@ class JobFetcher:
                 return outcome
             if held == 0:
                 self._counts.claim_waits += 1
+                self._observer.claim_waited()
             held += 1
             remaining = fetch.deadline - self._clock()
             if remaining <= 0:

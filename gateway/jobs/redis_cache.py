@@ -22,7 +22,7 @@ from typing import Final
 from cachetools import LRUCache, TLRUCache
 from redis.asyncio.cluster import RedisCluster
 
-from gateway.jobs.cache import CacheEntry, CacheTtls
+from gateway.jobs.cache import UNCOUNTED, CacheEntry, CacheTtls, Lookups
 from gateway.model import Job
 from gateway.mps.decode import decode_job
 from gateway.settings import GatewaySettings
@@ -44,7 +44,8 @@ class RedisSnapshotCache:
     prefix must use the same one (they serve the same account, so they do). `memo_max_entries`
     bounds the in-process memo of terminal snapshots (0 turns it off), `decoded_max_entries` the
     memory of decoded values (0 turns it off). `clock` is the wall clock
-    (`time.time`), the clock of `Job.fetched_at`.
+    (`time.time`), the clock of `Job.fetched_at`. The memo counts its lookups in `memory`, the
+    reads from Redis in `shared` (as `gateway.jobs.cache` says).
     """
 
     def __init__(
@@ -59,6 +60,8 @@ class RedisSnapshotCache:
         memo_max_entries: int = 10_000,
         decoded_max_entries: int = 4_096,
         clock: Callable[[], float] = time.time,
+        memory: Lookups = UNCOUNTED,
+        shared: Lookups = UNCOUNTED,
     ) -> None:
         if memo_max_entries < 0:
             raise ValueError(
@@ -71,6 +74,8 @@ class RedisSnapshotCache:
         self._prefix = prefix
         self._region = region
         self._clock = clock
+        self._memory_lookups = memory
+        self._shared_lookups = shared
         # job id -> terminal snapshot, until the shared copy expires (wall clock); None: no memo.
         self._memo: TLRUCache[str, Job] | None = None
         if memo_max_entries:
@@ -87,6 +92,8 @@ class RedisSnapshotCache:
         settings: GatewaySettings,
         *,
         clock: Callable[[], float] = time.time,
+        memory: Lookups = UNCOUNTED,
+        shared: Lookups = UNCOUNTED,
     ) -> RedisSnapshotCache:
         return cls(
             client,
@@ -97,6 +104,8 @@ class RedisSnapshotCache:
             region=settings.region_id,
             memo_max_entries=settings.cache_max_entries,
             clock=clock,
+            memory=memory,
+            shared=shared,
         )
 
     def key(self, job_id: str) -> str:
@@ -115,13 +124,17 @@ class RedisSnapshotCache:
         Raises `BackendUnavailable` when Redis does not answer and the memo cannot serve.
         """
         job = self._recall(job_id)
+        if self._memo is not None:
+            _count(self._memory_lookups, hits=job is not None, misses=job is None)
         if job is not None:
             return CacheEntry(job)
         try:
             value = await self._redis.get(self.key(job_id))
         except REDIS_UNAVAILABLE as exc:
             raise redis_unavailable(exc) from exc
-        return self.accept(job_id, value)
+        entry = self.accept(job_id, value)
+        _count(self._shared_lookups, hits=entry is not None, misses=entry is None)
+        return entry
 
     async def get_many(self, job_ids: Sequence[str]) -> list[CacheEntry | None]:
         """The fresh entry (or None) of each of `job_ids`, in order: the memo answers what it
@@ -137,16 +150,22 @@ class RedisSnapshotCache:
                 entries[index] = CacheEntry(job)
             else:
                 asked.setdefault(job_id, []).append(index)
+        if self._memo is not None:
+            recalled = len(job_ids) - sum(len(indexes) for indexes in asked.values())
+            _count(self._memory_lookups, hits=recalled, misses=len(job_ids) - recalled)
         if not asked:
             return entries
         try:
             values = await self._mget([self.key(job_id) for job_id in asked])
         except REDIS_UNAVAILABLE as exc:
             raise redis_unavailable(exc) from exc
+        found = 0
         for (job_id, indexes), value in zip(asked.items(), values, strict=True):
             entry = self.accept(job_id, value)
+            found += entry is not None
             for index in indexes:
                 entries[index] = entry
+        _count(self._shared_lookups, hits=found, misses=len(asked) - found)
         return entries
 
     def accept(self, job_id: str, value: bytes | str | None) -> CacheEntry | None:
@@ -168,7 +187,10 @@ class RedisSnapshotCache:
 
     def peek_finished(self, job_id: str) -> Job | None:
         """A terminal snapshot from the in-process memo, else None; no I/O."""
-        return self._recall(job_id)
+        job = self._recall(job_id)
+        if job is not None:
+            self._memory_lookups.hits.inc()
+        return job
 
     async def put(self, job_id: str, job: Job | None) -> None:
         """Store `job` (None: not found) for the ttl its state calls for; a ttl of 0 deletes
@@ -260,6 +282,13 @@ class RedisSnapshotCache:
         if job is None or job.id != job_id:
             raise _Unreadable("its raw body does not describe this job")
         return CacheEntry(job)
+
+
+def _count(lookups: Lookups, *, hits: int, misses: int) -> None:
+    if hits:
+        lookups.hits.inc(hits)
+    if misses:
+        lookups.misses.inc(misses)
 
 
 class _Unreadable(Exception):

@@ -3,7 +3,8 @@
 The client owns the wire protocol and nothing else: it never retries, waits for a budget or caches
 (the fetcher does, one layer up), and it never returns an `httpx.Response`. Every failure of the
 layers below (httpx exceptions, HTTP error statuses, upstream error codes, undecodable bodies) is
-translated to the `gateway.errors` tree in exactly one place, `_translate`.
+translated to the `gateway.errors` tree in exactly one place, `_translate`. Each call's outcome
+is told to a `CallObserver` (metrics, traces, logs), which never changes it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, contextmanager
 from dataclasses import dataclass
+from typing import Protocol
 
 import httpx
 
@@ -57,6 +59,56 @@ NOT_FOUND_CODES = ("InvalidParameter.ResourceNotFound",)
 #: Response header holding the RequestId (also in the body, when the body can be read).
 REQUEST_ID_HEADER = "x-acs-request-id"
 UNAVAILABLE_CODES = ("ServiceUnavailable", "InternalError", "UnknownError")
+
+
+class CallObserver(Protocol):
+    """Told of each upstream call as it ends. Must not raise, block or keep the error."""
+
+    def called(
+        self,
+        action: str,
+        *,
+        seconds: float,
+        error: errors.UpstreamError | None,
+        request_id: str | None,
+    ) -> None:
+        """`action` ended after a round trip of `seconds` (0 when it failed before sending),
+        with `error` (None: the upstream answered it) and the upstream's RequestId, if known.
+        QueryIProductionJob for a job that does not exist ends with an `UpstreamRejected`
+        whose `upstream_code` is among NOT_FOUND_CODES."""
+        ...
+
+
+class _Unobserved:
+    __slots__ = ()
+
+    def called(
+        self,
+        action: str,
+        *,
+        seconds: float,
+        error: errors.UpstreamError | None,
+        request_id: str | None,
+    ) -> None:
+        pass
+
+
+#: The observer of a client nobody watches.
+NO_OBSERVER: CallObserver = _Unobserved()
+
+
+@dataclass(slots=True)
+class _Call:
+    """What is known of one call as it goes: its round trip and the upstream's RequestId."""
+
+    seconds: float = 0.0
+    request_id: str | None = None
+
+
+@dataclass(slots=True)
+class _ObservedCall(_Call):
+    #: The error that said "no such job" (an answer, not a failure, to the caller).
+    not_found: errors.UpstreamRejected | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,8 +155,10 @@ class MpsClient:
         *,
         region: str | None = None,
         clock: Callable[[], float] = time.time,
+        observer: CallObserver = NO_OBSERVER,
     ) -> None:
         self._http = http
+        self._observer = observer
         # The MPS region called: OSS URLs without an endpoint (oss://bucket/key) are in it.
         self._region = region
         self._clock = clock
@@ -118,37 +172,64 @@ class MpsClient:
         request built and signed) and left as soon as the answer has arrived (before it is
         decoded): the slot is held for the call's round trip and nothing else.
         """
-        try:
-            body = await self._call(QUERY_ACTION, {"JobId": job_id}, held)
-        except errors.UpstreamRejected as exc:
-            if exc.upstream_code in NOT_FOUND_CODES:
-                return None
-            raise
-        return decode_job(body, fetched_at=self._clock(), job_id=job_id, region=self._region)
+        with self._observed(QUERY_ACTION) as call:
+            try:
+                body = await self._call(QUERY_ACTION, {"JobId": job_id}, call, held)
+            except errors.UpstreamRejected as exc:
+                if exc.upstream_code in NOT_FOUND_CODES:
+                    call.not_found = exc
+                    return None
+                raise
+            return decode_job(body, fetched_at=self._clock(), job_id=job_id, region=self._region)
 
     async def submit_job(self, request: SubmitJobRequest) -> SubmittedJob:
         """Submits a job; the answer names the new job's id."""
-        body = await self._call(SUBMIT_ACTION, request.params())
+        with self._observed(SUBMIT_ACTION) as call:
+            body = await self._call(SUBMIT_ACTION, request.params(), call)
+            try:
+                return decode_submit(body)
+            except ValueError as exc:
+                raise errors.UpstreamBadResponse(
+                    f"{SUBMIT_ACTION} answered without a usable JobId: {exc}",
+                    request_id=_text(body.get("RequestId")),
+                ) from exc
+
+    @contextmanager
+    def _observed(self, action: str) -> Iterator[_ObservedCall]:
+        """Tell the observer how the call made in the block ended (an error raised in it, a
+        job not found, or an answer); cancellation is no outcome and is not told."""
+        call = _ObservedCall()
         try:
-            return decode_submit(body)
-        except ValueError as exc:
-            raise errors.UpstreamBadResponse(
-                f"{SUBMIT_ACTION} answered without a usable JobId: {exc}",
-                request_id=_text(body.get("RequestId")),
-            ) from exc
+            yield call
+        except errors.UpstreamError as exc:
+            request_id = exc.request_id or call.request_id
+            self._observer.called(action, seconds=call.seconds, error=exc, request_id=request_id)
+            raise
+        else:
+            self._observer.called(
+                action, seconds=call.seconds, error=call.not_found, request_id=call.request_id
+            )
 
     async def _call(
         self,
         action: str,
         params: Mapping[str, str],
+        call: _Call,
         held: AbstractAsyncContextManager[object] | None = None,
     ) -> dict[str, object]:
         request = self._signed(action, params)
         async with held or contextlib.nullcontext():
-            with _translate(action):
-                # Signed already: no auth again (the client's would sign a second time).
-                response = await self._http.send(request, auth=None)
-        return _parse(action, response)
+            started = time.perf_counter()
+            try:
+                with _translate(action):
+                    # Signed already: no auth again (the client's would sign a second time).
+                    response = await self._http.send(request, auth=None)
+            finally:
+                call.seconds = time.perf_counter() - started
+        call.request_id = _text(response.headers.get(REQUEST_ID_HEADER))
+        body = _parse(action, response)
+        call.request_id = _text(body.get("RequestId")) or call.request_id
+        return body
 
     def _signed(self, action: str, params: Mapping[str, str]) -> httpx.Request:
         """The request of `action`, built and signed with the client's auth (no I/O)."""

@@ -105,5 +105,34 @@ async def graphql(
         headers=headers,
     )
     assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
+    return without_request_ids(response.json(), response.headers["x-request-id"])
+
+
+def answer(response: httpx.Response) -> Any:
+    """The body of an HTTP answer, without the request ids of its errors (see below)."""
+    return without_request_ids(response.json(), response.headers["x-request-id"])
+
+
+def without_request_ids(body: Any, request_id: str) -> Any:
+    """`body` (an answer, or a WebSocket message) with the gateway's request id taken out of
+    every error's extensions, once checked to be `request_id`: tests assert whole answers, and
+    the id is new in each."""
+    if not isinstance(body, dict):
+        return body
+    payload = body.get("payload")
+    if isinstance(payload, dict):  # next: an answer
+        return {**body, "payload": without_request_ids(payload, request_id)}
+    if isinstance(payload, list):  # error: a list of errors
+        return {**body, "payload": _stripped(payload, request_id)}
+    if isinstance(body.get("errors"), list):
+        return {**body, "errors": _stripped(body["errors"], request_id)}
     return body
+
+
+def _stripped(errors: list[Any], request_id: str) -> list[Any]:
+    stripped = []
+    for error in errors:
+        extensions = dict(error.get("extensions") or {})
+        assert extensions.pop("requestId", None) == request_id, error
+        stripped.append({**error, "extensions": extensions})
+    return stripped

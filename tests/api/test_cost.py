@@ -13,7 +13,7 @@ from graphql import OperationDefinitionNode, get_introspection_query, parse
 from gateway.api.cost import CostModel
 from gateway.api.schema import build_schema
 from gateway.settings import GatewaySettings
-from tests.api.conftest import GatewayServer, StartGateway, graphql
+from tests.api.conftest import GatewayServer, StartGateway, answer, graphql
 from tests.servers import SimulatorServer
 
 IDS = "query Jobs($ids: [ID!]!) { jobs(ids: $ids) { id } }"
@@ -257,7 +257,7 @@ async def test_the_operation_chosen_by_name_is_the_one_costed(
         big = await http.post(gateway.graphql_url, json={"query": query, "operationName": "Big"})
 
     assert small.json() == {"data": {"__typename": "Query"}}
-    assert big.json()["errors"][0]["extensions"] == {
+    assert answer(big)["errors"][0]["extensions"] == {
         "code": "QUERY_TOO_COMPLEX",
         "cost": 2 * PER_ID,
         "limit": 5,

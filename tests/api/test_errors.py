@@ -33,7 +33,13 @@ from gateway.mps.client import QUERY_ACTION, error_for
 from gateway.mps.decode import decode_job
 from gateway.settings import SIMULATOR_DEMO_ACCESS_KEY_ID
 from gateway.simulator import DroppedConnectionLogFilter
-from tests.api.conftest import GatewayServer, StartGateway, graphql
+from tests.api.conftest import (
+    GatewayServer,
+    StartGateway,
+    answer,
+    graphql,
+    without_request_ids,
+)
 from tests.api.test_jobs import JOB_FIELDS, expected_job, upstream_fields
 from tests.servers import SimulatorServer, run_asgi_server
 
@@ -80,7 +86,7 @@ def quirk_id(simulator: SimulatorServer, slug: str) -> str:
 
 
 def request_id_of(error: dict[str, Any]) -> str:
-    request_id: str = error["extensions"]["requestId"]
+    request_id: str = error["extensions"]["upstreamRequestId"]
     assert REQUEST_ID.fullmatch(request_id), request_id
     return request_id
 
@@ -223,7 +229,7 @@ async def test_a_huge_id_list_is_refused_before_it_is_read(
 
     assert response.status_code == 413
     assert response.headers["content-type"] == "application/json"
-    assert response.json() == {
+    assert answer(response) == {
         "errors": [
             {
                 "message": f"Request bodies are limited to {limit} bytes.",
@@ -351,7 +357,7 @@ def upstream_error(
         "extensions": {
             "code": error.code,
             "upstreamCode": code,
-            "requestId": request_id,
+            "upstreamRequestId": request_id,
             "httpStatus": status,
             # A throttle always says when to retry: the upstream's window, unless it said.
             **({"retryAfter": 1.0} if code.startswith("Throttling") else {}),
@@ -551,7 +557,7 @@ async def test_a_garbled_body_is_a_bad_response(
                 # The RequestId comes from the response header when the body cannot be read.
                 "extensions": {
                     "code": "UPSTREAM_BAD_RESPONSE",
-                    "requestId": request_id_of(error),
+                    "upstreamRequestId": request_id_of(error),
                     "httpStatus": 200,
                 },
             }
@@ -633,7 +639,7 @@ def field_error(query: str, field: str, reason_of: Malformed, request_id: str) -
         "message": f"The upstream's {field} cannot be decoded: {reason_of.reason}",
         "locations": location(query, f" {field} "),
         "path": ["job", field],
-        "extensions": {"code": "UPSTREAM_BAD_RESPONSE", "requestId": request_id},
+        "extensions": {"code": "UPSTREAM_BAD_RESPONSE", "upstreamRequestId": request_id},
     }
 
 
@@ -717,7 +723,9 @@ async def test_params_json_cannot_carry_fail_alone(
     def strict(constant: str) -> None:
         raise AssertionError(f"{constant} in the response")
 
-    body = json.loads(response.text, parse_constant=strict)
+    body = without_request_ids(
+        json.loads(response.text, parse_constant=strict), response.headers["x-request-id"]
+    )
     known_params = json5.loads(upstream_fields(simulator, known)["JobParams"])
     (error,) = body["errors"]
     assert body == {
@@ -733,7 +741,10 @@ async def test_params_json_cannot_carry_fail_alone(
                 f"{malformed(fields, 'params').reason}",
                 "locations": location(query, " params "),
                 "path": ["jobs", 0, "params"],
-                "extensions": {"code": "UPSTREAM_BAD_RESPONSE", "requestId": request_id_of(error)},
+                "extensions": {
+                    "code": "UPSTREAM_BAD_RESPONSE",
+                    "upstreamRequestId": request_id_of(error),
+                },
             }
         ],
     }
@@ -860,7 +871,7 @@ async def test_wrong_credentials_leak_nothing(
             )
         )
 
-    body = response.json()
+    body = answer(response)
     (error,) = body["errors"]
     assert body == {
         "data": {"job": None},

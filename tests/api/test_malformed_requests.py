@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from gateway.api.client_json import MAX_DEPTH
-from tests.api.conftest import GatewayServer, StartGateway, graphql
+from tests.api.conftest import GatewayServer, StartGateway, answer, graphql
 from tests.logs import warnings_and_errors
 from tests.rawhttp import PATIENCE, raw_connection, request_head
 from tests.servers import SimulatorServer
@@ -38,7 +38,7 @@ async def post(
 def assert_refused(response: httpx.Response, status: int, body: dict[str, Any]) -> None:
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/json"
-    assert response.json() == body
+    assert answer(response) == body
 
 
 @pytest.fixture(autouse=True)

@@ -18,7 +18,7 @@ from gateway.settings import (
     SIMULATOR_DEMO_ACCESS_KEY_SECRET,
     SimulatorSettings,
 )
-from tests.api.conftest import GatewayServer, StartGateway
+from tests.api.conftest import GatewayServer, StartGateway, without_request_ids
 from tests.servers import SimulatorServer
 from tests.support.waiting import SAFETY_TIMEOUT, eventually
 
@@ -56,9 +56,10 @@ async def subscribe(
     """Every message of one subscription, up to and including its `complete`."""
     await start(socket, query, variables)
     messages = []
+    request_id = socket.response.headers["x-request-id"]
     while True:
         message = await receive(socket)
-        messages.append(message)
+        messages.append(without_request_ids(message, request_id))
         if message["type"] in ("complete", "error"):
             return messages
 

@@ -20,7 +20,13 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import Close
 
 from gateway.app import create_app
-from tests.api.conftest import GatewayServer, StartGateway, gateway_settings
+from tests.api.conftest import (
+    GatewayServer,
+    StartGateway,
+    answer,
+    gateway_settings,
+    without_request_ids,
+)
 from tests.api.test_subscriptions import planted
 from tests.logs import warnings_and_errors
 from tests.servers import SimulatorServer, run_asgi_server
@@ -66,9 +72,10 @@ async def operation(socket: ClientConnection, payload: dict[str, Any], id: str =
     """Every message of one operation, up to its `complete` or `error`."""
     await socket.send(json.dumps({"id": id, "type": "subscribe", "payload": payload}))
     messages = []
+    request_id = socket.response.headers["x-request-id"]
     while True:
         message = json.loads(await receive(socket))
-        messages.append(message)
+        messages.append(without_request_ids(message, request_id))
         if message["type"] in ("complete", "error"):
             return messages
 
@@ -305,7 +312,7 @@ async def test_a_query_with_bad_variables_answers_as_over_http(
     payload = {"query": JOB, "variables": variables}
     async with socket_to(gateway) as socket:
         messages = await operation(socket, payload)
-    over_http = (await http.post(gateway.graphql_url, json=payload)).json()
+    over_http = answer(await http.post(gateway.graphql_url, json=payload))
     assert messages == [
         {"id": "1", "type": "next", "payload": over_http},
         {"id": "1", "type": "complete"},

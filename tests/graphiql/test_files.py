@@ -6,6 +6,7 @@ import httpx
 import pytest
 
 from gateway.graphiql.assets import Asset, load_assets
+from tests.api.conftest import answer
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 
@@ -102,8 +103,5 @@ async def test_anything_else_is_not_found(client: httpx.AsyncClient, path: str) 
     response = await client.get(f"/graphiql/{path}")
 
     assert response.status_code == 404
-    assert response.json() == {
-        "errors": [
-            {"message": "No GraphiQL file has this path.", "extensions": {"code": "NOT_FOUND"}}
-        ]
-    }
+    error = {"message": "No GraphiQL file has this path.", "extensions": {"code": "NOT_FOUND"}}
+    assert answer(response) == {"errors": [error]}

@@ -420,7 +420,7 @@ async def test_upstream_code_maps_to_its_error(
     assert error.extensions == {
         "code": expected.code,
         "upstreamCode": code,
-        "requestId": REQUEST_ID,
+        "upstreamRequestId": REQUEST_ID,
         "httpStatus": status,
         **({"retryAfter": 1.0} if expected is errors.UpstreamThrottled else {}),
     }
@@ -476,7 +476,7 @@ async def test_an_error_status_without_a_code_is_named_by_its_status() -> None:
     assert caught.value.extensions == {
         "code": "UPSTREAM_UNAVAILABLE",
         "upstreamCode": "HTTP504",
-        "requestId": REQUEST_ID,
+        "upstreamRequestId": REQUEST_ID,
         "httpStatus": 504,
     }
 
@@ -514,7 +514,7 @@ async def test_retry_after(headers: dict[str, str], retry_after: float | None, s
     expected: dict[str, object] = {
         "code": "UPSTREAM_THROTTLED",
         "upstreamCode": "Throttling.User",
-        "requestId": REQUEST_ID,
+        "upstreamRequestId": REQUEST_ID,
         "httpStatus": status,
     }
     # Always a hint for the client: the upstream's, else its window.
@@ -563,7 +563,7 @@ async def test_a_body_that_is_not_a_json_object_is_a_bad_response(
     # The RequestId of the header survives a body that cannot be read: support needs it.
     assert error.extensions == {
         "code": "UPSTREAM_BAD_RESPONSE",
-        "requestId": REQUEST_ID,
+        "upstreamRequestId": REQUEST_ID,
         "httpStatus": status,
     }
     assert f"HTTP {status}" in error.message
@@ -687,5 +687,8 @@ async def test_submit_sends_every_given_parameter_signed() -> None:
 async def test_submit_without_a_job_id_is_a_bad_response(body: dict[str, object]) -> None:
     with pytest.raises(errors.UpstreamBadResponse) as caught:
         await submit(answer(200, body))
-    assert caught.value.extensions == {"code": "UPSTREAM_BAD_RESPONSE", "requestId": REQUEST_ID}
+    assert caught.value.extensions == {
+        "code": "UPSTREAM_BAD_RESPONSE",
+        "upstreamRequestId": REQUEST_ID,
+    }
     assert isinstance(caught.value.__cause__, MissingJobId)

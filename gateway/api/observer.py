@@ -1,0 +1,66 @@
+"""`ApiObserver`: what the API layer tells whoever watches it (metrics), and how an
+operation's outcome is named."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from contextlib import AbstractContextManager, nullcontext
+from typing import Final, Protocol
+
+from graphql import GraphQLError
+
+__all__ = ["CLIENT_CODES", "NO_OBSERVER", "ApiObserver", "outcome_of"]
+
+#: Codes of errors that are the request's own fault: an operation that fails with these only
+#: says nothing about the gateway's health.
+CLIENT_CODES: Final = frozenset(
+    {
+        "GRAPHQL_PARSE_FAILED",
+        "GRAPHQL_VALIDATION_FAILED",
+        "BAD_USER_INPUT",
+        "BAD_REQUEST",
+        "INVALID_JOB_ID",
+        "TOO_MANY_IDS",
+        "INVALID_ARGUMENT",
+        "QUERY_TOO_COMPLEX",
+        "TOO_MANY_OPERATIONS",
+    }
+)
+
+
+def outcome_of(errors: Iterable[GraphQLError]) -> str:
+    """`ok` (no error), `client_error` (only errors of CLIENT_CODES) or `error`."""
+    outcome = "ok"
+    for error in errors:
+        if (error.extensions or {}).get("code") not in CLIENT_CODES:
+            return "error"
+        outcome = "client_error"
+    return outcome
+
+
+class ApiObserver(Protocol):
+    """Told of each GraphQL operation as it ends, and of each subscription while it runs."""
+
+    def operation(self, operation_type: str, outcome: str, seconds: float | None) -> None:
+        """An operation of `operation_type` (query, mutation, subscription; none when no
+        operation could be read from the request) ended with `outcome` (see `outcome_of`)
+        after `seconds` (None for a subscription: its length is the client's choice)."""
+        ...
+
+    def subscription(self, transport: str) -> AbstractContextManager[object]:
+        """Entered while a subscription is served over `transport` (websocket, http)."""
+        ...
+
+
+class _Unobserved:
+    __slots__ = ()
+
+    def operation(self, operation_type: str, outcome: str, seconds: float | None) -> None:
+        pass
+
+    def subscription(self, transport: str) -> AbstractContextManager[object]:
+        return nullcontext()
+
+
+#: The observer of an API nobody watches.
+NO_OBSERVER: ApiObserver = _Unobserved()
