@@ -21,7 +21,7 @@ from websockets.asyncio.client import connect
 from gateway.app import create_app
 from gateway.server import Refusals, server_options
 from gateway.settings import GatewaySettings
-from tests.api.conftest import gateway_settings
+from tests.api.conftest import gateway_settings, without_request_ids
 from tests.logs import warnings_and_errors
 from tests.rawhttp import (
     PATIENCE,
@@ -134,7 +134,7 @@ async def test_a_slow_body_is_answered_408_and_the_connection_closed(
     assert response.status == 408
     assert response.headers["content-type"] == "application/json"
     assert response.headers["connection"] == "close"
-    assert response.json() == {
+    assert without_request_ids(response.json(), response.headers["x-request-id"]) == {
         "errors": [
             {
                 "message": "Expected the whole request body within 0.5 s of its headers, "
