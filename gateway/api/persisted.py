@@ -124,7 +124,8 @@ def requested_hash(extensions: Mapping[str, object] | None) -> str | None:
         raise _invalid(" to be an object", persisted)
     version = persisted.get("version")
     if isinstance(version, bool) or version != VERSION:
-        shown = repr(version)[:20] if isinstance(version, int | float) else describe(version)
+        numeric = isinstance(version, int | float) and not isinstance(version, bool)
+        shown = repr(version)[:20] if numeric else describe(version)
         raise PersistedQueryError(
             400,
             PERSISTED_QUERY_INVALID,
