@@ -325,6 +325,12 @@ def create_app(
             settings.upstream_url,
             settings.upstream_qps,
         )
+        if trusted is not None:
+            logger.info(
+                "Trusted documents: %d from %s; no other document runs",
+                len(trusted),
+                settings.trusted_documents,
+            )
         if settings.redis_url is not None:
             # The location only: the URL may hold a password.
             logger.info(

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,9 +17,11 @@ import pytest
 
 from gateway.app import create_app
 from gateway.persisted import ManifestError
+from gateway.settings import GatewaySettings
 from tests.api.conftest import GatewayServer, StartGateway, answer, gateway_settings
 from tests.api.test_websocket import close_frame, operation, socket_to
 from tests.servers import SimulatorServer
+from tests.support.gateway import gateway_environment
 
 QUERY = "query Job($id: ID!) { job(id: $id) { id state } }"
 OTHER = "query Other($id: ID!) { job(id: $id) { id functionName } }"
@@ -194,8 +198,6 @@ async def test_turned_off_a_hash_is_not_supported_and_text_still_runs(
 
 
 def test_the_setting_reads_on_and_off(monkeypatch: pytest.MonkeyPatch) -> None:
-    from gateway.settings import GatewaySettings
-
     monkeypatch.setenv("GATEWAY_APQ", "off")
     assert GatewaySettings().apq is False
     monkeypatch.setenv("GATEWAY_APQ", "on")
@@ -447,3 +449,20 @@ def test_a_missing_manifest_stops_the_gateway_at_start(
 ) -> None:
     with pytest.raises(ManifestError, match="readable UTF-8 file"):
         create_app(gateway_settings(simulator, trusted_documents=tmp_path / "nowhere.json"))
+
+
+@pytest.mark.slow
+def test_serve_with_a_bad_manifest_exits_with_a_sentence_not_a_traceback(tmp_path: Path) -> None:
+    path = tmp_path / "manifest.json"
+    path.write_text(json.dumps({"0" * 64: QUERY}))
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", "serve", "--port", "0"],
+        env=gateway_environment({"GATEWAY_TRUSTED_DOCUMENTS": str(path)}),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "to be the SHA-256 of its document" in done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
