@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from gateway.api.observer import NO_OBSERVER, ApiObserver
+from gateway.callers.caller import UNAUTHENTICATED_OPERATOR, Caller
 from gateway.jobs.fetcher import JobFetcher
 from gateway.jobs.loader import JobLoader
 from gateway.oss import OssPresigner
@@ -43,6 +44,9 @@ class Context:
     transport: str = "http"
     #: Told of the subscriptions served (metrics).
     observer: ApiObserver = NO_OBSERVER
+    #: Who is asking (authentication sets it; with `GATEWAY_AUTH=none`, an operator that may
+    #: do everything).
+    caller: Caller = UNAUTHENTICATED_OPERATOR
     _jobs: JobLoader | None = field(default=None, repr=False)
 
     def for_operation(self) -> Context:
