@@ -382,7 +382,7 @@ async def test_trusted_mode_refuses_every_other_document(
 ) -> None:
     job_id, _ = job
     variables = {"id": job_id}
-    cases = [
+    cases: list[tuple[dict[str, Any], int, dict[str, Any]]] = [
         ({"query": OTHER, "variables": variables}, 403, REQUIRED),
         ({"query": OTHER, "variables": variables, "extensions": persisted(OTHER)}, 403, REQUIRED),
         ({"variables": variables, "extensions": persisted(OTHER)}, 404, NOT_IN_LIST),
