@@ -49,6 +49,7 @@ from gateway.observe.metrics import Metrics
 from gateway.observe.requests import REQUEST_ID_HEADER, RequestObserver
 from gateway.observe.tracing import tracing_from_env
 from gateway.persisted import load_manifest
+from gateway.persisted.registrations import RegistrationLimits
 from gateway.services import Services
 from gateway.settings import GatewaySettings
 from gateway.upstream import embedded_simulator
@@ -122,6 +123,13 @@ class GatewayGraphQL(GraphQL[Context, None]):
             apq=settings.apq,
             trusted=trusted_documents,
             max_document_bytes=settings.apq_max_document_bytes,
+            registrations=RegistrationLimits(
+                per_second=settings.apq_registrations_per_second,
+                burst=settings.apq_registration_burst,
+                bytes_per_ttl=settings.apq_registered_bytes_per_ttl,
+                ttl=settings.apq_ttl,
+            ),
+            observer=instruments.api,
         )
 
     async def render_graphql_ide(self, request: Request) -> Response:

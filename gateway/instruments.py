@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Final
 from prometheus_client import Gauge
 
 from gateway import errors
-from gateway.api.observer import ApiObserver
+from gateway.api.observer import PERSISTED_OUTCOMES, ApiObserver
 from gateway.budget.protocol import Budget, BudgetObserver
 from gateway.jobs.cache import Lookups
 from gateway.jobs.fetcher import FetchObserver
@@ -123,7 +123,7 @@ class Instruments:
 
 
 class _ApiInstruments:
-    __slots__ = ("_durations", "_requests", "_subscriptions")
+    __slots__ = ("_durations", "_persisted", "_requests", "_subscriptions")
 
     def __init__(self, metrics: Metrics) -> None:
         self._requests = {
@@ -139,11 +139,17 @@ class _ApiInstruments:
         self._subscriptions = {
             transport: metrics.subscriptions_active.labels(transport) for transport in TRANSPORTS
         }
+        self._persisted = {
+            outcome: metrics.persisted_queries.labels(outcome) for outcome in PERSISTED_OUTCOMES
+        }
 
     def operation(self, operation_type: str, outcome: str, seconds: float | None) -> None:
         self._requests[operation_type, outcome].inc()
         if seconds is not None:
             self._durations[operation_type].observe(seconds)
+
+    def persisted_query(self, outcome: str) -> None:
+        self._persisted[outcome].inc()
 
     def subscription(self, transport: str) -> AbstractContextManager[object]:
         return _Active(self._subscriptions[transport])

@@ -184,6 +184,22 @@ class GatewaySettings(BaseSettings):
         description="Documents this process keeps in memory (UTF-8 bytes, least recently used "
         "go first): all of them without Redis, a copy of the shared ones with it.",
     )
+    apq_registrations_per_second: float = Field(
+        default=20.0,
+        gt=0,
+        description="Documents this process registers per second at most (a token bucket, "
+        "apq_registration_burst at once): beyond, a document sent with its hash runs but is not "
+        "registered, so no client can fill the shared Redis.",
+    )
+    apq_registration_burst: int = Field(
+        default=100, ge=1, description="Registrations this process may make at once."
+    )
+    apq_registered_bytes_per_ttl: int = Field(
+        default=16 << 20,
+        ge=1,
+        description="UTF-8 bytes this process registers per apq_ttl at most (each document "
+        "charged 160 bytes more for its key): what it keeps in Redis stays under twice this.",
+    )
     trusted_documents: Path | None = Field(
         default=None,
         description="A JSON manifest of the only documents allowed to run (sha256 -> document: "
