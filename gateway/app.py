@@ -10,7 +10,6 @@ traces (`gateway.observe`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 import threading
@@ -34,6 +33,13 @@ from strawberry.http import GraphQLRequestData
 from strawberry.http.base import BaseRequestProtocol
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
+from gateway.admission import (
+    TIMEOUT_HEADER,
+    Admission,
+    RequestDeadline,
+    deadline_of,
+    request_timeout,
+)
 from gateway.api import client_json
 from gateway.api.context import Context
 from gateway.api.persisted import PersistedQueries, PersistedQueryError
@@ -61,9 +67,6 @@ logger = logging.getLogger(__name__)
 
 #: Seconds between two samplings of the gauges read from state (the budget's limits...).
 SAMPLE_INTERVAL = 1.0
-
-#: Header a client may send to give its request less time than the gateway's default deadline.
-TIMEOUT_HEADER = "x-request-timeout"
 
 
 def _camel_keys(value: object) -> object:
@@ -207,15 +210,17 @@ class GatewayGraphQL(GraphQL[Context, None]):
         self, request: Request | WebSocket, response: Response | WebSocket
     ) -> Context:
         services = self._state.services
-        timeout = self._settings.request_deadline
-        asked = request.headers.get(TIMEOUT_HEADER)
-        if asked:
-            # An unreadable header is ignored rather than failing the query.
-            with contextlib.suppress(ValueError):
-                timeout = min(timeout, max(0.0, float(asked)))
+        # Over HTTP, from the request's arrival (`Admission`); a WebSocket's operations each
+        # get theirs when they start (`Context.for_operation`).
+        deadline = deadline_of(request.scope)
+        if deadline is None:
+            timeout = request_timeout(
+                self._settings.request_deadline, request.headers.get(TIMEOUT_HEADER)
+            )
+            deadline = RequestDeadline(time.monotonic() + timeout, timeout)
         return Context(
-            deadline=time.monotonic() + timeout,
-            timeout=timeout,
+            deadline=deadline.at,
+            timeout=deadline.timeout,
             max_ids=self._settings.max_ids,
             max_page_size=self._settings.max_page_size,
             fetcher=services.fetcher,
@@ -389,6 +394,14 @@ def create_app(
         )
 
     middleware = [
+        # First after CORS (a refusal still gets its headers): a request shed here costs
+        # nothing more, its body unread.
+        Middleware(
+            Admission,
+            default_timeout=settings.request_deadline,
+            max_concurrent=settings.max_concurrent_requests or None,
+            shed=instruments.shed,
+        ),
         Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes),
         Middleware(BodyReadTimeout, timeout=settings.body_timeout),
     ]

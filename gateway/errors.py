@@ -7,6 +7,7 @@
     ├── BudgetExhausted          BUDGET_EXHAUSTED      no upstream call slot before the deadline
     ├── QueryTooComplex          QUERY_TOO_COMPLEX     an operation estimated to cost over the limit
     ├── DeadlineExceeded         DEADLINE_EXCEEDED     the request's deadline passed mid-answer
+    ├── Overloaded               OVERLOADED            the process runs all the requests it may
     ├── ShuttingDown             SHUTTING_DOWN         the process is stopping; another will answer
     └── UpstreamError                                  the upstream call failed; with its RequestId
         ├── UpstreamThrottled    UPSTREAM_THROTTLED    the cloud said Throttling*
@@ -174,6 +175,24 @@ class DeadlineExceeded(GatewayError):
     def context(self) -> dict[str, Any]:
         retry_after = None if self.retry_after is None else round(self.retry_after, 3)
         return {"retryAfter": retry_after}
+
+
+class Overloaded(GatewayError):
+    """This process is running `GATEWAY_MAX_CONCURRENT_REQUESTS` requests already: this one was
+    refused before it ran, at once, rather than queued to answer late. Another process (or this
+    one, soon) will answer a retry."""
+
+    code = "OVERLOADED"
+    retryable = True
+
+    def __init__(self, retry_after: float = DEFAULT_RETRY_AFTER) -> None:
+        super().__init__(
+            f"The gateway is running all the requests it may at once; retry in {retry_after:.2f} s."
+        )
+        self.retry_after = retry_after
+
+    def context(self) -> dict[str, Any]:
+        return {"retryAfter": round(self.retry_after, 3)}
 
 
 class UpstreamError(GatewayError):

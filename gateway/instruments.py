@@ -57,6 +57,8 @@ CALL_OUTCOMES: Final = (
     "bad_response",
 )
 REFUSALS: Final = ("exhausted", "shutting_down")
+#: Why a request was shed before it ran (`gateway.admission`).
+SHED_REASONS: Final = ("deadline", "overloaded")
 #: Upstream outcomes an operator must hear of: the gateway cannot work until someone acts.
 WARNED_OUTCOMES: Final = {
     "auth_failed": "check the access key, its permissions and this host's clock",
@@ -84,9 +86,17 @@ class Instruments:
             metrics, tracer, warnings or LogLimiter()
         )
         self._tracer = tracer
+        self._shed = {reason: metrics.requests_shed.labels(reason) for reason in SHED_REASONS}
+        self._shed_operations = metrics.graphql_requests.labels("none", "error")
         self._failover = {part: metrics.failover_active.labels(part) for part in FAILOVER_PARTS}
         for gauge in self._failover.values():
             gauge.set(0)
+
+    def shed(self, reason: str) -> None:
+        """A request was refused before it ran, for `reason` (SHED_REASONS): an operation that
+        failed for the gateway's sake."""
+        self._shed[reason].inc()
+        self._shed_operations.inc()
 
     def budget(self, action: str) -> BudgetObserver:
         """The observer of the budget of `action`."""

@@ -134,7 +134,16 @@ class GatewaySettings(BaseSettings):
 
     # --- GraphQL ----------------------------------------------------------------------------
     request_deadline: float = Field(
-        default=10.0, gt=0, description="Seconds a GraphQL request may wait for upstream slots."
+        default=10.0,
+        gt=0,
+        description="Seconds a GraphQL request may take from its arrival (its first byte): its "
+        "waits for upstream slots stop then, and a request not started by then is refused.",
+    )
+    max_concurrent_requests: int = Field(
+        default=0,
+        ge=0,
+        description="GraphQL requests over HTTP this process runs at once; one more is refused "
+        "at once with OVERLOADED (retryable) instead of queueing to answer late; 0: no limit.",
     )
     max_ids: int = Field(default=100, ge=1, description="Most ids accepted by jobs(ids).")
     max_page_size: int = Field(

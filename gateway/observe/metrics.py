@@ -141,6 +141,14 @@ class Metrics:
             registry=own,
             multiprocess_mode="livesum",
         )
+        self.requests_shed = Counter(
+            "mpsgw_requests_shed_total",
+            "GraphQL requests over HTTP refused before they ran, by reason: deadline (it passed "
+            "before the request could start: DEADLINE_EXCEEDED) or overloaded "
+            "(GATEWAY_MAX_CONCURRENT_REQUESTS running: OVERLOADED).",
+            ["reason"],
+            registry=own,
+        )
         self.persisted_queries = Counter(
             "mpsgw_persisted_queries_total",
             "Requests naming a persisted query by hash, or sending text with its hash, by "
