@@ -10,6 +10,7 @@ from typing import Any
 from starlette.types import Message, Receive, Scope, Send
 
 from gateway.admission import Admission, RequestDeadline, deadline_of, stamp_arrival
+from tests.support.waiting import eventually
 
 
 class Clock:
@@ -67,7 +68,7 @@ def admission(app: App, clock: Clock, shed: list[str], **options: Any) -> Admiss
 
 
 async def test_a_request_runs_with_its_deadline_counted_from_its_arrival() -> None:
-    clock, app, shed = Clock(), App(), []
+    clock, app, shed = Clock(), App(), list[str]()
     scope = http_scope()
     stamp_arrival(scope, clock.now - 1.5)  # it waited 1.5 s for the process to reach it
 
@@ -77,7 +78,7 @@ async def test_a_request_runs_with_its_deadline_counted_from_its_arrival() -> No
 
 
 async def test_a_request_whose_deadline_passed_before_it_ran_is_shed_unrun() -> None:
-    clock, app, shed = Clock(), App(), []
+    clock, app, shed = Clock(), App(), list[str]()
     scope = http_scope()
     stamp_arrival(scope, clock.now - 2.0)
 
@@ -100,7 +101,7 @@ async def test_a_request_whose_deadline_passed_before_it_ran_is_shed_unrun() -> 
 async def test_the_clients_timeout_header_shortens_the_deadline_and_garbage_in_it_does_not() -> (
     None
 ):
-    clock, app, shed = Clock(), App(), []
+    clock, app, shed = Clock(), App(), list[str]()
     gate = admission(app, clock, shed)
     shorter = http_scope(x_request_timeout="0.5")
     stamp_arrival(shorter, clock.now - 0.6)
@@ -119,18 +120,17 @@ async def test_the_clients_timeout_header_shortens_the_deadline_and_garbage_in_i
 
 
 async def test_without_a_stamp_the_deadline_starts_when_admission_sees_it() -> None:
-    clock, app, shed = Clock(), App(), []
+    clock, app, shed = Clock(), App(), list[str]()
     await call(admission(app, clock, shed), http_scope())
     assert [deadline_of(ran) for ran in app.ran] == [RequestDeadline(at=502.0, timeout=2.0)]
 
 
 async def test_beyond_the_concurrency_limit_a_request_is_refused_at_once() -> None:
-    clock, app, shed = Clock(), App(hold=True), []
+    clock, app, shed = Clock(), App(hold=True), list[str]()
     gate = admission(app, clock, shed, max_concurrent=2)
 
     held = [asyncio.ensure_future(call(gate, http_scope())) for _ in range(2)]
-    while len(app.ran) < 2:
-        await asyncio.sleep(0)
+    await eventually(lambda: len(app.ran) == 2, "two requests running")
     status, body = await call(gate, http_scope())
     assert (status, body["errors"][0]["extensions"]) == (
         200,
@@ -147,7 +147,7 @@ async def test_beyond_the_concurrency_limit_a_request_is_refused_at_once() -> No
 
 
 async def test_other_paths_and_websockets_pass_through_whatever_their_age() -> None:
-    clock, app, shed = Clock(), App(), []
+    clock, app, shed = Clock(), App(), list[str]()
     gate = admission(app, clock, shed, max_concurrent=1)
     health = http_scope("/healthz")
     stamp_arrival(health, clock.now - 100.0)
