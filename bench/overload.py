@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.overload [--qps 50] [--factor 10] [--per-query 5] [--seconds 20]
                                        [--deadline 2] [--client-timeout S] [--latency-ms 20]
+                                       [--max-concurrent N]
 
 Child processes: a standalone simulator (SIMULATOR_QPS=qps, SIMULATOR_LATENCY_MS) and one
 gateway in front of it (GATEWAY_MPS_ENDPOINT, GATEWAY_UPSTREAM_QPS=qps,
@@ -9,7 +10,8 @@ GATEWAY_REQUEST_DEADLINE, the demo key pair), as `bench.uncached_ids` starts the
 sends fresh ids (unknown to the simulator: one upstream call each) at `factor` times the budget,
 open loop: `jobs(ids:)` queries of `--per-query` ids leave on a fixed schedule, whatever the
 answers do, for `--seconds`. The gateway can serve one id in `factor`; the rest must be refused
-(`BUDGET_EXHAUSTED` with a `retryAfter`, or `DEADLINE_EXCEEDED`), and no answer may come later
+(`BUDGET_EXHAUSTED` with a `retryAfter`, `DEADLINE_EXCEEDED`, or `OVERLOADED` with
+`--max-concurrent`, GATEWAY_MAX_CONCURRENT_REQUESTS), and no answer may come later
 than the request's deadline: the goal is p99 <= deadline + 100 ms, answer times measured here
 from writing the request to the last byte of its answer. `--client-timeout` sends
 `x-request-timeout`, which makes the request's deadline the smaller of the two.
@@ -19,7 +21,8 @@ gateway still used while shedding nine tenths of the load).
 
 Invalid (exit 1): the simulator's meter saw more than qps calls in a rolling second, or any
 throttled call; any answer other than HTTP 200, an error without a code, a code other than
-BUDGET_EXHAUSTED and DEADLINE_EXCEEDED, a BUDGET_EXHAUSTED without `retryAfter`, a request
+BUDGET_EXHAUSTED, DEADLINE_EXCEEDED and OVERLOADED, a BUDGET_EXHAUSTED or OVERLOADED without
+`retryAfter`, a request
 without an answer; the generator itself late (p99 of how long after its tick a request left
 over `--max-late-ms`: the answer times would then measure this process). Missing the goal is
 reported, not an exit status.
@@ -80,6 +83,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--latency-ms", type=float, default=20.0, help="SIMULATOR_LATENCY_MS (jitter: half)"
     )
     parser.add_argument(
+        "--max-concurrent",
+        type=int,
+        default=None,
+        help="GATEWAY_MAX_CONCURRENT_REQUESTS (unset: the gateway's default)",
+    )
+    parser.add_argument(
         "--max-late-ms", type=float, default=50.0, help="the generator's p99 lateness allowed"
     )
     parser.add_argument(
@@ -135,6 +144,11 @@ def run_benchmark(args: argparse.Namespace) -> int:
                 "GATEWAY_MPS_ENDPOINT": simulator.url,
                 "GATEWAY_UPSTREAM_QPS": str(args.qps),
                 "GATEWAY_REQUEST_DEADLINE": f"{args.deadline:g}",
+                **(
+                    {}
+                    if args.max_concurrent is None
+                    else {"GATEWAY_MAX_CONCURRENT_REQUESTS": str(args.max_concurrent)}
+                ),
                 # The simulator's published demo key pair (public on purpose, not a secret).
                 "ALIBABA_CLOUD_ACCESS_KEY_ID": SIMULATOR_DEMO_ACCESS_KEY_ID,
                 "ALIBABA_CLOUD_ACCESS_KEY_SECRET": SIMULATOR_DEMO_ACCESS_KEY_SECRET,
