@@ -6,7 +6,8 @@
 
 Child processes: a standalone simulator (SIMULATOR_QPS=qps, SIMULATOR_LATENCY_MS) and one
 gateway in front of it (GATEWAY_MPS_ENDPOINT, GATEWAY_UPSTREAM_QPS=qps,
-GATEWAY_REQUEST_DEADLINE, the demo key pair), as `bench.uncached_ids` starts them. This process
+GATEWAY_REQUEST_DEADLINE, GATEWAY_MAX_CONNECTIONS above the generator's connections, the demo
+key pair), as `bench.uncached_ids` starts them. This process
 sends fresh ids (unknown to the simulator: one upstream call each) at `factor` times the budget,
 open loop: `jobs(ids:)` queries of `--per-query` ids leave on a fixed schedule, whatever the
 answers do, for `--seconds`. The gateway can serve one id in `factor`; the rest must be refused
@@ -144,6 +145,9 @@ def run_benchmark(args: argparse.Namespace) -> int:
                 "GATEWAY_MPS_ENDPOINT": simulator.url,
                 "GATEWAY_UPSTREAM_QPS": str(args.qps),
                 "GATEWAY_REQUEST_DEADLINE": f"{args.deadline:g}",
+                # Room for every connection of the generator and the probe: beyond its cap the
+                # gateway closes a connection at once, which would read as a lost answer.
+                "GATEWAY_MAX_CONNECTIONS": str(connections + 16),
                 **(
                     {}
                     if args.max_concurrent is None
