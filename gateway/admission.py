@@ -7,10 +7,14 @@ answered in time is refused before it costs anything.
 - **Deadline.** `GATEWAY_REQUEST_DEADLINE` from the arrival, or less with `x-request-timeout`
   (`request_timeout`); `deadline_of(scope)` hands it to the request's context.
 - **Shedding.** `Admission` (plain ASGI middleware, on the GraphQL route) answers a request whose
-  deadline passed before it could start with `DEADLINE_EXCEEDED`, and one that arrives while
-  `max_concurrent` requests run in this process with `OVERLOADED`: both retryable, with
-  `retryAfter`, HTTP 200 like every other GraphQL error, its body unread, nothing parsed. Under
-  a load the process cannot keep up with, requests then fail fast instead of answering late.
+  deadline passed before it could start with `DEADLINE_EXCEEDED`; one that waited longer than
+  `max_wait` from its arrival to its start, or that arrives while `max_concurrent` requests run
+  in this process, with `OVERLOADED`: all retryable, with `retryAfter`, HTTP 200 like every
+  other GraphQL error, the body unread, nothing parsed. The wait from arrival to start is one
+  or two turns of the process's event loop: when it is long, the process is short of CPU, and
+  every request it lets in would answer that much later at each of its steps. Shedding until
+  the wait is short again keeps the answers it gives within their deadlines, on any machine,
+  where a fixed `max_concurrent` is right for one machine's speed only.
 """
 
 from __future__ import annotations
@@ -77,14 +81,16 @@ def request_timeout(default: float, asked: str | bytes | None) -> float:
 
 class Admission:
     """See the module docstring. Requests of `path` only (the GraphQL route over HTTP; a
-    WebSocket's operations each get their deadline when they start). `max_concurrent` None
-    lets any number run. `shed` is told of each refusal: `deadline` or `overloaded`."""
+    WebSocket's operations each get their deadline when they start). `max_wait` None lets a
+    request wait any time short of its deadline, `max_concurrent` None any number run. `shed` is
+    told of each refusal: `deadline` or `overloaded`."""
 
     def __init__(
         self,
         app: ASGIApp,
         *,
         default_timeout: float,
+        max_wait: float | None = None,
         max_concurrent: int | None = None,
         path: str = "/graphql",
         shed: Callable[[str], None] | None = None,
@@ -92,6 +98,7 @@ class Admission:
     ) -> None:
         self.app = app
         self.default_timeout = default_timeout
+        self.max_wait = max_wait
         self.max_concurrent = max_concurrent
         self.path = path
         self.shed = shed
@@ -115,7 +122,10 @@ class Admission:
             )
             await self._refuse("deadline", refusal, scope, receive, send)
             return
-        if self.max_concurrent is not None and self.running >= self.max_concurrent:
+        waited_too_long = self.max_wait is not None and now - arrived > self.max_wait
+        if waited_too_long or (
+            self.max_concurrent is not None and self.running >= self.max_concurrent
+        ):
             await self._refuse("overloaded", Overloaded(DEFAULT_RETRY_AFTER), scope, receive, send)
             return
         scope[_DEADLINE] = deadline

@@ -399,6 +399,7 @@ def create_app(
         Middleware(
             Admission,
             default_timeout=settings.request_deadline,
+            max_wait=settings.admission_max_wait or None,
             max_concurrent=settings.max_concurrent_requests or None,
             shed=instruments.shed,
         ),

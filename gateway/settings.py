@@ -139,6 +139,13 @@ class GatewaySettings(BaseSettings):
         description="Seconds a GraphQL request may take from its arrival (its first byte): its "
         "waits for upstream slots stop then, and a request not started by then is refused.",
     )
+    admission_max_wait: float = Field(
+        default=0.25,
+        ge=0,
+        description="Seconds a GraphQL request over HTTP may wait from its arrival to its start "
+        "(a turn or two of the event loop: long only when the process is short of CPU); one "
+        "that waited longer is refused with OVERLOADED (retryable); 0: no limit.",
+    )
     max_concurrent_requests: int = Field(
         default=0,
         ge=0,
