@@ -166,3 +166,20 @@ async def _never_receive() -> Message:
 
 async def _ignore_send(message: Message) -> None:
     pass
+
+
+async def test_a_request_that_waited_too_long_to_start_is_refused_as_overloaded() -> None:
+    clock, app, shed = Clock(), App(), list[str]()
+    gate = admission(app, clock, shed, max_wait=0.25)
+    waited = {0.2: http_scope(), 0.3: http_scope(), 1.9: http_scope()}
+    for seconds, scope in waited.items():
+        stamp_arrival(scope, clock.now - seconds)
+
+    codes = []
+    for scope in waited.values():
+        _, body = await call(gate, scope)
+        codes.append(body["errors"][0]["extensions"]["code"] if "errors" in body else None)
+
+    assert codes == [None, "OVERLOADED", "OVERLOADED"]
+    assert [deadline_of(ran) for ran in app.ran] == [RequestDeadline(at=501.8, timeout=2.0)]
+    assert shed == ["overloaded", "overloaded"]
