@@ -21,7 +21,7 @@ from typing import Protocol
 
 import httpx
 from jwt import PyJWK
-from jwt.exceptions import PyJWKError
+from jwt.exceptions import PyJWTError
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +65,8 @@ def parse_key_set(document: bytes | str) -> dict[str | None, PyJWK]:
             continue
         try:
             key = PyJWK(entry)
-        except (PyJWKError, ValueError, TypeError):
-            # PyJWKError's message holds the key: never shown.
+        except (PyJWTError, ValueError, TypeError):
+            # The message holds the key: never shown.
             continue
         if key.algorithm_name not in ALGORITHMS:
             continue
