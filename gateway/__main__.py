@@ -1,4 +1,5 @@
-"""Command line: `python -m gateway [serve|simulator|export-schema]` (also `mps-gateway`)."""
+"""Command line: `python -m gateway [serve|simulator|export-schema|hash-api-key]` (also
+`mps-gateway`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from collections.abc import Sequence
 import strawberry
 import uvicorn
 
+from gateway.callers.caller import Scope
 from gateway.observe.logs import LogFormat, configure_logging
 from gateway.settings import GatewaySettings, SimulatorSettings, UpstreamKind
 
@@ -32,6 +34,24 @@ def build_parser() -> argparse.ArgumentParser:
     simulator.add_argument("--host", default="127.0.0.1")
     simulator.add_argument("--port", type=int, default=9000)
     commands.add_parser("export-schema", help="print the GraphQL schema (SDL)")
+    hash_key = commands.add_parser(
+        "hash-api-key",
+        help="make a new API key: prints the key (give it to the caller) and the entry to add "
+        "to GATEWAY_API_KEYS_FILE (which holds its hash only)",
+    )
+    hash_key.add_argument("--name", required=True, help="the caller's name (logs, metrics)")
+    hash_key.add_argument("--tenant", help="the tenant it acts for (none: an operator's key)")
+    hash_key.add_argument(
+        "--scope",
+        action="append",
+        choices=[scope.value for scope in Scope],
+        help="a scope it has (repeat the option for several; default jobs:read)",
+    )
+    hash_key.add_argument(
+        "--stdin",
+        action="store_true",
+        help="hash the key read from standard input instead of making a new one",
+    )
     return parser
 
 
@@ -45,12 +65,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "simulator":
         return run_simulator(args.host, args.port)
+    if args.command == "hash-api-key":
+        return hash_api_key(args.name, args.tenant, args.scope or [Scope.READ.value], args.stdin)
     return run_gateway(getattr(args, "host", "127.0.0.1"), getattr(args, "port", 8000))
 
 
 def export_schema(schema: strawberry.Schema) -> str:
     """The SDL that `schema.graphql` holds."""
     return schema.as_str() + "\n"
+
+
+def hash_api_key(name: str, tenant: str | None, scopes: list[str], from_stdin: bool) -> int:
+    """Print the key (a new one; not when read from stdin) on one line, then its entry for
+    the keys file on the next: the key is shown once, and the file keeps only its hash."""
+    from gateway.callers.api_keys import key_hash, new_key
+
+    key = sys.stdin.readline().strip() if from_stdin else new_key()
+    if not key:
+        print("mps-gateway: expected a key on standard input, received none.", file=sys.stderr)
+        return 2
+    entry = {"name": name, "tenant": tenant, "scopes": sorted(set(scopes)), "sha256": key_hash(key)}
+    if not from_stdin:
+        print(key)
+    print(json.dumps(entry))
+    return 0
 
 
 def run_gateway(host: str, port: int) -> int:
