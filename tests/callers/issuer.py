@@ -41,8 +41,13 @@ class SigningKey:
 
     def jwk(self, *, with_alg: bool = True) -> dict[str, Any]:
         public = self.private.public_key()
-        encoder = {"RS256": RSAAlgorithm, "ES256": ECAlgorithm}.get(self.algorithm, OKPAlgorithm)
-        jwk: dict[str, Any] = json.loads(encoder.to_jwk(public))  # type: ignore[arg-type]
+        if isinstance(public, rsa.RSAPublicKey):
+            text = RSAAlgorithm.to_jwk(public)
+        elif isinstance(public, ec.EllipticCurvePublicKey):
+            text = ECAlgorithm.to_jwk(public)
+        else:
+            text = OKPAlgorithm.to_jwk(public)
+        jwk: dict[str, Any] = json.loads(text)
         jwk.update(kid=self.kid, use="sig")
         if with_alg:
             jwk["alg"] = self.algorithm
@@ -76,11 +81,11 @@ class Issuer:
         claims.update(overrides)
         return {name: value for name, value in claims.items() if value is not None}
 
-    def token(self, key: SigningKey | None = None, **claims: Any) -> str:
+    def token(self, key: SigningKey | None = None, /, **claims: Any) -> str:
         key = key or self.keys[0]
         return jwt.encode(
             self.claims(**claims),
-            key.private,  # type: ignore[arg-type]
+            key.private,
             algorithm=key.algorithm,
             headers={"kid": key.kid},
         )

@@ -49,9 +49,10 @@ def key_server() -> Iterator[KeyServer]:
         yield state
 
 
-def source(server: KeyServer, clock: ManualClock, **options: float) -> UrlKeySource:
-    values = {"max_age": 3600.0, "min_refresh": 30.0, **options}
-    return UrlKeySource(server.url, clock=clock, **values)
+def source(
+    server: KeyServer, clock: ManualClock, *, max_age: float = 3600.0, min_refresh: float = 30.0
+) -> UrlKeySource:
+    return UrlKeySource(server.url, clock=clock, max_age=max_age, min_refresh=min_refresh)
 
 
 async def test_the_set_is_fetched_once_and_kept(key_server: KeyServer) -> None:

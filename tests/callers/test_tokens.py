@@ -19,7 +19,9 @@ from .issuer import AUDIENCE, ISSUER, Issuer, SigningKey, b64, forged, hs256_wit
 
 @pytest.fixture(scope="module")
 def issuer() -> Issuer:
-    return Issuer([SigningKey.make("rsa"), SigningKey.make("ec", "ES256"), SigningKey.make("ed", "EdDSA")])
+    return Issuer(
+        [SigningKey.make("rsa"), SigningKey.make("ec", "ES256"), SigningKey.make("ed", "EdDSA")]
+    )
 
 
 def verifier_for(issuer: Issuer, tmp_path: Path, **options: object) -> TokenVerifier:
@@ -71,7 +73,10 @@ async def test_scopes_and_tenant_come_from_the_configured_claims(
     [
         ({"exp": int(time.time()) - 60}, "the token has expired."),
         ({"nbf": int(time.time()) + 60}, "the token is not valid yet (nbf or iat)."),
-        ({"iss": "https://evil.example/"}, "the token's issuer is not the one this gateway trusts."),
+        (
+            {"iss": "https://evil.example/"},
+            "the token's issuer is not the one this gateway trusts.",
+        ),
         ({"aud": "another-api"}, "the token is not meant for this gateway (aud)."),
         ({"exp": None}, "the token lacks a required claim (exp, iss, aud)."),
         ({"aud": None}, "the token lacks a required claim (exp, iss, aud)."),
@@ -108,9 +113,7 @@ async def test_hs256_signed_with_the_public_key_is_refused(issuer: Issuer, tmp_p
         assert reason.startswith("the token's algorithm is not one this gateway accepts")
 
 
-async def test_an_algorithm_other_than_the_keys_is_refused(
-    issuer: Issuer, tmp_path: Path
-) -> None:
+async def test_an_algorithm_other_than_the_keys_is_refused(issuer: Issuer, tmp_path: Path) -> None:
     # Signed by the EC key, but naming the RSA key: the header's ES256 is not that key's.
     ec_key = issuer.keys[1]
     token = issuer.token(SigningKey(kid="rsa", algorithm="ES256", private=ec_key.private))
@@ -126,9 +129,7 @@ async def test_an_unknown_kid_is_refused(issuer: Issuer, tmp_path: Path) -> None
     )
 
 
-async def test_a_known_kid_signed_by_another_key_is_refused(
-    issuer: Issuer, tmp_path: Path
-) -> None:
+async def test_a_known_kid_signed_by_another_key_is_refused(issuer: Issuer, tmp_path: Path) -> None:
     impostor = SigningKey(kid="rsa", algorithm="RS256", private=SigningKey.make("x").private)
     assert await refused(verifier_for(issuer, tmp_path), issuer.token(impostor)) == (
         "the token's signature does not verify."
@@ -152,7 +153,7 @@ async def test_garbage_is_refused(issuer: Issuer, tmp_path: Path, token: str) ->
 async def test_without_a_kid_only_a_single_key_set_decides(tmp_path: Path) -> None:
     single = Issuer([SigningKey.make("only")])
     # The same key, signing a header without kid.
-    no_kid = jwt.encode(single.claims(), single.keys[0].private, algorithm="RS256")  # type: ignore[arg-type]
+    no_kid = jwt.encode(single.claims(), single.keys[0].private, algorithm="RS256")
     assert await verifier_for(single, tmp_path).caller(no_kid)
     several = Issuer([single.keys[0], SigningKey.make("other")])
     assert await refused(verifier_for(several, tmp_path), no_kid) == (
