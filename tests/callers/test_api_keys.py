@@ -44,7 +44,9 @@ def test_an_unknown_key_is_refused_without_repeating_it(presented: str) -> None:
     keys = ApiKeys.from_document({"keys": [entry(new_key())]})
     with pytest.raises(Unauthenticated) as caught:
         keys.caller(presented)
-    assert caught.value.message == "Authentication failed: the API key is not one this gateway knows."
+    assert (
+        caught.value.message == "Authentication failed: the API key is not one this gateway knows."
+    )
 
 
 def test_new_keys_are_long_random_and_recognizable() -> None:
