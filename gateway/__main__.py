@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import strawberry
 import uvicorn
+from pydantic import ValidationError
 
 from gateway.callers.caller import Scope
 from gateway.observe.logs import LogFormat, configure_logging
@@ -93,11 +94,26 @@ def hash_api_key(name: str, tenant: str | None, scopes: list[str], from_stdin: b
 
 def run_gateway(host: str, port: int) -> int:
     from gateway.app import create_app
+    from gateway.callers.api_keys import ApiKeysFileError
+    from gateway.callers.jwks import KeySetError
     from gateway.server import server_options
 
-    settings = GatewaySettings()
+    try:
+        settings = GatewaySettings()
+    except ValidationError as refused:
+        # One line per refused setting, never its value. (Until the start-up module that says
+        # this for every setting lands: then it says it.)
+        for error in refused.errors(include_input=False, include_url=False):
+            message = str(error["msg"]).removeprefix("Value error, ")
+            print(f"mps-gateway: bad settings: {message}", file=sys.stderr, flush=True)
+        return 2
     _configure_logging(settings.log_level, settings.log_format)
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except (KeySetError, ApiKeysFileError) as refused:
+        # A key set or API keys file that cannot be used: one line, never its content.
+        print(f"mps-gateway: bad settings: {refused}", file=sys.stderr, flush=True)
+        return 2
     # Everything built so far (modules, the schema, settings) lives as long as the process: move
     # it out of the collector's sight, so that each full collection no longer walks tens of
     # thousands of objects that can never be garbage (it cut a full pass from ~45 to ~5 ms).
@@ -181,7 +197,19 @@ def _banner(settings: GatewaySettings, host: str, port: int) -> str:
         ]
     else:
         lines.append(f"upstream: {settings.upstream_url} ({kind.value})")
+    lines.append(callers_line(settings))
     return "\n".join(lines)
+
+
+def callers_line(settings: GatewaySettings) -> str:
+    """What the banner says of callers: how they authenticate, or that nobody is asked."""
+    methods = settings.auth_methods
+    if not methods:
+        return (
+            "callers: NO AUTHENTICATION (GATEWAY_AUTH=none): whoever reaches this port reads "
+            "every job"
+        )
+    return f"callers: authenticated by {', '.join(sorted(methods))} (GATEWAY_AUTH)"
 
 
 def _curl_body(job_id: str) -> str:

@@ -349,10 +349,11 @@ def create_app(
             logger.info("Metrics at http://%s:%d/metrics", settings.metrics_host, listener.port)
         restore = _on_sigterm(services.begin_shutdown)
         logger.info(
-            "Gateway started: upstream %s (%s), budget %d calls/s",
+            "Gateway started: upstream %s (%s), budget %d calls/s, callers %s",
             settings.upstream_kind.value,
             settings.upstream_url,
             settings.upstream_qps,
+            ", ".join(sorted(settings.auth_methods)) or "unauthenticated (GATEWAY_AUTH=none)",
         )
         if settings.redis_url is not None:
             # The location only: the URL may hold a password.
