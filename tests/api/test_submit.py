@@ -5,19 +5,25 @@ budget, and a lost answer that is never retried blindly."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
 import redis
 
+from gateway.api.context import Context
+from gateway.api.schema import build_schema
+from gateway.api.views import JobViews
+from gateway.callers.caller import Caller, Scope
 from gateway.mps.client import MpsClient
 from gateway.mps.signing import RpcSignatureV1
 from gateway.settings import (
     SIMULATOR_DEMO_ACCESS_KEY_ID,
     SIMULATOR_DEMO_ACCESS_KEY_SECRET,
+    GatewaySettings,
     SimulatorSettings,
 )
 from tests.api.conftest import GatewayServer, StartGateway, graphql
@@ -285,11 +291,20 @@ async def test_two_gateway_processes_sharing_redis_submit_a_key_once(
         )
         later = await submit(http, b, idempotencyKey=key)
         reused = await submit(http, a, idempotencyKey=key, functionName="Cover")
+        client = redis.Redis.from_url(REDIS_URL)
+        try:
+            records = list(client.scan_iter(match=f"{prefix}:submit:*"))
+            # The submit budget's own ledger, beside the query budget's.
+            ledger = client.exists(f"{prefix}:budget:{{SubmitIProductionJob}}:slots")
+        finally:
+            client.close()
     ids = {body["data"]["submitJob"]["job"]["id"] for body in [*bodies, later]}
     assert len(ids) == 1, bodies
     assert later["data"]["submitJob"]["replayed"] is True
     assert error_of(reused) == {"code": "IDEMPOTENCY_KEY_REUSED"}
     assert submit_stats(simulator)["calls"] == 1
+    assert len(records) == 1
+    assert ledger == 1
 
 
 @pytest.mark.slow
@@ -352,3 +367,26 @@ async def test_the_submit_budget_is_its_own_and_never_exceeded(
     stats = submit_stats(simulator)
     assert stats["throttled"] == 0
     assert stats["peakWindow"] <= 2
+
+
+async def test_a_caller_without_the_submit_scope_is_forbidden() -> None:
+    """The scope is checked first: no submitter (hence no upstream) is even reached."""
+    schema = build_schema(GatewaySettings())
+    reader = Caller(name="viewer", tenant="acme", scopes=frozenset({Scope.READ}), method="jwt")
+    context = Context(
+        fetcher=cast(Any, None),
+        deadline=time.monotonic() + 10,
+        max_ids=100,
+        views=JobViews(),
+        timeout=10,
+        max_page_size=100,
+        caller=reader,
+    )
+    result = await schema.execute(
+        SUBMIT, variable_values={"input": job_input()}, context_value=context
+    )
+    assert result.data is None
+    assert result.errors is not None
+    [error] = result.errors
+    assert error.extensions == {"code": "FORBIDDEN", "scope": "jobs:submit"}
+    assert error.message == "Expected a caller with the scope jobs:submit to submit jobs."
