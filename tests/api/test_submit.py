@@ -149,7 +149,7 @@ async def test_the_upstream_is_counted_in_metrics(
     assert 'mpsgw_budget_limit{action="SubmitIProductionJob"} 100.0' in metrics
 
 
-INVALID = [
+INVALID: list[tuple[dict[str, Any], str]] = [
     ({"functionName": ""}, "input.functionName"),
     ({"functionName": "Image Cartoonize"}, "input.functionName"),
     ({"functionName": "A" * 65}, "input.functionName"),
