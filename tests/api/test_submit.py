@@ -361,8 +361,9 @@ async def test_the_submit_budget_is_its_own_and_never_exceeded(
     refusals = [error_of(body) for body in hurried if body.get("errors")]
     assert refusals, hurried
     for extensions in refusals:
+        # A hint of when a slot frees (0 when one was freeing as the deadline came).
         assert extensions["code"] == "BUDGET_EXHAUSTED"
-        assert extensions["retryAfter"] > 0
+        assert extensions["retryAfter"] >= 0
     assert query == {"data": {"job": None}}
     stats = submit_stats(simulator)
     assert stats["throttled"] == 0
