@@ -63,6 +63,7 @@ SAMPLE_INTERVAL = 1.0
 
 #: Header a client may send to give its request less time than the gateway's default deadline.
 TIMEOUT_HEADER = "x-request-timeout"
+IDEMPOTENCY_HEADER = "idempotency-key"
 
 
 def _camel_keys(value: object) -> object:
@@ -216,6 +217,9 @@ class GatewayGraphQL(GraphQL[Context, None]):
             per_connection=isinstance(request, WebSocket),
             transport="websocket" if isinstance(request, WebSocket) else "http",
             observer=self._observer,
+            submitter=services.submitter,
+            idempotency_key=request.headers.get(IDEMPOTENCY_HEADER),
+            region=self._settings.region_id,
         )
 
 
@@ -396,6 +400,7 @@ def create_app(
                     "content-type",
                     "authorization",
                     TIMEOUT_HEADER,
+                    IDEMPOTENCY_HEADER,
                     REQUEST_ID_HEADER,
                     "traceparent",
                     "tracestate",
