@@ -96,6 +96,7 @@ def run_gateway(host: str, port: int) -> int:
     from gateway.app import create_app
     from gateway.callers.api_keys import ApiKeysFileError
     from gateway.callers.jwks import KeySetError
+    from gateway.persisted import ManifestError
     from gateway.server import server_options
 
     try:
@@ -113,6 +114,10 @@ def run_gateway(host: str, port: int) -> int:
     except (KeySetError, ApiKeysFileError) as refused:
         # A key set or API keys file that cannot be used: one line, never its content.
         print(f"mps-gateway: bad settings: {refused}", file=sys.stderr, flush=True)
+        return 2
+    except ManifestError as exc:
+        # An operator's mistake, said in a sentence: no traceback.
+        logger.error("%s", exc)
         return 2
     # Everything built so far (modules, the schema, settings) lives as long as the process: move
     # it out of the collector's sight, so that each full collection no longer walks tens of

@@ -16,12 +16,12 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from cross_web import HTTPException
+from cross_web import AsyncHTTPRequestAdapter, HTTPException
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
@@ -31,11 +31,14 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
+from strawberry.http import GraphQLRequestData
+from strawberry.http.base import BaseRequestProtocol
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types.unset import UnsetType
 
 from gateway.api import client_json
 from gateway.api.context import Context
+from gateway.api.persisted import PersistedQueries, PersistedQueryError
 from gateway.api.schema import build_schema
 from gateway.api.views import JobViews
 from gateway.api.websocket import GatewayWebSocketAdapter, TransportWSHandler, close_quietly
@@ -51,6 +54,7 @@ from gateway.observe.exposition import MetricsListener, ServeMetrics
 from gateway.observe.metrics import Metrics
 from gateway.observe.requests import REQUEST_ID_HEADER, RequestObserver
 from gateway.observe.tracing import tracing_from_env
+from gateway.persisted import load_manifest
 from gateway.services import Services
 from gateway.settings import GatewaySettings
 from gateway.upstream import embedded_simulator
@@ -65,6 +69,7 @@ SAMPLE_INTERVAL = 1.0
 
 #: Header a client may send to give its request less time than the gateway's default deadline.
 TIMEOUT_HEADER = "x-request-timeout"
+IDEMPOTENCY_HEADER = "idempotency-key"
 
 
 def _camel_keys(value: object) -> object:
@@ -98,15 +103,17 @@ class GatewayGraphQL(GraphQL[Context, None]):
         state: _AppState,
         instruments: Instruments,
         graphiql: GraphiQL | None = None,
+        trusted_documents: Mapping[str, str] | None = None,
         authenticator: Authenticator | None = None,
     ) -> None:
         tracing = instruments.tracing
+        schema = build_schema(
+            settings,
+            observer=instruments.api,
+            extensions=() if tracing is None else (tracing.schema_extension(),),
+        )
         super().__init__(
-            build_schema(
-                settings,
-                observer=instruments.api,
-                extensions=() if tracing is None else (tracing.schema_extension(),),
-            ),
+            schema,
             graphql_ide="graphiql" if graphiql is not None else None,
             subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
         )
@@ -118,6 +125,15 @@ class GatewayGraphQL(GraphQL[Context, None]):
         self._authenticator = authenticator or Authenticator()
         self._rate_limit = (
             TenantRateLimit(settings.tenant_qps) if settings.tenant_qps is not None else None
+        )
+        #: What each request runs when it names a persisted query (the WebSocket handler reads
+        #: it too).
+        self.persisted_queries = PersistedQueries(
+            store=lambda: state.services.documents,
+            parses=schema.documents.parses,
+            apq=settings.apq,
+            trusted=trusted_documents,
+            max_document_bytes=settings.apq_max_document_bytes,
         )
 
     async def render_graphql_ide(self, request: Request) -> Response:
@@ -139,6 +155,10 @@ class GatewayGraphQL(GraphQL[Context, None]):
                 refused.message,
                 refused.code,
                 headers={"www-authenticate": self._authenticator.challenge},
+            )
+        except PersistedQueryError as refused:
+            response = ErrorResponse(
+                refused.status, refused.message, refused.code, headers=refused.headers
             )
         except HTTPException as refused:
             # Strawberry's refusals (a body that is no GraphQL request, a method, GraphiQL
@@ -162,6 +182,21 @@ class GatewayGraphQL(GraphQL[Context, None]):
             await close_quietly(
                 websocket, 1011, f"Unexpected error (correlation id {correlation_id})."
             )
+
+    def should_render_graphql_ide(self, request: BaseRequestProtocol) -> bool:
+        # A GET naming a persisted query has no `query` parameter, like a browser's visit.
+        return "extensions" not in request.query_params and super().should_render_graphql_ide(
+            request
+        )
+
+    async def parse_http_body(
+        self, request: AsyncHTTPRequestAdapter
+    ) -> GraphQLRequestData | list[GraphQLRequestData]:
+        # The request's document: its text, or the persisted one its extensions name.
+        data = await super().parse_http_body(request)
+        if isinstance(data, GraphQLRequestData):
+            data.query = await self.persisted_queries.resolve(data.query, data.extensions)
+        return data
 
     def decode_json(self, data: str | bytes) -> object:
         # HTTP bodies, GET parameters and WebSocket frames alike.
@@ -208,6 +243,9 @@ class GatewayGraphQL(GraphQL[Context, None]):
             per_connection=isinstance(request, WebSocket),
             transport="websocket" if isinstance(request, WebSocket) else "http",
             observer=self._observer,
+            submitter=services.submitter,
+            idempotency_key=request.headers.get(IDEMPOTENCY_HEADER),
+            region=self._settings.region_id,
         )
 
     async def _http_caller(self, request: Request) -> Caller:
@@ -334,8 +372,13 @@ def create_app(
     metrics = Metrics()
     instruments = Instruments(metrics, tracing)
     graphiql = GraphiQL.from_settings(settings) if settings.graphiql else None
+    trusted = (
+        None if settings.trusted_documents is None else load_manifest(settings.trusted_documents)
+    )
     authenticator = Authenticator.from_settings(settings)
-    graphql = GatewayGraphQL(settings, state, instruments, graphiql, authenticator)
+    graphql = GatewayGraphQL(
+        settings, state, instruments, graphiql, trusted, authenticator=authenticator
+    )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -355,6 +398,12 @@ def create_app(
             settings.upstream_qps,
             ", ".join(sorted(settings.auth_methods)) or "unauthenticated (GATEWAY_AUTH=none)",
         )
+        if trusted is not None:
+            logger.info(
+                "Trusted documents: %d from %s; no other document runs",
+                len(trusted),
+                settings.trusted_documents,
+            )
         if settings.redis_url is not None:
             # The location only: the URL may hold a password.
             logger.info(
@@ -421,6 +470,7 @@ def create_app(
                     "content-type",
                     "authorization",
                     TIMEOUT_HEADER,
+                    IDEMPOTENCY_HEADER,
                     REQUEST_ID_HEADER,
                     "traceparent",
                     "tracestate",

@@ -17,8 +17,9 @@ from gateway.jobs.loader import JobLoader
 from gateway.oss import OssPresigner
 
 if TYPE_CHECKING:
-    # Only a type here: views build GraphQL types, whose resolvers read this context.
+    # Only types here: views build GraphQL types, whose resolvers read this context.
     from gateway.api.views import JobViews
+    from gateway.submit.submitter import JobSubmitter
 
 
 @dataclass(slots=True)
@@ -56,6 +57,12 @@ class Context:
     rate_limit: TenantRateLimit | None = None
     #: A WebSocket's `connection_init` payload (Strawberry sets it), read for credentials.
     connection_params: dict[str, object] | None = None
+    #: The process-wide submitter of submitJob; None where nothing may be submitted.
+    submitter: JobSubmitter | None = None
+    #: The request's `Idempotency-Key` header, as sent (submitJob checks it).
+    idempotency_key: str | None = None
+    #: The MPS region the gateway serves: submitted OSS URLs must be in it.
+    region: str = "cn-hangzhou"
     _jobs: JobLoader | None = field(default=None, repr=False)
 
     def for_operation(self) -> Context:
@@ -86,7 +93,7 @@ class Context:
         """FORBIDDEN unless the caller may read jobs at all (checked before any upstream
         call)."""
         if not self.caller.may_read:
-            raise Forbidden(Scope.READ.value)
+            raise Forbidden(Scope.READ.value, "read jobs")
 
     def visible(self, job: model.Job) -> bool:
         """Whether the caller may see `job`: a job it may not see is answered as a missing

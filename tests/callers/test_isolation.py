@@ -233,7 +233,7 @@ async def test_a_caller_without_jobs_read_is_forbidden(
         "data": {"job": None},
         "errors": [
             {
-                "message": "Expected a caller with the scope jobs:read, received one without it.",
+                "message": "Expected a caller with the scope jobs:read to read jobs.",
                 "locations": [{"line": 2, "column": 3}],
                 "path": ["job"],
                 "extensions": {"code": "FORBIDDEN", "scope": "jobs:read"},
