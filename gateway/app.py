@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import cached_property
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -30,11 +31,13 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
-from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.http.streaming import HTTPStreamTransport
+from strawberry.subscriptions import GRAPHQL_SSE_PROTOCOL, GRAPHQL_TRANSPORT_WS_PROTOCOL
 
 from gateway.api import client_json
 from gateway.api.context import Context
 from gateway.api.schema import build_schema
+from gateway.api.sse import SseStreams
 from gateway.api.views import JobViews
 from gateway.api.websocket import GatewayWebSocketAdapter, TransportWSHandler, close_quietly
 from gateway.graphiql import FILES_ROUTE, GraphiQL
@@ -80,7 +83,9 @@ class GatewayGraphQL(GraphQL[Context, None]):
     Nothing a client sends makes it answer 5xx: a request it cannot read is answered 4xx with a
     coded GraphQL error (`gateway.http_errors`), a WebSocket frame as `gateway.api.websocket`
     says. It speaks `graphql-transport-ws` only: the older `graphql-ws` protocol
-    (subscriptions-transport-ws, unmaintained) is refused with 4406.
+    (subscriptions-transport-ws, unmaintained) is refused with 4406. A request that accepts
+    `text/event-stream` is answered as an event stream (graphql-sse), bounded as
+    `gateway.api.sse` says.
     """
 
     graphql_transport_ws_handler_class = TransportWSHandler
@@ -101,13 +106,29 @@ class GatewayGraphQL(GraphQL[Context, None]):
                 extensions=() if tracing is None else (tracing.schema_extension(),),
             ),
             graphql_ide="graphiql" if graphiql is not None else None,
-            subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
+            subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_SSE_PROTOCOL),
         )
         self._settings = settings
         self._state = state
         self._views = JobViews()
         self._observer = instruments.api
         self._graphiql = graphiql
+        self._sse = SseStreams(
+            max_streams=settings.sse_max_streams,
+            keepalive=settings.sse_keepalive,
+            write_timeout=settings.sse_write_timeout,
+        )
+
+    @cached_property
+    def _stream_transport_map(self) -> dict[str, HTTPStreamTransport]:
+        # Only graphql-sse, with the process's keep-alive (Strawberry would also take
+        # multipart subscriptions, which the gateway does not offer).
+        return {GRAPHQL_SSE_PROTOCOL: self._sse.transport}
+
+    @property
+    def sse(self) -> SseStreams:
+        """The process's event streams."""
+        return self._sse
 
     async def render_graphql_ide(self, request: Request) -> Response:
         # Our page, not Strawberry's (which loads its files from a CDN). Strawberry calls this
@@ -119,8 +140,18 @@ class GatewayGraphQL(GraphQL[Context, None]):
         if scope["type"] == "websocket":
             await self._serve_websocket(WebSocket(scope, receive=receive, send=send))
             return
+        request = Request(scope, receive=receive)
+        if self._sse.wants_stream(request.headers):
+            await self._sse.serve(
+                scope, receive, send, lambda bounded: self._serve_http(request, bounded)
+            )
+            return
+        await self._serve_http(request, send)
+
+    async def _serve_http(self, request: Request, send: Send) -> None:
+        scope, receive = request.scope, request.receive
         try:
-            response = await self.run(Request(scope, receive=receive))
+            response = await self.run(request)
         except HTTPException as refused:
             # Strawberry's refusals (a body that is no GraphQL request, a method, GraphiQL
             # turned off), answered as GraphQL errors instead of plain text.
@@ -171,6 +202,12 @@ class GatewayGraphQL(GraphQL[Context, None]):
             # An unreadable header is ignored rather than failing the query.
             with contextlib.suppress(ValueError):
                 timeout = min(timeout, max(0.0, float(asked)))
+        if isinstance(request, WebSocket):
+            transport = "websocket"
+        elif self._sse.wants_stream(request.headers):
+            transport = "sse"
+        else:
+            transport = "http"
         return Context(
             deadline=time.monotonic() + timeout,
             timeout=timeout,
@@ -180,7 +217,7 @@ class GatewayGraphQL(GraphQL[Context, None]):
             presigner=services.presigner,
             views=self._views,
             per_connection=isinstance(request, WebSocket),
-            transport="websocket" if isinstance(request, WebSocket) else "http",
+            transport=transport,
             observer=self._observer,
         )
 
