@@ -123,7 +123,8 @@ class GatewayGraphQL(GraphQL[Context, None]):
     def _stream_transport_map(self) -> dict[str, HTTPStreamTransport]:
         # Only graphql-sse, with the process's keep-alive (Strawberry would also take
         # multipart subscriptions, which the gateway does not offer).
-        return {GRAPHQL_SSE_PROTOCOL: self._sse.transport}
+        transport = self._sse.transport
+        return {transport.protocol: transport}
 
     @property
     def sse(self) -> SseStreams:
