@@ -16,8 +16,9 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from functools import cached_property
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -59,6 +60,9 @@ logger = logging.getLogger(__name__)
 
 #: Seconds between two samplings of the gauges read from state (the budget's limits...).
 SAMPLE_INTERVAL = 1.0
+
+#: Whether the HTTP request being served is answered with an event stream (set per request).
+_ANSWERED_AS_STREAM: ContextVar[bool] = ContextVar("answered_as_stream", default=False)
 
 #: Header a client may send to give its request less time than the gateway's default deadline.
 TIMEOUT_HEADER = "x-request-timeout"
@@ -117,6 +121,7 @@ class GatewayGraphQL(GraphQL[Context, None]):
             max_streams=settings.sse_max_streams,
             keepalive=settings.sse_keepalive,
             write_timeout=settings.sse_write_timeout,
+            max_tokens=settings.max_tokens,
         )
 
     @cached_property
@@ -125,6 +130,13 @@ class GatewayGraphQL(GraphQL[Context, None]):
         # multipart subscriptions, which the gateway does not offer).
         transport = self._sse.transport
         return {transport.protocol: transport}
+
+    def _get_stream_transport_from_headers(
+        self, headers: Mapping[str, str]
+    ) -> HTTPStreamTransport | None:
+        # Strawberry streams whenever Accept lists text/event-stream; the gateway decides per
+        # request (`gateway.api.sse`: a query that also accepts JSON is answered as JSON).
+        return self._sse.transport if _ANSWERED_AS_STREAM.get() else None
 
     @property
     def sse(self) -> SseStreams:
@@ -142,7 +154,15 @@ class GatewayGraphQL(GraphQL[Context, None]):
             await self._serve_websocket(WebSocket(scope, receive=receive, send=send))
             return
         request = Request(scope, receive=receive)
-        if self._sse.wants_stream(request.headers):
+        try:
+            stream = await self._sse.wants_stream(request)
+        except ClientDisconnect:
+            logger.debug("HTTP client left before its request body arrived")
+            return
+        # Read by Strawberry's choice of a transport, and by get_context, in this request's
+        # task: they see only the headers, and the decision needs the operation.
+        _ANSWERED_AS_STREAM.set(stream)
+        if stream:
             await self._sse.serve(
                 scope, receive, send, lambda bounded: self._serve_http(request, bounded)
             )
@@ -205,7 +225,7 @@ class GatewayGraphQL(GraphQL[Context, None]):
                 timeout = min(timeout, max(0.0, float(asked)))
         if isinstance(request, WebSocket):
             transport = "websocket"
-        elif self._sse.wants_stream(request.headers):
+        elif _ANSWERED_AS_STREAM.get():
             transport = "sse"
         else:
             transport = "http"

@@ -2,10 +2,18 @@
 the gateway bounds it.
 
 Strawberry speaks the protocol (`Accept: text/event-stream` on `/graphql`: a `next` event per
-result, then `complete`); this module bounds what its streams may cost:
+result, then `complete`); this module says which requests get a stream, and bounds what streams
+may cost.
+
+A request gets a stream when it accepts `text/event-stream` and either accepts no JSON (the
+graphql-sse client: every operation, queries included, is a stream) or is a subscription (a
+client such as urql lists both types on every request: its queries are answered as JSON, which
+takes no stream).
+
+Streams are bounded:
 
 - a process serves at most `max_streams` streams at once: one more is answered 503
-  `TOO_MANY_STREAMS` (with `limit` and `Retry-After`) before its body is read;
+  `TOO_MANY_STREAMS` (with `limit` and `Retry-After`), without running it;
 - a stream whose client stops reading is dropped once a write has waited `write_timeout`:
   what waits for it is one event, never a growing buffer (the stream produces its next event
   only once the last one is written);
@@ -20,12 +28,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from functools import cached_property
 
+from graphql import GraphQLError, OperationType, get_operation_ast, parse
+from starlette.requests import Request
 from starlette.types import Message, Receive, Scope, Send
 from strawberry.http.streaming import HTTPStreamTransport, SSETransport
 
+from gateway.api import client_json
 from gateway.http_errors import ErrorResponse
 
 logger = logging.getLogger(__name__)
@@ -39,12 +50,73 @@ ABORT_EXTENSION = "gateway.abort"
 #: Seconds a refused client is told to wait before it tries again (`Retry-After`).
 RETRY_AFTER = 1
 
+#: Media types of an `Accept` under which a JSON answer is acceptable.
+_JSON_RANGES = frozenset(
+    {"application/json", "application/graphql-response+json", "application/*", "*/*"}
+)
+
+
+def _media_ranges(accept: str) -> list[tuple[str, str]]:
+    """Each media range of an `Accept` header (lowercase), with its parameters as written."""
+    ranges = []
+    for part in accept.split(","):
+        media, _, parameters = part.partition(";")
+        if media.strip():
+            ranges.append((media.strip().lower(), parameters))
+    return ranges
+
+
+def _acceptable(parameters: str) -> bool:
+    """False for a media range the client refuses (`q=0`)."""
+    for parameter in parameters.split(";"):
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "q":
+            try:
+                return float(value) > 0
+            except ValueError:
+                return True
+    return True
+
+
+def accepts_json(accept: str) -> bool:
+    return any(
+        media in _JSON_RANGES and _acceptable(parameters)
+        for media, parameters in _media_ranges(accept)
+    )
+
+
+async def _is_subscription(request: Request, max_tokens: int) -> bool:
+    """Whether the GraphQL request is a subscription. Anything unreadable is not (plain HTTP
+    then answers it with its coded error)."""
+    if request.method == "GET":
+        query = request.query_params.get("query")
+        operation_name = request.query_params.get("operationName")
+    else:
+        try:
+            body = client_json.decode(await request.body())
+        except client_json.MalformedJson:
+            return False
+        if not isinstance(body, dict):
+            return False
+        query, operation_name = body.get("query"), body.get("operationName")
+    if not isinstance(query, str) or not isinstance(operation_name, str | None):
+        return False
+    try:
+        document = parse(query, no_location=True, max_tokens=max_tokens)
+    except GraphQLError:
+        return False
+    operation = get_operation_ast(document, operation_name)
+    return operation is not None and operation.operation is OperationType.SUBSCRIPTION
+
 
 class SseStreams:
     """The SSE streams of one process: counted, capped, and each with its writes bounded."""
 
-    def __init__(self, *, max_streams: int, keepalive: float, write_timeout: float) -> None:
+    def __init__(
+        self, *, max_streams: int, keepalive: float, write_timeout: float, max_tokens: int
+    ) -> None:
         self.max_streams = max_streams
+        self._max_tokens = max_tokens
         self.write_timeout = write_timeout
         self._keepalive = keepalive
         self._open = 0
@@ -59,10 +131,12 @@ class SseStreams:
         """Streams being served now."""
         return self._open
 
-    def wants_stream(self, headers: Mapping[str, str]) -> bool:
-        """Whether a request with `headers` asks for an event stream (`Accept:
-        text/event-stream`)."""
-        return self.transport.accepts(headers.get("accept", ""))
+    async def wants_stream(self, request: Request) -> bool:
+        """Whether `request` is answered with a stream (see the module). May read its body."""
+        accept = request.headers.get("accept", "")
+        if not self.transport.accepts(accept):
+            return False
+        return not accepts_json(accept) or await _is_subscription(request, self._max_tokens)
 
     async def serve(
         self,

@@ -154,6 +154,35 @@ async def test_a_request_that_is_no_graphql_request_is_a_coded_400(
     }
 
 
+BOTH = f"application/graphql-response+json, application/json, {EVENT_STREAM}, multipart/mixed"
+
+
+async def test_a_client_accepting_json_too_gets_json_for_a_query(
+    gateway: GatewayServer, http: httpx.AsyncClient
+) -> None:
+    # urql lists every type it reads on every request: a query needs no stream.
+    response = await http.post(
+        gateway.graphql_url, json={"query": "{ __typename }"}, headers={"accept": BOTH}
+    )
+    assert response.headers["content-type"].startswith("application/")
+    assert response.json() == {"data": {"__typename": "Query"}}
+
+
+async def test_a_client_accepting_json_too_gets_a_stream_for_a_subscription(
+    gateway: GatewayServer, simulator: SimulatorServer, http: httpx.AsyncClient
+) -> None:
+    [job_id] = simulator.demo_ids()[:1]
+    query = "subscription Follow($id: ID!) { jobUpdates(id: $id) { id } } query Q { __typename }"
+    payload = {"query": query, "variables": {"id": job_id}, "operationName": "Follow"}
+    response, events = await operation_over_sse(
+        http, gateway.graphql_url, payload, headers={"accept": BOTH}
+    )
+    assert payloads(response, events) == [
+        ("next", {"data": {"jobUpdates": {"id": job_id}}}),
+        ("complete", None),
+    ]
+
+
 # --- what bounds a stream ------------------------------------------------------------------------
 
 
