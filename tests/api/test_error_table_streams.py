@@ -93,7 +93,8 @@ async def over_websocket(
         while True:
             message = json.loads(await receive(socket))
             if message["type"] == "error":
-                return errors + message["payload"]
+                refused: Errors = message["payload"]
+                return errors + refused
             if message["type"] == "next":
                 errors += message["payload"].get("errors", [])
             if message["type"] == "complete":

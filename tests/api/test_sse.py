@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.simulator.demo import success_result
+from gateway.simulator.jobs import success_result
 from tests.api.conftest import GatewayServer, StartGateway, answer, without_request_ids
 from tests.api.test_subscriptions import planted
 from tests.logs import warnings_and_errors
