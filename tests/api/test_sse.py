@@ -9,6 +9,8 @@ import asyncio
 import json
 import logging
 import socket
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from typing import Any
 
 import httpx
@@ -16,7 +18,7 @@ import pytest
 
 from gateway.simulator.jobs import success_result
 from tests.api.conftest import GatewayServer, StartGateway, answer, without_request_ids
-from tests.api.test_subscriptions import planted
+from tests.api.test_subscriptions import graphql_ws, planted, receive, start
 from tests.logs import warnings_and_errors
 from tests.observe.scrape import scrape, value
 from tests.servers import SimulatorServer
@@ -183,6 +185,44 @@ async def test_a_client_accepting_json_too_gets_a_stream_for_a_subscription(
     ]
 
 
+async def test_streams_and_sockets_following_one_job_share_its_polls(
+    simulator: SimulatorServer, start_gateway: StartGateway, http: httpx.AsyncClient
+) -> None:
+    # The same fetcher behind both transports: while the running job's snapshot is cached,
+    # however many subscribers poll it, the upstream is asked once.
+    job_id = "55e0000000000000000000000000000e"
+    simulator.put_job(job_id, planted(job_id, "Analysing"))
+    query = f'subscription {{ jobUpdates(id: "{job_id}", intervalSeconds: 0.5) {{ id state }} }}'
+    headers = {"accept": EVENT_STREAM}
+    with start_gateway(cache_running_ttl=3600, sse_keepalive=0.5) as gateway:
+        simulator.reset_stats()
+        async with AsyncExitStack() as stack:
+            streams = [
+                await stack.enter_async_context(
+                    http.stream("POST", gateway.graphql_url, json={"query": query}, headers=headers)
+                )
+                for _ in range(5)
+            ]
+            sockets = [await stack.enter_async_context(graphql_ws(gateway)) for _ in range(5)]
+            for socket in sockets:
+                await start(socket, query, {})
+            readers = [stream_items(stream) for stream in streams]
+            firsts = [await next_event(reader) for reader in readers]
+            firsts += [(await receive(socket))["payload"] for socket in sockets]
+            # Several polls of each subscription later (three keep-alives of a stream, at four
+            # polls a keep-alive): still one upstream call.
+            polls_before = simulator.query_stats()["calls"]
+            pings = 0
+            async for item in readers[0]:
+                pings += isinstance(item, Comment)
+                if pings == 3:
+                    break
+    state = {"data": {"jobUpdates": {"id": job_id, "state": "ANALYSING"}}}
+    assert firsts == [state] * 10
+    assert polls_before == 1
+    assert simulator.query_stats()["calls"] == 1
+
+
 # --- what bounds a stream ------------------------------------------------------------------------
 
 
@@ -191,6 +231,14 @@ def held_job(simulator: SimulatorServer, job_id: str) -> dict[str, Any]:
     simulator.put_job(job_id, planted(job_id, "Analysing"))
     query = f'subscription {{ jobUpdates(id: "{job_id}", intervalSeconds: 60) {{ id state }} }}'
     return {"query": query}
+
+
+async def next_event(items: AsyncIterator[Event | Comment]) -> Any:
+    """The payload of the next event of a stream being read."""
+    async for item in items:
+        if isinstance(item, Event):
+            return item.json()
+    raise AssertionError("The stream ended before its next event.")
 
 
 async def first_event(response: httpx.Response) -> Event:
