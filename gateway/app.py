@@ -23,7 +23,7 @@ from functools import cached_property
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from cross_web import HTTPException
+from cross_web import AsyncHTTPRequestAdapter, HTTPException
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
@@ -32,11 +32,14 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.http import GraphQLRequestData
+from strawberry.http.base import BaseRequestProtocol
 from strawberry.http.streaming import HTTPStreamTransport
 from strawberry.subscriptions import GRAPHQL_SSE_PROTOCOL, GRAPHQL_TRANSPORT_WS_PROTOCOL
 
 from gateway.api import client_json
 from gateway.api.context import Context
+from gateway.api.persisted import PersistedQueries, PersistedQueryError
 from gateway.api.schema import build_schema
 from gateway.api.sse import SseStreams
 from gateway.api.views import JobViews
@@ -49,6 +52,7 @@ from gateway.observe.exposition import MetricsListener, ServeMetrics
 from gateway.observe.metrics import Metrics
 from gateway.observe.requests import REQUEST_ID_HEADER, RequestObserver
 from gateway.observe.tracing import tracing_from_env
+from gateway.persisted import load_manifest
 from gateway.services import Services
 from gateway.settings import GatewaySettings
 from gateway.upstream import embedded_simulator
@@ -101,14 +105,16 @@ class GatewayGraphQL(GraphQL[Context, None]):
         state: _AppState,
         instruments: Instruments,
         graphiql: GraphiQL | None = None,
+        trusted_documents: Mapping[str, str] | None = None,
     ) -> None:
         tracing = instruments.tracing
+        schema = build_schema(
+            settings,
+            observer=instruments.api,
+            extensions=() if tracing is None else (tracing.schema_extension(),),
+        )
         super().__init__(
-            build_schema(
-                settings,
-                observer=instruments.api,
-                extensions=() if tracing is None else (tracing.schema_extension(),),
-            ),
+            schema,
             graphql_ide="graphiql" if graphiql is not None else None,
             subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_SSE_PROTOCOL),
         )
@@ -117,6 +123,15 @@ class GatewayGraphQL(GraphQL[Context, None]):
         self._views = JobViews()
         self._observer = instruments.api
         self._graphiql = graphiql
+        #: What each request runs when it names a persisted query (the WebSocket handler reads
+        #: it too).
+        self.persisted_queries = PersistedQueries(
+            store=lambda: state.services.documents,
+            parses=schema.documents.parses,
+            apq=settings.apq,
+            trusted=trusted_documents,
+            max_document_bytes=settings.apq_max_document_bytes,
+        )
         self._sse = SseStreams(
             max_streams=settings.sse_max_streams,
             keepalive=settings.sse_keepalive,
@@ -173,6 +188,10 @@ class GatewayGraphQL(GraphQL[Context, None]):
         scope, receive = request.scope, request.receive
         try:
             response = await self.run(request)
+        except PersistedQueryError as refused:
+            response = ErrorResponse(
+                refused.status, refused.message, refused.code, headers=refused.headers
+            )
         except HTTPException as refused:
             # Strawberry's refusals (a body that is no GraphQL request, a method, GraphiQL
             # turned off), answered as GraphQL errors instead of plain text.
@@ -195,6 +214,21 @@ class GatewayGraphQL(GraphQL[Context, None]):
             await close_quietly(
                 websocket, 1011, f"Unexpected error (correlation id {correlation_id})."
             )
+
+    def should_render_graphql_ide(self, request: BaseRequestProtocol) -> bool:
+        # A GET naming a persisted query has no `query` parameter, like a browser's visit.
+        return "extensions" not in request.query_params and super().should_render_graphql_ide(
+            request
+        )
+
+    async def parse_http_body(
+        self, request: AsyncHTTPRequestAdapter
+    ) -> GraphQLRequestData | list[GraphQLRequestData]:
+        # The request's document: its text, or the persisted one its extensions name.
+        data = await super().parse_http_body(request)
+        if isinstance(data, GraphQLRequestData):
+            data.query = await self.persisted_queries.resolve(data.query, data.extensions)
+        return data
 
     def decode_json(self, data: str | bytes) -> object:
         # HTTP bodies, GET parameters and WebSocket frames alike.
@@ -327,7 +361,10 @@ def create_app(
     metrics = Metrics()
     instruments = Instruments(metrics, tracing)
     graphiql = GraphiQL.from_settings(settings) if settings.graphiql else None
-    graphql = GatewayGraphQL(settings, state, instruments, graphiql)
+    trusted = (
+        None if settings.trusted_documents is None else load_manifest(settings.trusted_documents)
+    )
+    graphql = GatewayGraphQL(settings, state, instruments, graphiql, trusted)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -346,6 +383,12 @@ def create_app(
             settings.upstream_url,
             settings.upstream_qps,
         )
+        if trusted is not None:
+            logger.info(
+                "Trusted documents: %d from %s; no other document runs",
+                len(trusted),
+                settings.trusted_documents,
+            )
         if settings.redis_url is not None:
             # The location only: the URL may hold a password.
             logger.info(

@@ -1,10 +1,11 @@
 """`Services`: the parts every request of one process shares, from start-up to shutdown.
 
-Without `redis_url` the budget and the snapshot cache live in this process. With it, the
-budget, the cache and the fetch claims are shared by every process using that Redis and prefix,
-and all three follow one `BackendSwitch`: when Redis does not answer, this process serves on its
-share of the account's limit (`upstream_qps // expected_replicas`) and its own cache, fetching
-without claims, until Redis answers again (one warning each way).
+Without `redis_url` the budget, the snapshot cache and the automatic persisted queries live in
+this process. With it, they and the fetch claims are shared by every process using that Redis
+and prefix, and all four follow one `BackendSwitch`: when Redis does not answer, this process
+serves on its share of the account's limit (`upstream_qps // expected_replicas`), its own cache
+and its own persisted queries, fetching without claims, until Redis answers again (one warning
+each way).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from gateway.jobs.retry import RetryPolicy
 from gateway.mps import client as mps_client
 from gateway.mps.client import CallObserver, MpsClient
 from gateway.oss import OssPresigner
+from gateway.persisted import FailoverDocumentStore, LocalDocumentStore, RedisDocumentStore
 from gateway.settings import GatewaySettings
 from gateway.shared.backend import RedisClient, open_redis
 from gateway.shared.switch import BackendSwitch
@@ -51,6 +53,8 @@ class Services:
     fetcher: JobFetcher
     #: Signs OSS download URLs with the key the upstream calls use (no I/O).
     presigner: OssPresigner
+    #: Automatic persisted queries: this process's memory, behind Redis when there is one.
+    documents: LocalDocumentStore | FailoverDocumentStore
     #: The Redis client behind the shared parts; None when there is none.
     redis: RedisClient | None = None
     #: Whether Redis serves (shared by the budget, the cache and the claims); None without it.
@@ -110,6 +114,14 @@ class Services:
             claims = FailoverClaims(
                 RedisFetchClaims.from_settings(shared, shared_cache, settings), switch
             )
+        memory = LocalDocumentStore(max_bytes=settings.apq_memory_bytes, ttl=settings.apq_ttl)
+        documents: LocalDocumentStore | FailoverDocumentStore = memory
+        if shared is not None and switch is not None:
+            documents = FailoverDocumentStore(
+                RedisDocumentStore(shared, prefix=settings.redis_prefix, ttl=settings.apq_ttl),
+                memory,
+                switch,
+            )
         fetcher = JobFetcher(
             client,
             budget,
@@ -129,6 +141,7 @@ class Services:
             cache=cache,
             fetcher=fetcher,
             presigner=OssPresigner(credentials),
+            documents=documents,
             redis=shared,
             switch=switch,
         )

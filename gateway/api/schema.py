@@ -32,6 +32,9 @@ class GatewaySchema(strawberry.Schema):
     errors (a bad id, a throttled upstream) are answers, not incidents. Unexpected ones are
     logged once, with their correlation id, by `OperationPolicy`."""
 
+    #: The parsed and validated documents its operations share (set by `build_schema`).
+    documents: Documents
+
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
@@ -89,7 +92,7 @@ def build_schema(
     *,
     observer: ApiObserver = NO_OBSERVER,
     extensions: Sequence[Callable[[], SchemaExtension]] = (),
-) -> strawberry.Schema:
+) -> GatewaySchema:
     """The schema, telling `observer` of each operation, with `extensions` (tracing) around
     the gateway's own. Parsing and validation results are cached (a bounded LRU keyed by the query
     text): on a warm gateway most requests skip both, the costliest steps of a small query;
@@ -112,6 +115,7 @@ def build_schema(
     # Both read the schema's types, so they are made after it; the factories above run per
     # request, later.
     documents = Documents(schema._schema, max_tokens=settings.max_tokens, rules=rules)
+    schema.documents = documents
     cost = CostModel(
         schema._schema,
         limit=settings.max_cost,

@@ -6,8 +6,11 @@ is placed in one or the other."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
+import tempfile
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -106,6 +109,27 @@ def job(job_id: str, selection: str = "id") -> dict[str, Any]:
 
 
 UNKNOWN = "5ab5c1de0000000000000000000e4404"
+TYPENAME = "{ __typename }"
+
+
+def persisted(sha256: str, query: str | None = None) -> dict[str, Any]:
+    """A request naming its document by hash (Apollo's APQ), with its text or without."""
+    extensions = {"persistedQuery": {"version": 1, "sha256Hash": sha256}}
+    return {"extensions": extensions, **({} if query is None else {"query": query})}
+
+
+def sha256_of(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+#: A trusted-documents manifest holding `{ __typename }` only (`write_manifest` writes it).
+MANIFEST = Path(tempfile.gettempdir()) / f"mpsgw-error-table-{os.getpid()}.json"
+
+
+def write_manifest(simulator: SimulatorServer) -> None:
+    MANIFEST.write_text(json.dumps({sha256_of(TYPENAME): TYPENAME}))
+
+
 RUNNING = "5ab5c1de0000000000000000000e4405"
 GARBLED = "5ab5c1de0000000000000000000e4406"
 
@@ -205,6 +229,20 @@ WALKS: dict[str, Walk] = {
             "{ id } }",
             "variables": {"i": "soon"},
         }
+    ),
+    "PERSISTED_QUERY_NOT_FOUND": Walk(persisted(sha256_of("{ never registered }"))),
+    "PERSISTED_QUERY_NOT_SUPPORTED": Walk(persisted(sha256_of(TYPENAME)), settings={"apq": False}),
+    "PERSISTED_QUERY_HASH_MISMATCH": Walk(persisted("0" * 64, TYPENAME)),
+    "PERSISTED_QUERY_INVALID": Walk(persisted("not a hash")),
+    "PERSISTED_QUERY_NOT_IN_LIST": Walk(
+        persisted(sha256_of("{ job }")),
+        settings={"trusted_documents": MANIFEST},
+        prepare=write_manifest,
+    ),
+    "PERSISTED_QUERY_REQUIRED": Walk(
+        {"query": "{ __schema { description } }"},
+        settings={"trusted_documents": MANIFEST},
+        prepare=write_manifest,
     ),
     "TOO_MANY_OPERATIONS": Walk(run=too_many_operations, prepare=plant_running),
     "TOO_MANY_STREAMS": Walk(
