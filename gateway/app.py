@@ -70,6 +70,7 @@ _ANSWERED_AS_STREAM: ContextVar[bool] = ContextVar("answered_as_stream", default
 
 #: Header a client may send to give its request less time than the gateway's default deadline.
 TIMEOUT_HEADER = "x-request-timeout"
+IDEMPOTENCY_HEADER = "idempotency-key"
 
 
 def _camel_keys(value: object) -> object:
@@ -274,6 +275,9 @@ class GatewayGraphQL(GraphQL[Context, None]):
             per_connection=isinstance(request, WebSocket),
             transport=transport,
             observer=self._observer,
+            submitter=services.submitter,
+            idempotency_key=request.headers.get(IDEMPOTENCY_HEADER),
+            region=self._settings.region_id,
         )
 
 
@@ -454,6 +458,7 @@ def create_app(
                     "content-type",
                     "authorization",
                     TIMEOUT_HEADER,
+                    IDEMPOTENCY_HEADER,
                     REQUEST_ID_HEADER,
                     "traceparent",
                     "tracestate",

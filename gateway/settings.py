@@ -86,6 +86,20 @@ class GatewaySettings(BaseSettings):
     upstream_concurrency: int = Field(
         default=64, ge=1, description="Upstream calls in flight at once, per process."
     )
+    submit_qps: int = Field(
+        default=100,
+        ge=1,
+        description="SubmitIProductionJob calls allowed in any rolling second, for the account "
+        "(a limit of its own, apart from queries).",
+    )
+
+    # --- submitting jobs --------------------------------------------------------------------
+    idempotency_ttl: float = Field(
+        default=24 * 3600.0,
+        gt=0,
+        description="Seconds an idempotency key of submitJob is remembered (per tenant): the "
+        "same key within it answers the same job, without a second submit.",
+    )
 
     # --- cache ------------------------------------------------------------------------------
     cache_terminal_ttl: float = Field(
@@ -268,7 +282,12 @@ class GatewaySettings(BaseSettings):
     @property
     def fallback_qps(self) -> int:
         """This process's share of `upstream_qps` while it cannot reach the shared budget."""
-        return max(1, self.upstream_qps // self.expected_replicas)
+        return self.fallback_share(self.upstream_qps)
+
+    def fallback_share(self, qps: int) -> int:
+        """This process's share of an account limit of `qps` calls per second while it cannot
+        reach the shared budget."""
+        return max(1, qps // self.expected_replicas)
 
     @property
     def redis_location(self) -> str | None:
