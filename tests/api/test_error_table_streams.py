@@ -22,6 +22,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from tests.api.conftest import GatewayServer, StartGateway
+from tests.api.test_submit import SUBMIT, job_input
 from tests.api.test_subscriptions import planted
 from tests.api.test_websocket import receive, socket_to
 from tests.servers import SimulatorServer
@@ -165,6 +166,14 @@ async def too_many_operations(gateway: GatewayServer, transport: str) -> Errors:
     return errors
 
 
+async def idempotency_key_reused(gateway: GatewayServer, transport: str) -> Errors:
+    # The key's first use, over the same transport, then the same key for another job.
+    first = Walk({"query": SUBMIT, "variables": {"input": job_input(idempotencyKey="k-1")}})
+    assert await over(gateway, transport, first) == []
+    other = job_input(idempotencyKey="k-1", userData="another order")
+    return await over(gateway, transport, Walk({"query": SUBMIT, "variables": {"input": other}}))
+
+
 async def too_many_streams(gateway: GatewayServer, transport: str) -> Errors:
     query = f'subscription {{ jobUpdates(id: "{RUNNING}", intervalSeconds: 60) {{ id }} }}'
     headers = {"accept": EVENT_STREAM}
@@ -244,6 +253,7 @@ WALKS: dict[str, Walk] = {
         settings={"trusted_documents": MANIFEST},
         prepare=write_manifest,
     ),
+    "IDEMPOTENCY_KEY_REUSED": Walk(run=idempotency_key_reused),
     "TOO_MANY_OPERATIONS": Walk(run=too_many_operations, prepare=plant_running),
     "TOO_MANY_STREAMS": Walk(
         run=too_many_streams, prepare=plant_running, settings={"sse_max_streams": 1}
@@ -278,6 +288,8 @@ NOT_BY_A_REQUEST = {
     "NOT_FOUND": "GraphiQL's files, not /graphql",
     "REQUEST_TIMEOUT": "a body that does not arrive: the same middleware for every Accept",
     "INTERNAL_ERROR": "a bug",
+    "FORBIDDEN": "every caller may do everything until authentication is configured",
+    "SUBMIT_OUTCOME_UNKNOWN": "needs the upstream's answer to a submission lost (test_submit)",
 }
 
 

@@ -18,6 +18,7 @@ import pytest
 
 from gateway.simulator.jobs import success_result
 from tests.api.conftest import GatewayServer, StartGateway, answer, without_request_ids
+from tests.api.test_submit import SUBMIT, job_input
 from tests.api.test_subscriptions import graphql_ws, planted, receive, start
 from tests.logs import warnings_and_errors
 from tests.observe.scrape import scrape, value
@@ -88,6 +89,20 @@ async def test_a_query_is_one_next_then_complete(
     over_http = answer(await http.post(gateway.graphql_url, json=payload))
     assert payloads(response, events) == [("next", over_http), ("complete", None)]
     assert over_http["data"]["job"]["id"] == job_id
+
+
+async def test_a_mutation_is_one_next_then_complete(
+    gateway: GatewayServer, http: httpx.AsyncClient
+) -> None:
+    payload = {"query": SUBMIT, "variables": {"input": job_input(idempotencyKey="sse-1")}}
+    response, events = await operation_over_sse(http, gateway.graphql_url, payload)
+    [(first, body), last] = payloads(response, events)
+    assert (first, last) == ("next", ("complete", None))
+    assert body["data"]["submitJob"]["job"]["state"] == "QUEUING"
+    # The key's replay over plain HTTP names the same job: the stream submitted it once.
+    again = answer(await http.post(gateway.graphql_url, json=payload))
+    assert again["data"]["submitJob"]["replayed"] is True
+    assert again["data"]["submitJob"]["job"]["id"] == body["data"]["submitJob"]["job"]["id"]
 
 
 async def test_get_streams_too(gateway: GatewayServer, http: httpx.AsyncClient) -> None:
