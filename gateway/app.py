@@ -138,6 +138,7 @@ class GatewayGraphQL(GraphQL[Context, None]):
             keepalive=settings.sse_keepalive,
             write_timeout=settings.sse_write_timeout,
             max_tokens=settings.max_tokens,
+            documents=self.persisted_queries.resolve,
         )
 
     @cached_property

@@ -8,7 +8,7 @@ may cost.
 A request gets a stream when it accepts `text/event-stream` and either accepts no JSON (the
 graphql-sse client: every operation, queries included, is a stream) or is a subscription (a
 client such as urql lists both types on every request: its queries are answered as JSON, which
-takes no stream).
+takes no stream). A persisted query is told by the document its hash names.
 
 Streams are bounded:
 
@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from functools import cached_property
 
 from graphql import GraphQLError, OperationType, get_operation_ast, parse
@@ -37,6 +37,7 @@ from starlette.types import Message, Receive, Scope, Send
 from strawberry.http.streaming import HTTPStreamTransport, SSETransport
 
 from gateway.api import client_json
+from gateway.api.persisted import PersistedQueryError
 from gateway.http_errors import ErrorResponse
 
 logger = logging.getLogger(__name__)
@@ -85,12 +86,24 @@ def accepts_json(accept: str) -> bool:
     )
 
 
-async def _is_subscription(request: Request, max_tokens: int) -> bool:
+#: The document a request runs, from its `query` and `extensions` (a persisted query's hash
+#: names one); raises `PersistedQueryError` for a request that runs none.
+Documents = Callable[[str | None, Mapping[str, object] | None], Awaitable[str | None]]
+
+
+async def _is_subscription(request: Request, max_tokens: int, documents: Documents) -> bool:
     """Whether the GraphQL request is a subscription. Anything unreadable is not (plain HTTP
     then answers it with its coded error)."""
     if request.method == "GET":
-        query = request.query_params.get("query")
-        operation_name = request.query_params.get("operationName")
+        params = request.query_params
+        fields: dict[str, object] = {
+            "query": params.get("query"),
+            "operationName": params.get("operationName"),
+        }
+        try:
+            fields["extensions"] = client_json.decode(params.get("extensions") or "null")
+        except client_json.MalformedJson:
+            return False
     else:
         try:
             body = client_json.decode(await request.body())
@@ -98,8 +111,18 @@ async def _is_subscription(request: Request, max_tokens: int) -> bool:
             return False
         if not isinstance(body, dict):
             return False
-        query, operation_name = body.get("query"), body.get("operationName")
-    if not isinstance(query, str) or not isinstance(operation_name, str | None):
+        fields = body
+    query, operation_name = fields.get("query"), fields.get("operationName")
+    extensions = fields.get("extensions")
+    if not isinstance(query, str | None) or not isinstance(operation_name, str | None):
+        return False
+    if not isinstance(extensions, dict | None):
+        return False
+    try:
+        query = await documents(query, extensions)
+    except PersistedQueryError:
+        return False
+    if query is None:
         return False
     try:
         document = parse(query, no_location=True, max_tokens=max_tokens)
@@ -113,10 +136,17 @@ class SseStreams:
     """The SSE streams of one process: counted, capped, and each with its writes bounded."""
 
     def __init__(
-        self, *, max_streams: int, keepalive: float, write_timeout: float, max_tokens: int
+        self,
+        *,
+        max_streams: int,
+        keepalive: float,
+        write_timeout: float,
+        max_tokens: int,
+        documents: Documents,
     ) -> None:
         self.max_streams = max_streams
         self._max_tokens = max_tokens
+        self._documents = documents
         self.write_timeout = write_timeout
         self._keepalive = keepalive
         self._open = 0
@@ -136,7 +166,9 @@ class SseStreams:
         accept = request.headers.get("accept", "")
         if not self.transport.accepts(accept):
             return False
-        return not accepts_json(accept) or await _is_subscription(request, self._max_tokens)
+        return not accepts_json(accept) or await _is_subscription(
+            request, self._max_tokens, self._documents
+        )
 
     async def serve(
         self,

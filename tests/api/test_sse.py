@@ -6,6 +6,7 @@ tests/frontend/test_streams.py."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import socket
@@ -236,6 +237,26 @@ async def test_streams_and_sockets_following_one_job_share_its_polls(
     assert firsts == [state] * 10
     assert polls_before == 1
     assert simulator.query_stats()["calls"] == 1
+
+
+async def test_a_persisted_subscription_is_told_by_its_document(
+    gateway: GatewayServer, simulator: SimulatorServer, http: httpx.AsyncClient
+) -> None:
+    # urql's persisted exchange with subscriptions over SSE: the text and its hash once, then
+    # the hash alone; both accept JSON too, and both are subscriptions.
+    [job_id] = simulator.demo_ids()[:1]
+    query = f'subscription {{ jobUpdates(id: "{job_id}") {{ id }} }}'
+    extensions = {
+        "persistedQuery": {"version": 1, "sha256Hash": hashlib.sha256(query.encode()).hexdigest()}
+    }
+    seen = []
+    for payload in ({"query": query, "extensions": extensions}, {"extensions": extensions}):
+        response, events = await operation_over_sse(
+            http, gateway.graphql_url, payload, headers={"accept": BOTH}
+        )
+        seen.append(payloads(response, events))
+    event = [("next", {"data": {"jobUpdates": {"id": job_id}}}), ("complete", None)]
+    assert seen == [event, event]
 
 
 # --- what bounds a stream ------------------------------------------------------------------------
