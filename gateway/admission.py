@@ -9,7 +9,8 @@ answered in time is refused before it costs anything.
 - **Shedding.** `Admission` (plain ASGI middleware, on the GraphQL route) answers a request whose
   deadline passed before it could start with `DEADLINE_EXCEEDED`; one that waited longer than
   `max_wait` from its arrival to its start, or that arrives while `max_concurrent` requests run
-  in this process, with `OVERLOADED`: all retryable, with `retryAfter`, HTTP 200 like every
+  in this process (an event stream, a subscription over SSE, runs until its answer starts),
+  with `OVERLOADED`: all retryable, with `retryAfter`, HTTP 200 like every
   other GraphQL error, the body unread, nothing parsed. The wait from arrival to start is one
   or two turns of the process's event loop: when it is long, the process is short of CPU, and
   every request it lets in would answer that much later at each of its steps. Shedding until
@@ -25,7 +26,7 @@ from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.errors import DEFAULT_RETRY_AFTER, DeadlineExceeded, GatewayError, Overloaded
 from gateway.http_errors import ErrorResponse
@@ -129,11 +130,26 @@ class Admission:
             await self._refuse("overloaded", Overloaded(DEFAULT_RETRY_AFTER), scope, receive, send)
             return
         scope[_DEADLINE] = deadline
-        self.running += 1
-        try:
+        if self.max_concurrent is None:
             await self.app(scope, receive, send)
+            return
+        self.running += 1
+        running = True
+
+        async def send_releasing_streams(message: Message) -> None:
+            nonlocal running
+            # A subscription answered as an event stream lasts as long as its client listens:
+            # it stops counting as running once its answer has started.
+            if running and message["type"] == "http.response.start" and _streams(message):
+                running = False
+                self.running -= 1
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_releasing_streams)
         finally:
-            self.running -= 1
+            if running:
+                self.running -= 1
 
     async def _refuse(
         self, reason: str, error: GatewayError, scope: Scope, receive: Receive, send: Send
@@ -145,3 +161,11 @@ class Admission:
             info.counted = True
         response = ErrorResponse(200, error.message, error.code, **error.context())
         await response(scope, receive, send)
+
+
+def _streams(start: Message) -> bool:
+    """Whether an `http.response.start` begins an event stream."""
+    return any(
+        name == b"content-type" and bytes(value).startswith(b"text/event-stream")
+        for name, value in start.get("headers", ())
+    )

@@ -20,6 +20,7 @@ from typing import Any, ClassVar, cast
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from gateway.admission import stamp_arrival
+from gateway.api.sse import ABORT_EXTENSION
 from gateway.observe.logs import LogLimiter
 from gateway.settings import GatewaySettings
 
@@ -126,6 +127,10 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         # over): no timer of ours may close it.
         self._reading_headers = False
         self._cancel_timer()
+        # How the app drops this connection at once (an event stream whose client reads
+        # nothing: `gateway.api.sse`); ASGI itself has no way to.
+        extensions = cast(dict[str, object], self.scope.setdefault("extensions", {}))
+        extensions[ABORT_EXTENSION] = self.transport.abort
         super().on_headers_complete()
 
     def on_response_complete(self) -> None:

@@ -183,3 +183,24 @@ async def test_a_request_that_waited_too_long_to_start_is_refused_as_overloaded(
     assert codes == [None, "OVERLOADED", "OVERLOADED"]
     assert [deadline_of(ran) for ran in app.ran] == [RequestDeadline(at=501.8, timeout=2.0)]
     assert shed == ["overloaded", "overloaded"]
+
+
+async def test_an_event_stream_stops_counting_as_running_once_it_has_started() -> None:
+    clock, shed = Clock(), list[str]()
+    streaming = asyncio.Event()
+    finish = asyncio.Event()
+
+    async def stream(scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [(b"content-type", b"text/event-stream")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        streaming.set()
+        await finish.wait()
+        await send({"type": "http.response.body", "body": b""})
+
+    gate = Admission(stream, default_timeout=2.0, clock=clock, shed=shed.append, max_concurrent=1)
+    subscription = asyncio.ensure_future(gate(http_scope(), _never_receive, _ignore_send))
+    await streaming.wait()
+    assert gate.running == 0
+    finish.set()
+    await subscription
+    assert (gate.running, shed) == (0, [])

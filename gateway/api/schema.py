@@ -18,6 +18,7 @@ from gateway.api.cost import CostModel
 from gateway.api.documents import DocumentCache, Documents
 from gateway.api.extensions import OperationPolicy, add_request_id
 from gateway.api.limits import validation_rules
+from gateway.api.mutation import Mutation
 from gateway.api.observer import NO_OBSERVER, ApiObserver
 from gateway.api.pacing import PacedExecution
 from gateway.api.query import Query
@@ -104,6 +105,7 @@ def build_schema(
     rules = validation_rules(max_depth=settings.max_query_depth, max_aliases=settings.max_aliases)
     schema = GatewaySchema(
         query=Query,
+        mutation=Mutation,
         subscription=Subscription,
         execution_context_class=PacedExecution,
         extensions=[
