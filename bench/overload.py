@@ -34,9 +34,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import math
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -273,11 +275,12 @@ def report(
     served_rate = tally.answered / max(load.elapsed, 1e-9)
     calls_rate = calls / max(load.elapsed, 1e-9)
     p99_ratio = ms[0.99] / 1000 / deadline
-    over = [
-        outcome.latency - deadline
+    late = [
+        outcome
         for outcome in load.outcomes
         if outcome.latency is not None and outcome.latency > deadline + SLACK
     ]
+    over = [outcome.latency - deadline for outcome in late if outcome.latency is not None]
 
     print("phase 4, readouts:")
     print(f"  generator: {load.describe()}")
@@ -288,6 +291,10 @@ def report(
         f"max {ms[1.0]:.0f} ms, against a deadline of {1000 * deadline:.0f} ms; "
         f"{len(over)} answers later than deadline + {1000 * SLACK:.0f} ms"
     )
+    if late:
+        # Refused late (shed, or refused by the budget) or answered late: where the time went.
+        kinds = Counter(_first_code(outcome.body) for outcome in late)
+        print(f"  late answers by their first error code: {dict(kinds.most_common())}")
     print(
         f"  simulator {ACTION}: {calls} calls ({calls_rate:.1f}/s over {load.elapsed:.2f} s, "
         f"first tick to last answer), {throttled} throttled, peak {peak} in a rolling second "
@@ -348,6 +355,17 @@ def report(
 
 def _share(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
+
+
+def _first_code(body: bytes) -> str:
+    """The code of an answer's first error: `none` for an answer without errors."""
+    try:
+        errors = json.loads(body).get("errors") or []
+    except ValueError:
+        return "unreadable"
+    if not errors:
+        return "none"
+    return str((errors[0].get("extensions") or {}).get("code") or "no code")
 
 
 if __name__ == "__main__":
