@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.overload [--qps 50] [--factor 10] [--per-query 5] [--seconds 20]
                                        [--deadline 2] [--client-timeout S] [--latency-ms 20]
-                                       [--max-concurrent N] [--max-wait S]
+                                       [--max-concurrent N] [--max-wait S] [--target-wait S]
 
 Child processes: a standalone simulator (SIMULATOR_QPS=qps, SIMULATOR_LATENCY_MS) and one
 gateway in front of it (GATEWAY_MPS_ENDPOINT, GATEWAY_UPSTREAM_QPS=qps,
@@ -12,7 +12,7 @@ sends fresh ids (unknown to the simulator: one upstream call each) at `factor` t
 open loop: `jobs(ids:)` queries of `--per-query` ids leave on a fixed schedule, whatever the
 answers do, for `--seconds`. The gateway can serve one id in `factor`; the rest must be refused
 (`BUDGET_EXHAUSTED` with a `retryAfter`, `DEADLINE_EXCEEDED`, or `OVERLOADED` with
-`--max-concurrent` or `--max-wait`), and no answer may come later
+`--max-concurrent`, `--max-wait` or `--target-wait`), and no answer may come later
 than the request's deadline: the goal is p99 <= deadline + 100 ms, answer times measured here
 from writing the request to the last byte of its answer. `--client-timeout` sends
 `x-request-timeout`, which makes the request's deadline the smaller of the two.
@@ -100,6 +100,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="GATEWAY_ADMISSION_MAX_WAIT (unset: the gateway's default)",
     )
     parser.add_argument(
+        "--target-wait",
+        type=float,
+        default=None,
+        help="GATEWAY_ADMISSION_TARGET_WAIT (unset: the gateway's default)",
+    )
+    parser.add_argument(
         "--max-late-ms", type=float, default=50.0, help="the generator's p99 lateness allowed"
     )
     parser.add_argument(
@@ -167,6 +173,11 @@ def run_benchmark(args: argparse.Namespace) -> int:
                     {}
                     if args.max_wait is None
                     else {"GATEWAY_ADMISSION_MAX_WAIT": str(args.max_wait)}
+                ),
+                **(
+                    {}
+                    if args.target_wait is None
+                    else {"GATEWAY_ADMISSION_TARGET_WAIT": str(args.target_wait)}
                 ),
                 # The simulator's published demo key pair (public on purpose, not a secret).
                 "ALIBABA_CLOUD_ACCESS_KEY_ID": SIMULATOR_DEMO_ACCESS_KEY_ID,

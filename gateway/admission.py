@@ -9,13 +9,12 @@ answered in time is refused before it costs anything.
 - **Shedding.** `Admission` (plain ASGI middleware, on the GraphQL route) answers a request whose
   deadline passed before it could start with `DEADLINE_EXCEEDED`; one that waited longer than
   `max_wait` from its arrival to its start, or that arrives while `max_concurrent` requests run
-  in this process (an event stream, a subscription over SSE, runs until its answer starts),
-  with `OVERLOADED`: all retryable, with `retryAfter`, HTTP 200 like every
-  other GraphQL error, the body unread, nothing parsed. The wait from arrival to start is one
-  or two turns of the process's event loop: when it is long, the process is short of CPU, and
-  every request it lets in would answer that much later at each of its steps. Shedding until
-  the wait is short again keeps the answers it gives within their deadlines, on any machine,
-  where a fixed `max_concurrent` is right for one machine's speed only.
+  in this process, or as many as the `adaptive` limit learned from those waits allows, with
+  `OVERLOADED` (an event stream, a subscription over SSE, runs until its answer starts): all
+  retryable, with `retryAfter`, HTTP 200 like every other GraphQL error, the body unread,
+  nothing parsed. The wait from arrival to start is one or two turns of the process's event
+  loop: when it is long, the process is short of CPU, and every request it lets in would answer
+  that much later at each of its steps.
 """
 
 from __future__ import annotations
@@ -28,6 +27,7 @@ from typing import Any, Final
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.adaptive_limit import AdaptiveLimit
 from gateway.errors import DEFAULT_RETRY_AFTER, DeadlineExceeded, GatewayError, Overloaded
 from gateway.http_errors import ErrorResponse
 from gateway.middleware import first_header
@@ -83,7 +83,8 @@ def request_timeout(default: float, asked: str | bytes | None) -> float:
 class Admission:
     """See the module docstring. Requests of `path` only (the GraphQL route over HTTP; a
     WebSocket's operations each get their deadline when they start). `max_wait` None lets a
-    request wait any time short of its deadline, `max_concurrent` None any number run. `shed` is
+    request wait any time short of its deadline, `max_concurrent` and `adaptive` None any
+    number run. `shed` is
     told of each refusal: `deadline` or `overloaded`."""
 
     def __init__(
@@ -93,6 +94,7 @@ class Admission:
         default_timeout: float,
         max_wait: float | None = None,
         max_concurrent: int | None = None,
+        adaptive: AdaptiveLimit | None = None,
         path: str = "/graphql",
         shed: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -101,6 +103,7 @@ class Admission:
         self.default_timeout = default_timeout
         self.max_wait = max_wait
         self.max_concurrent = max_concurrent
+        self.adaptive = adaptive
         self.path = path
         self.shed = shed
         self.clock = clock
@@ -123,14 +126,18 @@ class Admission:
             )
             await self._refuse("deadline", refusal, scope, receive, send)
             return
-        waited_too_long = self.max_wait is not None and now - arrived > self.max_wait
-        if waited_too_long or (
-            self.max_concurrent is not None and self.running >= self.max_concurrent
+        waited = now - arrived
+        if self.adaptive is not None:
+            self.adaptive.observe(waited, self.running, now)
+        if (
+            (self.max_wait is not None and waited > self.max_wait)
+            or (self.max_concurrent is not None and self.running >= self.max_concurrent)
+            or (self.adaptive is not None and not self.adaptive.admits(self.running))
         ):
             await self._refuse("overloaded", Overloaded(DEFAULT_RETRY_AFTER), scope, receive, send)
             return
         scope[_DEADLINE] = deadline
-        if self.max_concurrent is None:
+        if self.max_concurrent is None and self.adaptive is None:
             await self.app(scope, receive, send)
             return
         self.running += 1

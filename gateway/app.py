@@ -38,6 +38,7 @@ from strawberry.http.streaming import HTTPStreamTransport
 from strawberry.subscriptions import GRAPHQL_SSE_PROTOCOL, GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types.unset import UnsetType
 
+from gateway.adaptive_limit import AdaptiveLimit
 from gateway.admission import (
     TIMEOUT_HEADER,
     Admission,
@@ -74,6 +75,10 @@ if TYPE_CHECKING:
     from gateway.observe.otel import Tracing
 
 logger = logging.getLogger(__name__)
+
+#: Highest the adaptive limit of requests running at once climbs without
+#: GATEWAY_MAX_CONCURRENT_REQUESTS: more than a process ever runs, so in effect no limit.
+ADAPTIVE_CEILING = 10_000
 
 #: Seconds between two samplings of the gauges read from state (the budget's limits...).
 SAMPLE_INTERVAL = 1.0
@@ -531,6 +536,14 @@ def create_app(
             default_timeout=settings.request_deadline,
             max_wait=settings.admission_max_wait or None,
             max_concurrent=settings.max_concurrent_requests or None,
+            adaptive=(
+                AdaptiveLimit(
+                    target_wait=settings.admission_target_wait,
+                    ceiling=settings.max_concurrent_requests or ADAPTIVE_CEILING,
+                )
+                if settings.admission_target_wait
+                else None
+            ),
             shed=instruments.shed,
         ),
         Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes),

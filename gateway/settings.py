@@ -160,6 +160,13 @@ class GatewaySettings(BaseSettings):
         "(a turn or two of the event loop: long only when the process is short of CPU); one "
         "that waited longer is refused with OVERLOADED (retryable); 0: no limit.",
     )
+    admission_target_wait: float = Field(
+        default=0.05,
+        ge=0,
+        description="Seconds of wait to start above which a GraphQL request over HTTP lowers "
+        "the number of requests this process lets run at once (to 3/4 of those running; each "
+        "shorter wait raises it by one): an adaptive limit for a process short of CPU; 0: off.",
+    )
     max_concurrent_requests: int = Field(
         default=0,
         ge=0,
