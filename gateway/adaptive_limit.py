@@ -8,7 +8,8 @@ each of its steps. So, additive increase and multiplicative decrease on that wai
 - a request that waited more than `target_wait` lowers the limit to three quarters of the
   requests running then (at most once per `target_wait`: the waits of one stall are one
   signal), never under `floor`;
-- one that waited less raises it by one, up to `ceiling`.
+- one that waited less raises it by one over the limit, up to `ceiling`: by one for as many
+  requests as the limit lets run, as TCP grows its window by one a round trip.
 
 A process with CPU to spare never lowers it, whatever it runs (requests waiting for upstream
 slots cost no CPU): a fixed limit would refuse a burst its budget could serve in time.
@@ -35,7 +36,7 @@ class AdaptiveLimit:
     def observe(self, waited: float, running: int, now: float) -> None:
         """A request waited `waited` seconds to start, at `now`, while `running` ran."""
         if waited <= self.target_wait:
-            self.limit = min(float(self.ceiling), self.limit + 1.0)
+            self.limit = min(float(self.ceiling), self.limit + 1.0 / self.limit)
             return
         if self._lowered_at is not None and now - self._lowered_at < self.target_wait:
             return
