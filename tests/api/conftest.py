@@ -32,6 +32,9 @@ def gateway_settings(simulator: SimulatorServer, **overrides: Any) -> GatewaySet
         "access_key_secret": SIMULATOR_DEMO_ACCESS_KEY_SECRET,
         "retry_base_delay": 0.01,
         "retry_max_delay": 0.05,
+        # Nothing shed for a slow start: on a busy machine the wait is the machine's.
+        "admission_max_wait": 0,
+        "admission_target_wait": 0,
         **overrides,
     }
     return GatewaySettings(**values)
@@ -44,6 +47,8 @@ def embedded_settings(**overrides: Any) -> GatewaySettings:
         "access_key_secret": None,
         "security_token": None,
         "mps_endpoint": None,
+        "admission_max_wait": 0,
+        "admission_target_wait": 0,
         **overrides,
     }
     return GatewaySettings(**values)
