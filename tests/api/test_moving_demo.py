@@ -16,9 +16,9 @@ import pytest
 from graphql import parse, validate
 from starlette.applications import Starlette
 
-from gateway.banner import banner
 from gateway.api.schema import build_schema
 from gateway.app import create_app
+from gateway.banner import banner
 from gateway.server import server_options
 from gateway.settings import SimulatorSettings
 from gateway.simulator import Simulator, create_simulator_app, moving_demo_job_id
