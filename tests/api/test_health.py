@@ -148,7 +148,7 @@ async def test_a_degraded_report_names_no_host(
             "TimeoutError: Timeout reading from <host>",
         ),
         ("ClusterDownError: MOVED 3999 10.0.0.7:7001", "ClusterDownError: MOVED 3999 <host>"),
-        ("ReadOnlyError: not writable, see /etc/redis/redis.conf", "ReadOnlyError: not writable, see <path>"),
+        ("ReadOnlyError: see /etc/redis/redis.conf", "ReadOnlyError: see <path>"),
         ("TimeoutError: Timeout reading from socket", "TimeoutError: Timeout reading from socket"),
     ],
 )  # fmt: skip
