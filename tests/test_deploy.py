@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -142,3 +143,54 @@ def test_bad_command_lines_are_refused(argv: list[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         build_parser().parse_args(argv)
     assert exit_info.value.code == 2
+
+
+def _serve_in(tmp_path: Path) -> tuple[Path, Path, dict[str, str]]:
+    """A copy of `./scripts/serve` and pyproject.toml in `tmp_path`, whose `python3`, venv
+    python and `mps-gateway` only log their command lines: what the script would run."""
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(ROOT / "scripts" / "serve", tmp_path / "scripts" / "serve")
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    log = tmp_path / "commands.log"
+    fake_bin = tmp_path / "bin"
+    venv_bin = tmp_path / ".venv" / "bin"
+    fake_bin.mkdir()
+    venv_bin.mkdir(parents=True)
+
+    def fake(path: Path, body: str) -> None:
+        path.write_text(f"#!/bin/sh\n{body}\n")
+        path.chmod(0o755)
+
+    # python3 runs the script's hash for real; `-m venv` is only logged.
+    fake(
+        fake_bin / "python3",
+        f'if [ "$1" = "-m" ]; then echo "python3 $*" >> {log}; exit 0; fi\n'
+        f'exec {sys.executable} "$@"',
+    )
+    fake(venv_bin / "python", f'echo "python $*" >> {log}')
+    fake(venv_bin / "mps-gateway", f'echo "mps-gateway $*" >> {log}')
+    env = {**os.environ, "PATH": f"{fake_bin}:{os.environ['PATH']}"}
+    return tmp_path / "scripts" / "serve", log, env
+
+
+def test_serve_installs_only_when_pyproject_changed(tmp_path: Path) -> None:
+    serve, log, env = _serve_in(tmp_path)
+
+    def run() -> list[str]:
+        log.unlink(missing_ok=True)
+        subprocess.run([str(serve), "--port", "8123"], env=env, check=True, timeout=60)
+        return log.read_text().splitlines()
+
+    installs = [
+        "python3 -m venv .venv",
+        "python -m pip install -q --upgrade pip",
+        "python -m pip install -q -e .",
+        "mps-gateway serve --port 8123",
+    ]
+    assert run() == installs  # first start: nothing installed yet
+    assert run() == ["mps-gateway serve --port 8123"]  # nothing changed: straight to serving
+    (tmp_path / "pyproject.toml").write_text(
+        (tmp_path / "pyproject.toml").read_text() + "\n# a new dependency, say\n"
+    )
+    assert run() == installs
+    assert run() == ["mps-gateway serve --port 8123"]
