@@ -295,7 +295,7 @@ def create_app(
                 metrics,
                 settings.metrics_host,
                 settings.metrics_port,
-                report=health_report(health, asyncio.get_running_loop()),
+                report=health_report(health.answer, asyncio.get_running_loop()),
             )
             logger.info("Metrics at http://%s:%d/metrics", settings.metrics_host, listener.port)
         restore = _on_sigterm(

@@ -128,6 +128,11 @@ class Health:
         )
         return readiness, body
 
+    async def answer(self) -> tuple[int, dict[str, Any]]:
+        """The HTTP status and the body of the detailed report."""
+        readiness, body = await self.report()
+        return readiness.http_status, body
+
     def admits(self, authorization: str | None) -> bool | None:
         """Whether an `Authorization` header grants the report: None when none was sent (or no
         token is set: then the main port grants nothing), else whether it holds the token."""

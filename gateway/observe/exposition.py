@@ -13,7 +13,7 @@ import concurrent.futures
 import json
 import socket
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from socketserver import ThreadingMixIn
 from typing import TYPE_CHECKING, Any, Final
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -25,8 +25,6 @@ from gateway.observe.metrics import Metrics
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
-
-    from gateway.health import Health
 
 __all__ = ["METRICS_PATH", "MetricsListener", "ServeMetrics", "health_report"]
 
@@ -86,19 +84,21 @@ Report = Callable[[], tuple[int, dict[str, Any]]]
 REPORT_PATHS: Final = ("/healthz", "/readyz")
 
 
-def health_report(health: Health, loop: asyncio.AbstractEventLoop) -> Report:
-    """The listener's report: `health.report()` run on the app's event loop (where the
-    services live), from the listener's thread. A loop that does not answer within
-    `REPORT_TIMEOUT` is reported as such (503), never waited for."""
+def health_report(
+    make: Callable[[], Coroutine[Any, Any, tuple[int, dict[str, Any]]]],
+    loop: asyncio.AbstractEventLoop,
+) -> Report:
+    """The listener's report: `make()` (`gateway.health.Health.answer`) run on the app's event
+    loop (where the services live), from the listener's thread. A loop that does not answer
+    within `REPORT_TIMEOUT` is reported as such (503), never waited for."""
 
     def report() -> tuple[int, dict[str, Any]]:
-        future = asyncio.run_coroutine_threadsafe(health.report(), loop)
+        future = asyncio.run_coroutine_threadsafe(make(), loop)
         try:
-            readiness, body = future.result(REPORT_TIMEOUT)
+            return future.result(REPORT_TIMEOUT)
         except (concurrent.futures.TimeoutError, RuntimeError):
             future.cancel()
             return 503, {"status": "unresponsive"}
-        return readiness.http_status, body
 
     return report
 
