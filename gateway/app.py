@@ -200,23 +200,32 @@ def _on_sigterm(
         return lambda: None
     loop = asyncio.get_running_loop()
     previous = signal.getsignal(signal.SIGTERM)
-    pending: list[asyncio.TimerHandle] = []
+    grace_timer: asyncio.TimerHandle | None = None
+    stopped = False
 
     def stop(signum: int, frame: FrameType | None) -> None:
-        for timer in pending:
-            timer.cancel()
-        pending.clear()
-        action()
+        nonlocal grace_timer, stopped
+        if grace_timer is not None:
+            grace_timer.cancel()
+            grace_timer = None
+        if not stopped:
+            stopped = True
+            action()
         if callable(previous):
             previous(signum, frame)
 
-    def handle(signum: int, frame: FrameType | None) -> None:
-        if pending or grace <= 0:
-            loop.call_soon_threadsafe(stop, signum, frame)
-            return
+    def begin(signum: int, frame: FrameType | None) -> None:
+        nonlocal grace_timer
         drain()
+        if stopped or grace_timer is not None or grace <= 0:
+            stop(signum, frame)
+            return
         logger.info("SIGTERM: draining for %g s (GATEWAY_SHUTDOWN_GRACE) before stopping", grace)
-        pending.append(loop.call_later(grace, stop, signum, frame))
+        grace_timer = loop.call_later(grace, stop, signum, frame)
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        # A signal handler may interrupt the loop anywhere: it only hands the work to the loop.
+        loop.call_soon_threadsafe(begin, signum, frame)
 
     def restore() -> None:
         signal.signal(signal.SIGTERM, previous)
