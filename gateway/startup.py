@@ -14,7 +14,7 @@ import sys
 import types
 import typing
 from collections.abc import Callable, Iterable
-from typing import Any, Final, TypeVar
+from typing import Any, Final, NoReturn, TypeVar
 
 import annotated_types
 from pydantic import AliasChoices, SecretStr, ValidationError
@@ -25,6 +25,7 @@ __all__ = [
     "BAD_SETTING_STATUS",
     "bad_setting_lines",
     "environment_variable",
+    "refuse",
     "requirement",
     "settings_or_exit",
 ]
@@ -46,11 +47,17 @@ def settings_or_exit(load: Callable[[], S], *, program: str = "mps-gateway") -> 
         return load()
     except ValidationError as refused:
         settings_class = load if isinstance(load, type) else None
-        for line in bad_setting_lines(refused, settings_class):
-            print(f"{program}: {line}", file=sys.stderr, flush=True)
-        # A worker of `uvicorn --workers N` runs in a child of uvicorn's supervisor.
-        worker = multiprocessing.parent_process() is not None
-        raise SystemExit(_UVICORN_STARTUP_FAILURE if worker else BAD_SETTING_STATUS) from None
+        refuse(bad_setting_lines(refused, settings_class), program=program)
+
+
+def refuse(lines: list[str], *, program: str = "mps-gateway") -> NoReturn:
+    """Print `lines` (what is wrong with the configuration) on stderr, each after `program: `,
+    and exit with status 2 (uvicorn's STARTUP_FAILURE in a `uvicorn --workers` worker)."""
+    for line in lines:
+        print(f"{program}: {line}", file=sys.stderr, flush=True)
+    # A worker of `uvicorn --workers N` runs in a child of uvicorn's supervisor.
+    worker = multiprocessing.parent_process() is not None
+    raise SystemExit(_UVICORN_STARTUP_FAILURE if worker else BAD_SETTING_STATUS)
 
 
 def bad_setting_lines(

@@ -200,7 +200,7 @@ def test_the_demo_runs_on_the_simulator_and_the_cloud_without_it() -> None:
 def test_a_blank_cloud_key_is_refused_not_served_as_the_demo() -> None:
     # What the cloud profile gives a gateway when the shell has no key set.
     with pytest.raises(ValidationError, match="ALIBABA_CLOUD_ACCESS_KEY_ID"):
-        GatewaySettings(access_key_id="", access_key_secret="")
+        GatewaySettings.model_validate({"access_key_id": "", "access_key_secret": ""})
 
 
 @pytest.mark.parametrize("profile", PROFILES)

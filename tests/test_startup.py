@@ -4,6 +4,7 @@ variable with its default."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -71,7 +72,7 @@ def started_output(start: str, variables: dict[str, str]) -> str:
 )  # fmt: skip
 def test_every_start_prints_the_same_warnings(start: str, variables: dict[str, str]) -> None:
     output = started_output(start, variables)
-    expected = startup_warnings(GatewaySettings(**_as_fields(variables)))
+    expected = startup_warnings(GatewaySettings.model_validate(_as_fields(variables)))
     assert expected, "every configuration here deserves a warning"
     for warning in expected:
         assert f"!! {warning}" in output, (start, output)
@@ -83,7 +84,7 @@ def test_json_logs_carry_the_warnings_as_records() -> None:
     output = started_output("python -m gateway serve", {"GATEWAY_LOG_FORMAT": "json"})
     records = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
     warned = [record["message"] for record in records if record["level"] == "WARNING"]
-    expected = startup_warnings(GatewaySettings(**_as_fields({})))
+    expected = startup_warnings(GatewaySettings.model_validate(_as_fields({})))
     assert warned[: len(expected)] == expected
     assert "!!" not in output
 
@@ -163,7 +164,8 @@ def test_help_documents_every_option_and_variable_with_its_default(
     command: str, settings_class: type[GatewaySettings] | type[SimulatorSettings]
 ) -> None:
     parser = build_parser()
-    sub = parser._subparsers._group_actions[0].choices[command]  # type: ignore[union-attr]
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    sub: argparse.ArgumentParser = commands.choices[command]
     text = sub.format_help()
     for action in sub._actions:
         if action.dest == "help":
