@@ -15,7 +15,9 @@ from tests.support.gateway import ADMIN_HEADERS, ADMIN_TOKEN
 from tests.support.ports import candidate_port
 
 ORIGIN = {"origin": "https://app.example"}
-REPORT_KEYS = {"status", "upstream", "redis", "budget", "cache", "claims", "fetcher"}
+REPORT_KEYS = {
+    *("status", "upstream", "redis", "budget", "submitBudget", "cache", "claims", "fetcher"),
+}
 
 
 async def test_anyone_gets_the_status_alone(
