@@ -1,9 +1,11 @@
-"""Command line: `python -m gateway [serve|simulator|export-schema]` (also `mps-gateway`)."""
+"""Command line: `python -m gateway [serve|simulator|export-schema|hash-api-key]` (also
+`mps-gateway`)."""
 
 from __future__ import annotations
 
 import argparse
 import gc
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -12,6 +14,7 @@ import strawberry
 import uvicorn
 
 from gateway.banner import announce
+from gateway.callers.caller import Scope
 from gateway.observe.logs import LogFormat, configure_logging
 from gateway.settings import GatewaySettings, SimulatorSettings
 from gateway.startup import settings_or_exit
@@ -21,7 +24,7 @@ logger = logging.getLogger("gateway")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line: `serve` (the default), `simulator`, `export-schema`."""
+    """The command line: `serve` (the default), `simulator`, `export-schema`, `hash-api-key`."""
     parser = argparse.ArgumentParser(
         prog="mps-gateway",
         description="GraphQL gateway over Alibaba Cloud MPS smart-production jobs. "
@@ -53,6 +56,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the GraphQL schema (SDL)",
         description="Print the GraphQL schema (SDL), as schema.graphql holds it.",
     )
+    hash_key = commands.add_parser(
+        "hash-api-key",
+        help="make a new API key: prints the key (give it to the caller) and the entry to add "
+        "to GATEWAY_API_KEYS_FILE (which holds its hash only)",
+    )
+    hash_key.add_argument("--name", required=True, help="the caller's name (logs, metrics)")
+    hash_key.add_argument("--tenant", help="the tenant it acts for (none: an operator's key)")
+    hash_key.add_argument(
+        "--scope",
+        action="append",
+        choices=[scope.value for scope in Scope],
+        help="a scope it has (repeat the option for several; default jobs:read)",
+    )
+    hash_key.add_argument(
+        "--stdin",
+        action="store_true",
+        help="hash the key read from standard input instead of making a new one",
+    )
     return parser
 
 
@@ -70,6 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "simulator":
         return run_simulator(args.host, args.port)
+    if args.command == "hash-api-key":
+        return hash_api_key(args.name, args.tenant, args.scope or [Scope.READ.value], args.stdin)
     return run_gateway(getattr(args, "host", "127.0.0.1"), getattr(args, "port", 8000))
 
 
@@ -78,8 +101,26 @@ def export_schema(schema: strawberry.Schema) -> str:
     return schema.as_str() + "\n"
 
 
+def hash_api_key(name: str, tenant: str | None, scopes: list[str], from_stdin: bool) -> int:
+    """Print the key (a new one; not when read from stdin) on one line, then its entry for
+    the keys file on the next: the key is shown once, and the file keeps only its hash."""
+    from gateway.callers.api_keys import key_hash, new_key
+
+    key = sys.stdin.readline().strip() if from_stdin else new_key()
+    if not key:
+        print("mps-gateway: expected a key on standard input, received none.", file=sys.stderr)
+        return 2
+    entry = {"name": name, "tenant": tenant, "scopes": sorted(set(scopes)), "sha256": key_hash(key)}
+    if not from_stdin:
+        print(key)
+    print(json.dumps(entry))
+    return 0
+
+
 def run_gateway(host: str, port: int) -> int:
     from gateway.app import create_app
+    from gateway.callers.api_keys import ApiKeysFileError
+    from gateway.callers.jwks import KeySetError
     from gateway.persisted import ManifestError
     from gateway.server import server_options
 
@@ -87,6 +128,10 @@ def run_gateway(host: str, port: int) -> int:
     _configure_logging(settings.log_level, settings.log_format)
     try:
         app = create_app(settings)
+    except (KeySetError, ApiKeysFileError) as refused:
+        # A key set or API keys file that cannot be used: one line, never its content.
+        print(f"mps-gateway: bad settings: {refused}", file=sys.stderr, flush=True)
+        return 2
     except ManifestError as exc:
         # An operator's mistake, said in a sentence: no traceback.
         logger.error("%s", exc)

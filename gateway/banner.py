@@ -14,7 +14,7 @@ import logging
 
 from gateway.settings import GatewaySettings, SimulatorSettings, UpstreamKind
 
-__all__ = ["announce", "banner", "startup_warnings"]
+__all__ = ["announce", "banner", "callers_line", "startup_warnings"]
 
 logger = logging.getLogger("gateway")
 
@@ -29,14 +29,24 @@ def startup_warnings(settings: GatewaySettings) -> list[str]:
             "No ALIBABA_CLOUD_ACCESS_KEY_ID/SECRET and no GATEWAY_MPS_ENDPOINT are set: "
             "serving the EMBEDDED MPS SIMULATOR, not the cloud. Its jobs are demo data."
         )
-    else:
-        # Demo data needs no guard; an account's jobs do. Caller authentication goes here
-        # when it exists: this warning then names the setting that turns it on.
+    elif not settings.auth_methods:
+        # Demo data needs no guard; an account's jobs do.
         warnings.append(
-            "No authentication of callers: whoever reaches this port reads every job of "
-            "the account."
+            "No authentication of callers (GATEWAY_AUTH=none): whoever reaches this port "
+            "reads every job of the account."
         )
     return warnings
+
+
+def callers_line(settings: GatewaySettings) -> str:
+    """What the banner says of callers: how they authenticate, or that nobody is asked."""
+    methods = settings.auth_methods
+    if not methods:
+        return (
+            "callers: NO AUTHENTICATION (GATEWAY_AUTH=none): whoever reaches this port reads "
+            "every job"
+        )
+    return f"callers: authenticated by {', '.join(sorted(methods))} (GATEWAY_AUTH)"
 
 
 def announce(settings: GatewaySettings, url: str | None) -> None:
@@ -62,7 +72,7 @@ def banner(settings: GatewaySettings, url: str | None) -> str:
         lines += [_BAR, *(f"!! {warning}" for warning in warnings), _BAR]
     kind = settings.upstream_kind
     if kind is not UpstreamKind.EMBEDDED_SIMULATOR:
-        lines.append(f"upstream: {settings.upstream_url} ({kind.value})")
+        lines += [f"upstream: {settings.upstream_url} ({kind.value})", callers_line(settings)]
         return "\n".join(lines)
 
     from gateway.graphiql.page import demo_query, demo_subscription
@@ -85,6 +95,7 @@ def banner(settings: GatewaySettings, url: str | None) -> str:
         f"Each run is a new job (a finished job never changes): the next starts {period} s "
         "after this one,",
         f"named by its userData.nextJobId; the latest runs are listed at {base}/_simulator/jobs",
+        callers_line(settings),
     ]
     return "\n".join(lines)
 

@@ -22,7 +22,7 @@ import yaml
 from pydantic import AliasChoices, ValidationError
 
 from gateway.__main__ import build_parser
-from gateway.settings import GatewaySettings, SimulatorSettings
+from gateway.settings import GatewaySettings, SimulatorSettings, UpstreamKind
 from tests.support.gateway import GatewayProcess
 
 ROOT = Path(__file__).parent.parent
@@ -197,10 +197,73 @@ def test_the_demo_runs_on_the_simulator_and_the_cloud_without_it() -> None:
     ]
 
 
-def test_a_blank_cloud_key_is_refused_not_served_as_the_demo() -> None:
-    # What the cloud profile gives a gateway when the shell has no key set.
-    with pytest.raises(ValidationError, match="ALIBABA_CLOUD_ACCESS_KEY_ID"):
-        GatewaySettings.model_validate({"access_key_id": "", "access_key_secret": ""})
+def container_environment(service: dict[str, Any], shell: dict[str, str]) -> dict[str, str]:
+    """What a service's process gets in its environment when Compose runs in `shell`: a
+    `${NAME:-default}` is the shell's value unless empty, else the default; a variable with no
+    value is the shell's, or unset."""
+
+    def interpolate(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2) or ""
+        return shell.get(name) or default
+
+    environment = {}
+    for name, value in service.get("environment", {}).items():
+        if value is None:
+            if name in shell:
+                environment[name] = shell[name]
+            continue
+        environment[name] = re.sub(r"\$\{(\w+):-([^}]*)\}", interpolate, str(value))
+    return environment
+
+
+def settings_in(environment: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> GatewaySettings:
+    for name in setting_env_names():
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    return GatewaySettings()
+
+
+@pytest.mark.parametrize(
+    "shell",
+    [
+        {},
+        {"ALIBABA_CLOUD_ACCESS_KEY_ID": "LTAIreal", "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "s3"},
+        {"GATEWAY_AUTH": "none"},
+    ],
+    ids=["nothing set", "keys without GATEWAY_AUTH", "GATEWAY_AUTH without keys"],
+)
+def test_the_cloud_profile_refuses_to_start_unless_told_enough(
+    shell: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (service, *_) = gateways("cloud").values()
+    # Never the demo, never the account served to anyone: a refusal, in one line.
+    with pytest.raises(ValidationError):
+        settings_in(container_environment(service, shell), monkeypatch)
+
+
+def test_the_cloud_profile_serves_the_cloud_when_told(monkeypatch: pytest.MonkeyPatch) -> None:
+    shell = {
+        "ALIBABA_CLOUD_ACCESS_KEY_ID": "LTAIreal",
+        "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "s3",
+        "ALIBABA_CLOUD_REGION_ID": "cn-shanghai",
+        "GATEWAY_AUTH": "jwt",
+        "GATEWAY_JWT_JWKS_URL": "https://idp.example/jwks.json",
+        "GATEWAY_JWT_ISSUER": "https://idp.example/",
+        "GATEWAY_JWT_AUDIENCE": "mps-gateway",
+    }
+    for service in gateways("cloud").values():
+        settings = settings_in(container_environment(service, shell), monkeypatch)
+        assert settings.upstream_kind is UpstreamKind.CLOUD
+        assert settings.upstream_url == "https://mts.cn-shanghai.aliyuncs.com/"
+        assert settings.auth_methods == {"jwt"}
+        assert settings.redis_url is not None
+
+
+def test_the_demo_profile_needs_nothing_from_the_shell(monkeypatch: pytest.MonkeyPatch) -> None:
+    for service in gateways("demo").values():
+        settings = settings_in(container_environment(service, {}), monkeypatch)
+        assert settings.upstream_kind is UpstreamKind.ENDPOINT
 
 
 @pytest.mark.parametrize("profile", PROFILES)
