@@ -72,7 +72,9 @@ async def test_scopes_and_tenant_come_from_the_configured_claims(
     ("claims", "reason"),
     [
         ({"exp": int(time.time()) - 60}, "the token has expired."),
-        ({"nbf": int(time.time()) + 60}, "the token is not valid yet (nbf or iat)."),
+        # A day ahead: the time is read when the tests are collected, and a whole suite may run
+        # for minutes before this one (a minute ahead had passed by then).
+        ({"nbf": int(time.time()) + 86400}, "the token is not valid yet (nbf or iat)."),
         (
             {"iss": "https://evil.example/"},
             "the token's issuer is not the one this gateway trusts.",
