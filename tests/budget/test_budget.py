@@ -28,7 +28,8 @@ from gateway.budget import QUERY_JOB, Budget, LocalBudget, RedisBudget
 from gateway.budget.aimd import DEFAULT_CEILING_RECOVERY_TIME, DEFAULT_RECOVERY_RATE
 from gateway.settings import GatewaySettings
 from tests.jobs.jobfakes import FOREVER, ManualClock, settle
-from tests.jobs.redisutil import connect, delete_prefix, unique_prefix
+from tests.jobs.redisutil import delete_prefix, unique_prefix
+from tests.support.redis import SHARED_BACKENDS, connect_backend
 
 
 class Harness(Protocol):
@@ -189,12 +190,12 @@ def clock() -> ManualClock:
     return ManualClock()
 
 
-@pytest.fixture(params=["local", "redis"])
+@pytest.fixture(params=["local", *SHARED_BACKENDS])
 async def harness(request: pytest.FixtureRequest, clock: ManualClock) -> AsyncIterator[Harness]:
     if request.param == "local":
         yield ManualHarness(clock)
         return
-    client = await connect()
+    client = await connect_backend(request, request.param)
     redis_harness = RedisHarness(client)
     try:
         yield redis_harness

@@ -24,7 +24,8 @@ from gateway.settings import GatewaySettings
 from gateway.shared.backend import BackendUnavailable, open_redis
 from tests.budget.test_budget import max_arrivals_in_any_window
 from tests.jobs.jobfakes import FOREVER
-from tests.jobs.redisutil import connect, delete_prefix, private_redis, unique_prefix, wait_until_up
+from tests.jobs.redisutil import delete_prefix, private_redis, unique_prefix, wait_until_up
+from tests.support.redis import keys_under
 
 
 async def until(condition: Callable[[], bool], what: str, patience: float = 30.0) -> None:
@@ -37,12 +38,9 @@ async def until(condition: Callable[[], bool], what: str, patience: float = 30.0
 
 
 @pytest.fixture
-async def client() -> AsyncIterator[redis.asyncio.Redis]:
-    client = await connect()
-    try:
-        yield client
-    finally:
-        await client.aclose()
+def client(shared_redis: redis.asyncio.Redis) -> redis.asyncio.Redis:
+    """One Redis, or a Redis Cluster: every test that takes it runs on both."""
+    return shared_redis
 
 
 @pytest.fixture
@@ -346,7 +344,7 @@ async def test_keys_are_namespaced_and_expire_on_their_own(
     gate.set()
     await holder
     await budget.throttled()
-    assert sorted(key.decode() for key in await client.keys(f"{prefix}:*")) == [
+    assert await keys_under(client, prefix) == [
         f"{base}:aimd",
         f"{base}:slots",
     ]
