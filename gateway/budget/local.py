@@ -210,6 +210,7 @@ class LocalBudget(SlotBudget[None]):
         clock: Callable[[], float] = time.monotonic,
         call_later: CallLater | None = None,
         observer: BudgetObserver = NO_OBSERVER,
+        paced: bool = False,
     ) -> None:
         ledger = LocalLedger(
             limit,
@@ -226,6 +227,7 @@ class LocalBudget(SlotBudget[None]):
             clock=clock,
             call_later=call_later,
             observer=observer,
+            paced=paced,
         )
 
     @classmethod
@@ -238,7 +240,7 @@ class LocalBudget(SlotBudget[None]):
         observer: BudgetObserver = NO_OBSERVER,
     ) -> LocalBudget:
         """The QueryIProductionJob budget: `upstream_qps` calls per (1 s + margin), at most
-        `upstream_concurrency` of them in flight."""
+        `upstream_concurrency` of them in flight, paced (`gateway.budget.pacing`)."""
         return cls(
             settings.upstream_qps,
             settings.upstream_window,
@@ -246,4 +248,5 @@ class LocalBudget(SlotBudget[None]):
             clock=clock,
             call_later=call_later,
             observer=observer,
+            paced=True,
         )
