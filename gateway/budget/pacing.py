@@ -21,6 +21,11 @@ from __future__ import annotations
 
 __all__ = ["GrantPacer"]
 
+#: Tokens short of a whole one by less than this count as whole: a refill computed from a time
+#: difference falls short of 1.0 by a rounding error, and a timer set for the rest would fire
+#: at the same instant, again and again.
+_ROUNDING = 1e-9
+
 
 class GrantPacer:
     """Tokens for grants (see the module docstring); times are on the budget's clock."""
@@ -40,12 +45,13 @@ class GrantPacer:
     def allowed(self, now: float) -> int:
         """Grants that may go now."""
         self._refill(now)
-        return int(self._tokens)
+        return int(self._tokens + _ROUNDING)
 
     def next_token_at(self, now: float) -> float:
         """When the next grant may go (now, when one may already)."""
         self._refill(now)
-        return now + max(0.0, 1.0 - self._tokens) / self._rate
+        missing = 1.0 - self._tokens
+        return now + (missing / self._rate if missing > _ROUNDING else 0.0)
 
     def spend(self, grants: int, now: float) -> None:
         self._refill(now)

@@ -232,27 +232,27 @@ class SlotBudget(Generic[T]):
                     if self._pacer is not None and not self._queue:
                         self._pacer.idle()
                     return
+                held_back = False
                 if self._pacer is not None:
                     now = self._clock()
                     paced = min(want, self._pacer.allowed(now))
-                    if paced < want:
+                    if paced <= 0:
                         self._pacer.held_back()
-                    if paced == 0:
                         await self._nap_till(self._pacer.next_token_at(now))
                         continue
-                    want = paced
+                    held_back, want = paced < want, paced
                 self._asking = want
                 try:
                     taken = await self._ledger.take(want)
                 finally:
                     self._asking = 0
                 self._in_flight += len(taken.tokens)
+                self._hand_out(taken.tokens)
                 if self._pacer is not None:
                     self._pacer.spend(len(taken.tokens), self._clock())
-                self._hand_out(taken.tokens)
-                if len(taken.tokens) < want:
-                    if self._pacer is not None:
+                    if held_back or len(taken.tokens) < want:
                         self._pacer.held_back()
+                if len(taken.tokens) < want:
                     await self._nap_till(taken.retry_at)
         except Exception as exc:  # (cancellation is a BaseException: it goes on up)
             if not isinstance(exc, BackendUnavailable):
