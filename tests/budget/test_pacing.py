@@ -8,6 +8,7 @@ A `LocalBudget` on a manual clock: every instant is exact and nothing sleeps. Ca
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 
@@ -73,7 +74,7 @@ async def test_under_sustained_demand_slots_freed_together_are_granted_spread_ou
     # The first burst's slots all free at t0 + window; without the pacer the next LIMIT calls
     # would all go then. With it: a tenth of the limit at once, then one per window / limit.
     assert most_at_one_instant(later) == LIMIT // 10
-    gaps = [b - a for a, b in zip(later, later[1:], strict=False) if b > a]
+    gaps = [b - a for a, b in itertools.pairwise(later) if b > a]
     assert min(gaps) == pytest.approx(WINDOW / LIMIT)
     # And the rule still holds: never more than the limit in any window.
     spans = [(t, t) for t in calls.granted]
@@ -131,5 +132,5 @@ def test_the_pacer_s_tokens() -> None:
     pacer.idle()
     assert pacer.allowed(5.0) == 10
     assert pacer.allowed(6.0) == 100  # refilled to a whole burst a window after
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="limit >= 1"):
         GrantPacer(0, 1.0, now=0.0)
