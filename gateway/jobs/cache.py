@@ -175,7 +175,8 @@ class LocalSnapshotCache:
         return self._entries.get(job_id)
 
     def peek_finished(self, job_id: str) -> Job | None:
-        entry = self._entries.get(job_id)
+        # An empty cache (the fallback's, while the shared one serves) answers at once.
+        entry = self._entries.get(job_id) if self._entries else None
         job = None if entry is None else entry.job
         if job is None or not job.state.is_terminal:
             return None

@@ -222,7 +222,11 @@ class RedisSnapshotCache:
     # --- the in-process memo of terminal snapshots ------------------------------------------
 
     def _recall(self, job_id: str) -> Job | None:
-        return None if self._memo is None else self._memo.get(job_id)
+        memo = self._memo
+        # An empty memo answers at once: cachetools' miss raises and catches a KeyError under a
+        # timer context, a few microseconds that every running job polled paid two or three
+        # times per request.
+        return memo.get(job_id) if memo else None
 
     def _remember(self, job: Job) -> None:
         if self._memo is None or not job.state.is_terminal:
