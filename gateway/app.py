@@ -16,12 +16,14 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from functools import cached_property
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from cross_web import HTTPException
+from cross_web import AsyncHTTPRequestAdapter, HTTPException
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
@@ -30,13 +32,24 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
-from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.exceptions import ConnectionRejectionError
+from strawberry.http import GraphQLRequestData
+from strawberry.http.base import BaseRequestProtocol
+from strawberry.http.streaming import HTTPStreamTransport
+from strawberry.subscriptions import GRAPHQL_SSE_PROTOCOL, GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.types.unset import UnsetType
 
 from gateway.api import client_json
 from gateway.api.context import Context
+from gateway.api.persisted import PersistedQueries, PersistedQueryError
 from gateway.api.schema import build_schema
+from gateway.api.sse import SseStreams
 from gateway.api.views import JobViews
 from gateway.api.websocket import GatewayWebSocketAdapter, TransportWSHandler, close_quietly
+from gateway.callers.authenticator import Authenticator, credential_headers
+from gateway.callers.caller import NOBODY, UNAUTHENTICATED_OPERATOR, Caller
+from gateway.callers.rate import TenantRateLimit
+from gateway.errors import Unauthenticated
 from gateway.graphiql import FILES_ROUTE, GraphiQL
 from gateway.http_errors import BAD_REQUEST, CODE_OF_STATUS, ErrorResponse
 from gateway.instruments import Instruments
@@ -45,6 +58,7 @@ from gateway.observe.exposition import MetricsListener, ServeMetrics
 from gateway.observe.metrics import Metrics
 from gateway.observe.requests import REQUEST_ID_HEADER, RequestObserver
 from gateway.observe.tracing import tracing_from_env
+from gateway.persisted import load_manifest
 from gateway.services import Services
 from gateway.settings import GatewaySettings
 from gateway.upstream import embedded_simulator
@@ -57,8 +71,12 @@ logger = logging.getLogger(__name__)
 #: Seconds between two samplings of the gauges read from state (the budget's limits...).
 SAMPLE_INTERVAL = 1.0
 
+#: Whether the HTTP request being served is answered with an event stream (set per request).
+_ANSWERED_AS_STREAM: ContextVar[bool] = ContextVar("answered_as_stream", default=False)
+
 #: Header a client may send to give its request less time than the gateway's default deadline.
 TIMEOUT_HEADER = "x-request-timeout"
+IDEMPOTENCY_HEADER = "idempotency-key"
 
 
 def _camel_keys(value: object) -> object:
@@ -80,7 +98,9 @@ class GatewayGraphQL(GraphQL[Context, None]):
     Nothing a client sends makes it answer 5xx: a request it cannot read is answered 4xx with a
     coded GraphQL error (`gateway.http_errors`), a WebSocket frame as `gateway.api.websocket`
     says. It speaks `graphql-transport-ws` only: the older `graphql-ws` protocol
-    (subscriptions-transport-ws, unmaintained) is refused with 4406.
+    (subscriptions-transport-ws, unmaintained) is refused with 4406. A request that accepts
+    `text/event-stream` is answered as an event stream (graphql-sse), bounded as
+    `gateway.api.sse` says.
     """
 
     graphql_transport_ws_handler_class = TransportWSHandler
@@ -92,22 +112,64 @@ class GatewayGraphQL(GraphQL[Context, None]):
         state: _AppState,
         instruments: Instruments,
         graphiql: GraphiQL | None = None,
+        trusted_documents: Mapping[str, str] | None = None,
+        authenticator: Authenticator | None = None,
     ) -> None:
         tracing = instruments.tracing
+        schema = build_schema(
+            settings,
+            observer=instruments.api,
+            extensions=() if tracing is None else (tracing.schema_extension(),),
+        )
         super().__init__(
-            build_schema(
-                settings,
-                observer=instruments.api,
-                extensions=() if tracing is None else (tracing.schema_extension(),),
-            ),
+            schema,
             graphql_ide="graphiql" if graphiql is not None else None,
-            subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
+            subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_SSE_PROTOCOL),
         )
         self._settings = settings
         self._state = state
         self._views = JobViews()
         self._observer = instruments.api
         self._graphiql = graphiql
+        self._authenticator = authenticator or Authenticator()
+        self._rate_limit = (
+            TenantRateLimit(settings.tenant_qps) if settings.tenant_qps is not None else None
+        )
+        #: What each request runs when it names a persisted query (the WebSocket handler reads
+        #: it too).
+        self.persisted_queries = PersistedQueries(
+            store=lambda: state.services.documents,
+            parses=schema.documents.parses,
+            apq=settings.apq,
+            trusted=trusted_documents,
+            max_document_bytes=settings.apq_max_document_bytes,
+        )
+        self._sse = SseStreams(
+            max_streams=settings.sse_max_streams,
+            keepalive=settings.sse_keepalive,
+            write_timeout=settings.sse_write_timeout,
+            max_tokens=settings.max_tokens,
+            documents=self.persisted_queries.resolve,
+        )
+
+    @cached_property
+    def _stream_transport_map(self) -> dict[str, HTTPStreamTransport]:
+        # Only graphql-sse, with the process's keep-alive (Strawberry would also take
+        # multipart subscriptions, which the gateway does not offer).
+        transport = self._sse.transport
+        return {transport.protocol: transport}
+
+    def _get_stream_transport_from_headers(
+        self, headers: Mapping[str, str]
+    ) -> HTTPStreamTransport | None:
+        # Strawberry streams whenever Accept lists text/event-stream; the gateway decides per
+        # request (`gateway.api.sse`: a query that also accepts JSON is answered as JSON).
+        return self._sse.transport if _ANSWERED_AS_STREAM.get() else None
+
+    @property
+    def sse(self) -> SseStreams:
+        """The process's event streams."""
+        return self._sse
 
     async def render_graphql_ide(self, request: Request) -> Response:
         # Our page, not Strawberry's (which loads its files from a CDN). Strawberry calls this
@@ -119,8 +181,38 @@ class GatewayGraphQL(GraphQL[Context, None]):
         if scope["type"] == "websocket":
             await self._serve_websocket(WebSocket(scope, receive=receive, send=send))
             return
+        request = Request(scope, receive=receive)
         try:
-            response = await self.run(Request(scope, receive=receive))
+            stream = await self._sse.wants_stream(request)
+        except ClientDisconnect:
+            logger.debug("HTTP client left before its request body arrived")
+            return
+        # Read by Strawberry's choice of a transport, and by get_context, in this request's
+        # task: they see only the headers, and the decision needs the operation.
+        _ANSWERED_AS_STREAM.set(stream)
+        if stream:
+            await self._sse.serve(
+                scope, receive, send, lambda bounded: self._serve_http(request, bounded)
+            )
+            return
+        await self._serve_http(request, send)
+
+    async def _serve_http(self, request: Request, send: Send) -> None:
+        scope, receive = request.scope, request.receive
+        try:
+            response = await self.run(request)
+        except Unauthenticated as refused:
+            # RFC 6750: a 401 names the schemes the client may use.
+            response = ErrorResponse(
+                401,
+                refused.message,
+                refused.code,
+                headers={"www-authenticate": self._authenticator.challenge},
+            )
+        except PersistedQueryError as refused:
+            response = ErrorResponse(
+                refused.status, refused.message, refused.code, headers=refused.headers
+            )
         except HTTPException as refused:
             # Strawberry's refusals (a body that is no GraphQL request, a method, GraphiQL
             # turned off), answered as GraphQL errors instead of plain text.
@@ -143,6 +235,21 @@ class GatewayGraphQL(GraphQL[Context, None]):
             await close_quietly(
                 websocket, 1011, f"Unexpected error (correlation id {correlation_id})."
             )
+
+    def should_render_graphql_ide(self, request: BaseRequestProtocol) -> bool:
+        # A GET naming a persisted query has no `query` parameter, like a browser's visit.
+        return "extensions" not in request.query_params and super().should_render_graphql_ide(
+            request
+        )
+
+    async def parse_http_body(
+        self, request: AsyncHTTPRequestAdapter
+    ) -> GraphQLRequestData | list[GraphQLRequestData]:
+        # The request's document: its text, or the persisted one its extensions name.
+        data = await super().parse_http_body(request)
+        if isinstance(data, GraphQLRequestData):
+            data.query = await self.persisted_queries.resolve(data.query, data.extensions)
+        return data
 
     def decode_json(self, data: str | bytes) -> object:
         # HTTP bodies, GET parameters and WebSocket frames alike.
@@ -171,7 +278,16 @@ class GatewayGraphQL(GraphQL[Context, None]):
             # An unreadable header is ignored rather than failing the query.
             with contextlib.suppress(ValueError):
                 timeout = min(timeout, max(0.0, float(asked)))
+        if isinstance(request, WebSocket):
+            caller = await self._websocket_caller(request)
+            transport = "websocket"
+        else:
+            caller = await self._http_caller(request)
+            transport = "sse" if _ANSWERED_AS_STREAM.get() else "http"
         return Context(
+            caller=caller,
+            default_tenant=self._settings.default_tenant,
+            rate_limit=self._rate_limit,
             deadline=time.monotonic() + timeout,
             timeout=timeout,
             max_ids=self._settings.max_ids,
@@ -180,9 +296,51 @@ class GatewayGraphQL(GraphQL[Context, None]):
             presigner=services.presigner,
             views=self._views,
             per_connection=isinstance(request, WebSocket),
-            transport="websocket" if isinstance(request, WebSocket) else "http",
+            transport=transport,
             observer=self._observer,
+            submitter=services.submitter,
+            idempotency_key=request.headers.get(IDEMPOTENCY_HEADER),
+            region=self._settings.region_id,
         )
+
+    async def _http_caller(self, request: Request) -> Caller:
+        """The caller of an HTTP request (SSE included), or Unauthenticated (a 401). A browser
+        opening GraphiQL's page sends no credential (its Headers tab sends them with each
+        query): the page is served to anyone, and runs nothing."""
+        try:
+            return await self._authenticator.caller(request.headers)
+        except Unauthenticated:
+            if self._graphiql is not None and self.should_render_graphql_ide(
+                self.request_adapter_class(request)
+            ):
+                return NOBODY
+            raise
+
+    async def _websocket_caller(self, websocket: WebSocket) -> Caller:
+        """The caller a WebSocket starts with: from its upgrade request's headers when they
+        hold a credential the gateway accepts (servers can send headers; browsers cannot), else
+        nobody until its `connection_init` (see `on_ws_connect`)."""
+        if not self._authenticator.enabled:
+            return UNAUTHENTICATED_OPERATOR
+        try:
+            return await self._authenticator.caller(websocket.headers)
+        except Unauthenticated:
+            return NOBODY
+
+    async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
+        """Authenticates a WebSocket at its `connection_init`: from the payload's
+        `Authorization` (or `x-api-key`) when it holds one, else from the upgrade request's
+        headers. Refused, the socket closes with 4403."""
+        headers = credential_headers(context.connection_params or {})
+        if self._authenticator.enabled and (
+            "authorization" in headers or "x-api-key" in headers or context.caller is NOBODY
+        ):
+            try:
+                context.caller = await self._authenticator.caller(headers)
+            except Unauthenticated as refused:
+                logger.debug("WebSocket refused at connection_init: %s", refused.reason)
+                raise ConnectionRejectionError from None
+        return await super().on_ws_connect(context)
 
 
 async def _sample_every(metrics: Metrics, interval: float) -> None:
@@ -269,7 +427,13 @@ def create_app(
     metrics = Metrics()
     instruments = Instruments(metrics, tracing)
     graphiql = GraphiQL.from_settings(settings) if settings.graphiql else None
-    graphql = GatewayGraphQL(settings, state, instruments, graphiql)
+    trusted = (
+        None if settings.trusted_documents is None else load_manifest(settings.trusted_documents)
+    )
+    authenticator = Authenticator.from_settings(settings)
+    graphql = GatewayGraphQL(
+        settings, state, instruments, graphiql, trusted, authenticator=authenticator
+    )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -283,11 +447,18 @@ def create_app(
             logger.info("Metrics at http://%s:%d/metrics", settings.metrics_host, listener.port)
         restore = _on_sigterm(services.begin_shutdown)
         logger.info(
-            "Gateway started: upstream %s (%s), budget %d calls/s",
+            "Gateway started: upstream %s (%s), budget %d calls/s, callers %s",
             settings.upstream_kind.value,
             settings.upstream_url,
             settings.upstream_qps,
+            ", ".join(sorted(settings.auth_methods)) or "unauthenticated (GATEWAY_AUTH=none)",
         )
+        if trusted is not None:
+            logger.info(
+                "Trusted documents: %d from %s; no other document runs",
+                len(trusted),
+                settings.trusted_documents,
+            )
         if settings.redis_url is not None:
             # The location only: the URL may hold a password.
             logger.info(
@@ -303,6 +474,7 @@ def create_app(
             restore()
             state.services = None
             sampling.cancel()
+            await authenticator.aclose()
             try:
                 await services.aclose()
             finally:
@@ -353,6 +525,7 @@ def create_app(
                     "content-type",
                     "authorization",
                     TIMEOUT_HEADER,
+                    IDEMPOTENCY_HEADER,
                     REQUEST_ID_HEADER,
                     "traceparent",
                     "tracestate",

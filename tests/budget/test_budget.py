@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import pytest
-import redis.asyncio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -27,6 +26,7 @@ from gateway import errors
 from gateway.budget import QUERY_JOB, Budget, LocalBudget, RedisBudget
 from gateway.budget.aimd import DEFAULT_CEILING_RECOVERY_TIME, DEFAULT_RECOVERY_RATE
 from gateway.settings import GatewaySettings
+from gateway.shared.backend import RedisClient
 from tests.jobs.jobfakes import FOREVER, ManualClock, settle
 from tests.jobs.redisutil import delete_prefix, unique_prefix
 from tests.support.redis import SHARED_BACKENDS, connect_backend
@@ -119,7 +119,7 @@ class RedisHarness:
     tolerance = 0.05
     long_stretch = 20  # 4 s
 
-    def __init__(self, client: redis.asyncio.Redis) -> None:
+    def __init__(self, client: RedisClient) -> None:
         self.client = client
         self.budgets: list[RedisBudget] = []
         self.prefixes: list[str] = []

@@ -12,6 +12,7 @@ import asyncio
 
 import httpx
 import pytest
+from redis.asyncio.cluster import RedisCluster as ClusterClient
 
 from gateway.settings import SimulatorSettings
 from tests.fleet.conftest import fleet
@@ -21,7 +22,7 @@ from tests.support.redis import (
     RedisCluster,
     connect_cluster,
     delete_prefix,
-    keys_under,
+    key_names,
     unique_prefix,
 )
 
@@ -81,8 +82,13 @@ async def test_the_cluster_holds_the_fleet_s_keys_on_more_than_one_node(
     assert body == {"data": {"jobs": [None] * len(ids)}}
     client = await connect_cluster(redis_cluster.url)
     try:
-        keys = await keys_under(client, prefix)
-        nodes = {client.get_node_from_key(key).port for key in keys}
+        keys = await key_names(client, f"{prefix}:*")
+        assert isinstance(client, ClusterClient)
+        nodes = set()
+        for key in keys:
+            node = client.get_node_from_key(key)
+            assert node is not None
+            nodes.add(node.port)
         await delete_prefix(client, prefix)
     finally:
         await client.aclose()

@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, cast
 
 import pytest
 import redis.asyncio
@@ -51,8 +51,10 @@ __all__ = [
     "connect_cluster",
     "counting_client",
     "delete_prefix",
-    "keys_under",
+    "key_names",
     "private_redis",
+    "scored_members",
+    "server_seconds",
     "ttl_given",
     "unique_prefix",
 ]
@@ -112,15 +114,34 @@ def unique_prefix() -> str:
     return f"test-{uuid.uuid4().hex[:12]}"
 
 
-async def keys_under(client: RedisClient, prefix: str) -> list[str]:
-    """Every key under `prefix:`, sorted; on a cluster, of every node (`KEYS` asks one)."""
-    return sorted([key.decode() async for key in client.scan_iter(match=f"{prefix}:*")])
-
-
 async def delete_prefix(client: RedisClient, prefix: str) -> None:
     """Delete every key under `prefix:` (on a cluster, one key at a time: each its own slot)."""
-    for key in await keys_under(client, prefix):
+    for key in await key_names(client, f"{prefix}:*"):
         await client.delete(key)
+
+
+async def scored_members(client: redis.asyncio.Redis, key: str) -> list[tuple[str, float]]:
+    """Every member of the sorted set at `key` with its score, lowest first."""
+    entries = cast(list[tuple[bytes, float]], await client.zrange(key, 0, -1, withscores=True))
+    return [(_text(member), float(score)) for member, score in entries]
+
+
+async def key_names(client: RedisClient, pattern: str) -> list[str]:
+    """The names of the keys matching `pattern`, sorted; on a cluster, of every node (`KEYS`
+    would ask one)."""
+    names = [_text(key) async for key in client.scan_iter(match=pattern)]
+    return sorted(names)
+
+
+async def server_seconds(client: redis.asyncio.Redis) -> float:
+    """The Redis server's clock, in Unix seconds."""
+    seconds, microseconds = tuple(await client.time())
+    return float(seconds) + float(microseconds) / 1e6
+
+
+def _text(value: object) -> str:
+    assert isinstance(value, bytes | str), value
+    return value.decode() if isinstance(value, bytes) else value
 
 
 async def ttl_given(client: redis.asyncio.Redis, key: str, write: Awaitable[T]) -> tuple[T, range]:
