@@ -294,6 +294,9 @@ NOT_BY_A_REQUEST = {
     "WebSocket close (4403): tests/callers/test_isolation.py",
     "RATE_LIMITED": "needs authentication and GATEWAY_TENANT_QPS: tests/callers/test_isolation.py",
     "SUBMIT_OUTCOME_UNKNOWN": "needs the upstream's answer to a submission lost (test_submit)",
+    "OVERLOADED": "needs a process short of CPU or GATEWAY_MAX_CONCURRENT_REQUESTS running "
+    "(tests/api/test_admission.py): answered at the door, before any stream starts; a "
+    "WebSocket's operations are not admitted",
 }
 
 
