@@ -21,7 +21,7 @@ from contextlib import asynccontextmanager
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from cross_web import HTTPException
+from cross_web import AsyncHTTPRequestAdapter, HTTPException
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
@@ -30,15 +30,29 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.exceptions import MissingQueryError
+from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.types import ExecutionResult
 
 from gateway.api import client_json
 from gateway.api.context import Context
+from gateway.api.http import (
+    BATCH_REFUSAL,
+    JSON,
+    PLAIN_HTTP_OPERATIONS,
+    accepts_event_stream,
+    answer,
+    body_type_refusal,
+    operation_type_refusal,
+    response_media_type,
+)
 from gateway.api.schema import build_schema
 from gateway.api.views import JobViews
 from gateway.api.websocket import GatewayWebSocketAdapter, TransportWSHandler, close_quietly
 from gateway.graphiql import FILES_ROUTE, GraphiQL
-from gateway.http_errors import BAD_REQUEST, CODE_OF_STATUS, ErrorResponse
+from gateway.http_errors import BAD_REQUEST, CODE_OF_STATUS, ErrorResponse, HttpRefusal
 from gateway.instruments import Instruments
 from gateway.middleware import BodyReadTimeout, BodySizeLimit, BrowserCORS
 from gateway.observe.exposition import MetricsListener, ServeMetrics
@@ -119,18 +133,40 @@ class GatewayGraphQL(GraphQL[Context, None]):
         if scope["type"] == "websocket":
             await self._serve_websocket(WebSocket(scope, receive=receive, send=send))
             return
+        request = Request(scope, receive=receive)
+        accept = request.headers.get("accept")
         try:
-            response = await self.run(Request(scope, receive=receive))
+            response = None
+            if accepts_event_stream(accept):
+                response = await self.serve_event_stream(request)
+            if response is None:
+                response = await self.run(request)
+        except HttpRefusal as refused:
+            response = refused.response(response_media_type(accept))
         except HTTPException as refused:
-            # Strawberry's refusals (a body that is no GraphQL request, a method, GraphiQL
-            # turned off), answered as GraphQL errors instead of plain text.
+            # Strawberry's refusals (a method, GraphiQL turned off), answered as GraphQL errors
+            # instead of plain text.
             allow = {"allow": "GET, POST"} if refused.status_code == 405 else None
             code = CODE_OF_STATUS.get(refused.status_code, BAD_REQUEST)
-            response = ErrorResponse(refused.status_code, refused.reason, code, headers=allow)
+            response = ErrorResponse(
+                refused.status_code,
+                refused.reason,
+                code,
+                headers=allow,
+                media_type=response_media_type(accept),
+            )
         except ClientDisconnect:
             logger.debug("HTTP client left before its request body arrived")
             return
         await response(scope, receive, send)
+
+    async def serve_event_stream(self, request: Request) -> Response | None:
+        """The hook for GraphQL over Server-Sent Events (graphql-sse): the answer to a request
+        that accepts `text/event-stream`, or None to answer it as plain HTTP (a query is
+        answered as JSON whatever else the client accepts; urql, for one, accepts SSE on
+        every request). None today: a subscription is then refused with
+        SUBSCRIPTION_TRANSPORT_REQUIRED."""
+        return None
 
     async def _serve_websocket(self, websocket: WebSocket) -> None:
         try:
@@ -150,7 +186,7 @@ class GatewayGraphQL(GraphQL[Context, None]):
 
     def parse_json(self, data: str | bytes) -> object:
         """A request body, or a GET request's `variables` or `extensions`: a JSON object (an
-        array is a batch, which Strawberry refuses with its own message)."""
+        array is a batch, refused by `_validate_batch_request`)."""
         try:
             value = self.decode_json(data)
         except client_json.MalformedJson as exc:
@@ -160,6 +196,89 @@ class GatewayGraphQL(GraphQL[Context, None]):
                 400, f"Expected a JSON object, received {client_json.describe(value)}."
             )
         return value
+
+    async def parse_http_body(
+        self, request: AsyncHTTPRequestAdapter
+    ) -> GraphQLRequestData | list[GraphQLRequestData]:
+        if request.method == "POST":
+            refusal = body_type_refusal(request.headers.get("content-type"))
+            if refusal is not None:
+                raise refusal
+        data = await super().parse_http_body(request)
+        if isinstance(data, GraphQLRequestData) and not isinstance(
+            data.operation_name, str | None
+        ):
+            raise HttpRefusal(
+                400,
+                "Expected the GraphQL request's `operationName` to be a string or null, "
+                f"received {client_json.describe(data.operation_name)}.",
+                BAD_REQUEST,
+            )
+        return data
+
+    def _validate_batch_request(
+        self, request_data: list[GraphQLRequestData], protocol: str = "http"
+    ) -> None:
+        # Strawberry's check of a JSON array body; batches are off, so it always refuses.
+        raise HttpRefusal(400, BATCH_REFUSAL, BAD_REQUEST)
+
+    async def execute_single(  # noqa: PLR0913
+        self,
+        request: Request,
+        request_adapter: AsyncHTTPRequestAdapter,
+        sub_response: Response,
+        context: Context,
+        root_value: None,
+        request_data: GraphQLRequestData,
+    ) -> ExecutionResult:
+        # Strawberry's, with the operations plain HTTP serves (no subscription: it needs a
+        # transport that streams) and coded refusals.
+        method = request_adapter.method
+        try:
+            return await self.schema.execute(
+                request_data.query,
+                root_value=root_value,
+                variable_values=request_data.variables,
+                context_value=context,
+                operation_name=request_data.operation_name,
+                allowed_operation_types=PLAIN_HTTP_OPERATIONS[method],
+                operation_extensions=request_data.extensions,
+            )
+        except InvalidOperationTypeError as refused:
+            raise operation_type_refusal(refused.operation_type, method) from refused
+        except CannotGetOperationTypeError as refused:
+            raise HttpRefusal(
+                400,
+                "Expected a document with an operation to run, received none.",
+                BAD_REQUEST,
+            ) from refused
+        except MissingQueryError as refused:
+            raise HttpRefusal(
+                400, "Expected a GraphQL request with a `query`, received none.", BAD_REQUEST
+            ) from refused
+
+    async def get_sub_response(self, request: Request | WebSocket) -> Response:
+        sub_response = await super().get_sub_response(request)
+        sub_response.media_type = response_media_type(request.headers.get("accept"))
+        return sub_response
+
+    def create_response(
+        self,
+        response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse],
+        sub_response: Response,
+    ) -> Response:
+        # Strawberry's, with the media type the client accepts and the status the
+        # GraphQL-over-HTTP rules give it (`gateway.api.http`). Batches are refused earlier.
+        assert not isinstance(response_data, list)
+        media_type = sub_response.media_type or JSON
+        status, body = answer(response_data, media_type)
+        response = Response(self.encode_json(body), status_code=status, media_type=media_type)
+        response.headers.raw.extend(sub_response.headers.raw)
+        if sub_response.background:
+            response.background = sub_response.background
+        if sub_response.status_code:
+            response.status_code = sub_response.status_code
+        return response
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket
