@@ -205,9 +205,7 @@ class GatewayGraphQL(GraphQL[Context, None]):
             if refusal is not None:
                 raise refusal
         data = await super().parse_http_body(request)
-        if isinstance(data, GraphQLRequestData) and not isinstance(
-            data.operation_name, str | None
-        ):
+        if isinstance(data, GraphQLRequestData) and not isinstance(data.operation_name, str | None):
             raise HttpRefusal(
                 400,
                 "Expected the GraphQL request's `operationName` to be a string or null, "
@@ -222,7 +220,7 @@ class GatewayGraphQL(GraphQL[Context, None]):
         # Strawberry's check of a JSON array body; batches are off, so it always refuses.
         raise HttpRefusal(400, BATCH_REFUSAL, BAD_REQUEST)
 
-    async def execute_single(  # noqa: PLR0913
+    async def execute_single(
         self,
         request: Request,
         request_adapter: AsyncHTTPRequestAdapter,

@@ -146,8 +146,7 @@ def operation_type_refusal(operation_type: OperationType, method: str) -> HttpRe
     if operation_type is OperationType.MUTATION and method == "GET":
         return HttpRefusal(
             405,
-            "Expected a mutation over POST, received one over GET (GET must not change "
-            "anything).",
+            "Expected a mutation over POST, received one over GET (GET must not change anything).",
             METHOD_NOT_ALLOWED,
             headers={"allow": "POST"},
         )
