@@ -51,13 +51,14 @@ from gateway.api.http import (
 from gateway.api.schema import build_schema
 from gateway.api.views import JobViews
 from gateway.api.websocket import GatewayWebSocketAdapter, TransportWSHandler, close_quietly
+from gateway.cors import cors_middleware
 from gateway.graphiql import FILES_ROUTE, GraphiQL
 from gateway.http_errors import BAD_REQUEST, CODE_OF_STATUS, ErrorResponse, HttpRefusal
 from gateway.instruments import Instruments
-from gateway.middleware import BodyReadTimeout, BodySizeLimit, BrowserCORS
+from gateway.middleware import BodyReadTimeout, BodySizeLimit
 from gateway.observe.exposition import MetricsListener, ServeMetrics
 from gateway.observe.metrics import Metrics
-from gateway.observe.requests import REQUEST_ID_HEADER, RequestObserver
+from gateway.observe.requests import RequestObserver
 from gateway.observe.tracing import tracing_from_env
 from gateway.services import Services
 from gateway.settings import GatewaySettings
@@ -458,26 +459,9 @@ def create_app(
         Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes),
         Middleware(BodyReadTimeout, timeout=settings.body_timeout),
     ]
-    origins = [origin.strip() for origin in settings.cors_origins.split(",") if origin.strip()]
-    if origins:
-        middleware.insert(
-            0,
-            Middleware(
-                BrowserCORS,
-                allow_origins=origins,
-                allow_methods=["GET", "POST", "OPTIONS"],
-                allow_headers=[
-                    "content-type",
-                    "authorization",
-                    TIMEOUT_HEADER,
-                    REQUEST_ID_HEADER,
-                    "traceparent",
-                    "tracestate",
-                ],
-                expose_headers=[REQUEST_ID_HEADER],
-                max_age=600,
-            ),
-        )
+    cors = cors_middleware(settings)
+    if cors is not None:
+        middleware.insert(0, cors)
     # Outermost first: /metrics answered before anything else (no CORS, no request id); then
     # the trace's server span, so that everything below runs inside it; then the request id,
     # so that every line the rest logs carries it.

@@ -276,11 +276,14 @@ UPDATES = "subscription($id: ID!) { jobUpdates(id: $id) { id } }"
         ({"query": UPDATES}, "BAD_USER_INPUT"),
         ({"query": "subscription {"}, "GRAPHQL_PARSE_FAILED"),
         # Strawberry closed the socket for these (4400), or masked them as INTERNAL_ERROR.
-        ({"query": "{ __typename }", "operationName": "Missing"}, "BAD_REQUEST"),
+        ({"query": "{ __typename }", "operationName": "Missing"}, "UNKNOWN_OPERATION_NAME"),
         ({"query": ""}, "BAD_REQUEST"),
+        # The first operation used to run.
+        ({"query": "query A { __typename } query B { __typename }"}, "OPERATION_NAME_REQUIRED"),
     ],
     ids=[
         "validation", "variable", "missing-variable", "syntax", "operation-name", "no-query",
+        "two-operations",
     ],
 )  # fmt: skip
 async def test_an_operation_failing_before_it_runs_gets_one_coded_error(
