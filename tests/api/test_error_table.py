@@ -1,0 +1,212 @@
+"""The README's error table, walked over HTTP: each code it documents is provoked on a real
+gateway (in front of the real simulator, or of a stub cloud for an answer the simulator never
+gives) and comes back as a coded GraphQL error, with the request's id, never a 5xx.
+
+To add a row to the table, add its provocation to `OVER_HTTP` (or, for a code HTTP cannot meet,
+the test that proves it to `ELSEWHERE`): `test_every_row_of_the_table_is_walked` fails until
+then. `tests/api/error_table.py` has the table reader, for walks over other transports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from gateway.app import TIMEOUT_HEADER
+from tests.api.conftest import StartGateway
+from tests.api.error_table import Answer, Elsewhere, Provocation, assert_walk_covers_the_table
+from tests.rawhttp import parse_responses, raw_connection, read_until_closed, request_head
+from tests.servers import SimulatorServer, run_asgi_server
+
+
+@dataclass(frozen=True)
+class Walk:
+    simulator: SimulatorServer
+    start_gateway: StartGateway
+    http: httpx.AsyncClient
+
+
+def over_http(response: httpx.Response) -> Answer:
+    return Answer(response.status_code, response.headers, response.json())
+
+
+async def query(
+    walk: Walk,
+    text: str,
+    variables: dict[str, Any] | None = None,
+    *,
+    headers: dict[str, str] | None = None,
+    **settings: Any,
+) -> Answer:
+    """POSTs `text` to a gateway started with `settings`."""
+    with walk.start_gateway(**settings) as gateway:
+        response = await walk.http.post(
+            gateway.graphql_url,
+            json={"query": text, "variables": variables or {}},
+            headers=headers,
+        )
+    return over_http(response)
+
+
+def job_query(walk: Walk, count: int = 1) -> tuple[str, dict[str, Any]]:
+    return "query($ids: [ID!]!) { jobs(ids: $ids) { id } }", {
+        "ids": walk.simulator.demo_ids()[:count]
+    }
+
+
+def stub_cloud(status: int, body: dict[str, Any]) -> AbstractContextManager[str]:
+    """A stand-in for the cloud that answers every call with `status` and `body`."""
+
+    async def answer(request: Request) -> JSONResponse:
+        return JSONResponse(body, status_code=status)
+
+    return run_asgi_server(Starlette(routes=[Route("/", answer, methods=["GET", "POST"])]))
+
+
+async def on_stub_cloud(walk: Walk, status: int, body: dict[str, Any]) -> Answer:
+    with stub_cloud(status, body) as url:
+        return await query(walk, *job_query(walk), mps_endpoint=url, max_retries=0)
+
+
+async def with_faults(walk: Walk, faults: dict[str, float], **settings: Any) -> Answer:
+    walk.simulator.set_faults(**faults)
+    return await query(walk, *job_query(walk, 10), max_retries=0, **settings)
+
+
+async def a_slow_body(walk: Walk) -> Answer:
+    with walk.start_gateway(body_timeout=0.3) as gateway:
+        async with raw_connection(gateway.url) as (reader, writer):
+            head = request_head(
+                "POST", "/graphql", content_type="application/json", content_length=100
+            )
+            writer.write(head + b'{"query"')
+            await writer.drain()
+            [response] = parse_responses(await read_until_closed(reader))
+    return Answer(response.status, response.headers, response.json())
+
+
+async def request(
+    walk: Walk, method: str, *, settings: dict[str, Any] | None = None, **kwargs: Any
+) -> Answer:
+    with walk.start_gateway(**(settings or {})) as gateway:
+        return over_http(await walk.http.request(method, gateway.graphql_url, **kwargs))
+
+
+KNOWN_WITH_FILES = "88c6ca184c0e432bbf5b665e2a15d0c1"
+
+OVER_HTTP: dict[str, Provocation] = {
+    "INVALID_JOB_ID": lambda walk: query(walk, '{ job(id: "a b") { id } }'),
+    "TOO_MANY_IDS": lambda walk: query(
+        walk, "query($ids: [ID!]!) { jobs(ids: $ids) { id } }", {"ids": ["a1"] * 101}
+    ),
+    "INVALID_ARGUMENT": lambda walk: query(
+        walk,
+        f'{{ job(id: "{KNOWN_WITH_FILES}") '
+        "{ result { files { signedUrl(expiresInSeconds: 0) } } } }",
+    ),
+    "BUDGET_EXHAUSTED": lambda walk: query(
+        walk, *job_query(walk, 3), headers={TIMEOUT_HEADER: "0.8"}, upstream_qps=1
+    ),
+    "QUERY_TOO_COMPLEX": lambda walk: query(walk, *job_query(walk, 3), max_cost=10),
+    "DEADLINE_EXCEEDED": lambda walk: with_faults(
+        walk, {"latencyMs": 3000}, headers={TIMEOUT_HEADER: "0.5"}
+    ),
+    "UPSTREAM_THROTTLED": lambda walk: with_faults(walk, {"qps": 1}),
+    "UPSTREAM_UNAVAILABLE": lambda walk: with_faults(walk, {"errorRate": 1.0}),
+    "UPSTREAM_TIMEOUT": lambda walk: with_faults(walk, {"latencyMs": 1000}, read_timeout=0.2),
+    "UPSTREAM_AUTH_FAILED": lambda walk: query(
+        walk, *job_query(walk), access_key_secret="not-the-secret", max_retries=0
+    ),
+    "UPSTREAM_REJECTED": lambda walk: on_stub_cloud(
+        walk,
+        400,
+        {"Code": "InvalidParameter.Unexpected", "Message": "No.", "RequestId": "STUB-1"},
+    ),
+    "UPSTREAM_BAD_RESPONSE": lambda walk: with_faults(walk, {"malformedRate": 1.0}),
+    "GRAPHQL_PARSE_FAILED": lambda walk: query(walk, "{ job(id: "),
+    "GRAPHQL_VALIDATION_FAILED": lambda walk: query(walk, "{ nope }"),
+    "BAD_USER_INPUT": lambda walk: query(
+        walk, "query($id: ID!) { job(id: $id) { id } }", {"id": [1]}
+    ),
+    "OPERATION_NAME_REQUIRED": lambda walk: query(
+        walk, "query A { __typename } query B { __typename }"
+    ),
+    "UNKNOWN_OPERATION_NAME": lambda walk: request(
+        walk, "POST", json={"query": "query A { __typename }", "operationName": "B"}
+    ),
+    "SUBSCRIPTION_TRANSPORT_REQUIRED": lambda walk: query(
+        walk, f'subscription {{ jobUpdates(id: "{KNOWN_WITH_FILES}") {{ id }} }}'
+    ),
+    "BAD_REQUEST": lambda walk: request(
+        walk, "POST", content=b"[]", headers={"content-type": "application/json"}
+    ),
+    "UNSUPPORTED_MEDIA_TYPE": lambda walk: request(
+        walk, "POST", content=b"{}", headers={"content-type": "text/plain"}
+    ),
+    "METHOD_NOT_ALLOWED": lambda walk: request(walk, "DELETE"),
+    "CORS_PREFLIGHT_REFUSED": lambda walk: request(
+        walk,
+        "OPTIONS",
+        headers={
+            "origin": "https://app.example",
+            "access-control-request-method": "POST",
+            "access-control-request-headers": "x-unheard-of",
+        },
+    ),
+    "NOT_FOUND": lambda walk: request(
+        walk, "GET", headers={"accept": "text/html"}, settings={"graphiql": False}
+    ),
+    "REQUEST_TIMEOUT": a_slow_body,
+    "REQUEST_TOO_LARGE": lambda walk: request(
+        walk,
+        "POST",
+        content=b'{"query": "' + b" " * 4096 + b'{ __typename }"}',
+        headers={"content-type": "application/json"},
+        settings={"max_body_bytes": 1024},
+    ),
+}
+
+ELSEWHERE: dict[str, Elsewhere] = {
+    "SHUTTING_DOWN": Elsewhere(
+        "tests.fleet.test_shutdown::test_sigterm_answers_the_waiting_requests_and_releases_everything",
+        "needs SIGTERM sent to a gateway process while requests wait for the budget",
+    ),
+    "TOO_MANY_OPERATIONS": Elsewhere(
+        "tests.api.test_websocket::test_operations_beyond_the_connection_limit_get_a_coded_error",
+        "a limit of a WebSocket connection's operations",
+    ),
+    "INTERNAL_ERROR": Elsewhere(
+        "tests.api.test_errors::test_an_unexpected_error_is_masked_and_logged_with_a_correlation_id",
+        "no input reaches a bug of the gateway's own resolvers: proven on a schema built to fail",
+    ),
+}
+
+
+def test_every_row_of_the_table_is_walked() -> None:
+    assert_walk_covers_the_table(OVER_HTTP, ELSEWHERE)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("code", sorted(OVER_HTTP))
+async def test_the_error_table_over_http(
+    simulator: SimulatorServer, start_gateway: StartGateway, http: httpx.AsyncClient, code: str
+) -> None:
+    answer = await asyncio.wait_for(OVER_HTTP[code](Walk(simulator, start_gateway, http)), 60)
+
+    assert answer.status is not None
+    assert answer.status < 500, answer
+    assert answer.headers["content-type"] == "application/json"
+    assert code in answer.codes(), answer.body
+    # Every error names the request it answers.
+    request_id = answer.headers["x-request-id"]
+    for error in answer.body["errors"]:
+        assert error["extensions"]["requestId"] == request_id, error
