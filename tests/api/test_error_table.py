@@ -22,6 +22,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from gateway.app import TIMEOUT_HEADER
+from gateway.simulator.demo import DOC_EXAMPLE_JOB_ID
 from tests.api.conftest import StartGateway
 from tests.api.error_table import Answer, Elsewhere, Provocation, assert_walk_covers_the_table
 from tests.rawhttp import parse_responses, raw_connection, read_until_closed, request_head
@@ -101,7 +102,7 @@ async def request(
         return over_http(await walk.http.request(method, gateway.graphql_url, **kwargs))
 
 
-KNOWN_WITH_FILES = "88c6ca184c0e432bbf5b665e2a15d0c1"
+KNOWN_WITH_FILES = DOC_EXAMPLE_JOB_ID
 
 OVER_HTTP: dict[str, Provocation] = {
     "INVALID_JOB_ID": lambda walk: query(walk, '{ job(id: "a b") { id } }'),
