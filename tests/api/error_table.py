@@ -48,7 +48,7 @@ class Answer:
     headers: Mapping[str, str]
     body: dict[str, Any]
 
-    def codes(self) -> list[str]:
+    def codes(self) -> list[str | None]:
         return [
             (error.get("extensions") or {}).get("code") for error in self.body.get("errors", [])
         ]
