@@ -51,7 +51,7 @@ from gateway.api.http import (
 from gateway.api.schema import build_schema
 from gateway.api.views import JobViews
 from gateway.api.websocket import GatewayWebSocketAdapter, TransportWSHandler, close_quietly
-from gateway.cors import cors_middleware
+from gateway.cors import browser_origins, cors_middleware
 from gateway.graphiql import FILES_ROUTE, GraphiQL
 from gateway.http_errors import BAD_REQUEST, CODE_OF_STATUS, ErrorResponse, HttpRefusal
 from gateway.instruments import Instruments
@@ -117,6 +117,9 @@ class GatewayGraphQL(GraphQL[Context, None]):
             ),
             graphql_ide="graphiql" if graphiql is not None else None,
             subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
+            # Pages of other origins open WebSockets as they call over HTTP: the origins CORS
+            # admits (Strawberry refuses every cross-origin handshake otherwise).
+            allowed_origins=browser_origins(settings),
         )
         self._settings = settings
         self._state = state

@@ -8,6 +8,7 @@ Zipkin propagator) and graphql-sse's token. `GATEWAY_CORS_HEADERS` adds to them 
 Scripts may read `x-request-id`, `etag` and `retry-after` (plus `GATEWAY_CORS_EXPOSE_HEADERS`);
 browsers cache a preflight's answer for `GATEWAY_CORS_MAX_AGE` seconds. A refused preflight is
 answered 400 with a coded GraphQL error naming what was refused, like every other refusal.
+The same origins may open the WebSocket (`browser_origins`).
 """
 
 from __future__ import annotations
@@ -61,9 +62,15 @@ def _merged(defaults: Iterable[str], added: Iterable[str]) -> list[str]:
     return list(dict.fromkeys([*defaults, *added]))
 
 
+def browser_origins(settings: GatewaySettings) -> list[str]:
+    """The origins whose pages may call the gateway (`*`: any): by HTTP under CORS, and by
+    WebSocket (a browser sends `Origin` on the handshake; the view refuses the others)."""
+    return [origin.strip() for origin in settings.cors_origins.split(",") if origin.strip()]
+
+
 def cors_middleware(settings: GatewaySettings) -> Middleware | None:
     """The CORS middleware `settings` ask for; None when GATEWAY_CORS_ORIGINS is empty."""
-    origins = [origin.strip() for origin in settings.cors_origins.split(",") if origin.strip()]
+    origins = browser_origins(settings)
     if not origins:
         return None
     return Middleware(

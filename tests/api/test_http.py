@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+from websockets.typing import Subprotocol
 
 from tests.api.conftest import GatewayServer, StartGateway, answer
 
@@ -204,3 +209,31 @@ async def test_empty_cors_origins_turn_cors_off(
         response = await http.post(gateway.graphql_url, json=QUERY, headers={"origin": ORIGIN})
     assert response.json() == {"data": {"__typename": "Query"}}
     assert "access-control-allow-origin" not in response.headers
+
+
+async def handshake_from(gateway: GatewayServer, origin: str) -> int:
+    """The HTTP status a browser page of `origin` meets opening the WebSocket (101: open)."""
+    url = gateway.graphql_url.replace("http://", "ws://")
+    try:
+        async with connect(
+            url,
+            subprotocols=[Subprotocol("graphql-transport-ws")],
+            additional_headers={"origin": origin},
+        ) as socket:
+            await socket.send(json.dumps({"type": "connection_init"}))
+            assert json.loads(await socket.recv()) == {"type": "connection_ack"}
+            return 101
+    except InvalidStatus as refused:
+        return refused.response.status_code
+
+
+async def test_pages_of_the_cors_origins_may_open_the_websocket(
+    start_gateway: StartGateway,
+) -> None:
+    # Strawberry refused every cross-origin handshake (403): a page on another origin could
+    # query the gateway but not subscribe.
+    with start_gateway() as gateway:
+        assert await handshake_from(gateway, ORIGIN) == 101
+    with start_gateway(cors_origins=ORIGIN) as gateway:
+        assert await handshake_from(gateway, ORIGIN) == 101
+        assert await handshake_from(gateway, "https://evil.example") == 403
