@@ -45,6 +45,7 @@ from gateway.api.http import (
     accepts_event_stream,
     answer,
     body_type_refusal,
+    method_refusal,
     operation_type_refusal,
     response_media_type,
 )
@@ -144,20 +145,17 @@ class GatewayGraphQL(GraphQL[Context, None]):
             if accepts_event_stream(accept):
                 response = await self.serve_event_stream(request)
             if response is None:
+                if request.method not in PLAIN_HTTP_OPERATIONS:
+                    raise method_refusal(request.method)
                 response = await self.run(request)
         except HttpRefusal as refused:
             response = refused.response(response_media_type(accept))
         except HTTPException as refused:
-            # Strawberry's refusals (a method, GraphiQL turned off), answered as GraphQL errors
-            # instead of plain text.
-            allow = {"allow": "GET, POST"} if refused.status_code == 405 else None
+            # Strawberry's other refusals (GraphiQL turned off, a multipart body), answered as
+            # GraphQL errors instead of plain text.
             code = CODE_OF_STATUS.get(refused.status_code, BAD_REQUEST)
             response = ErrorResponse(
-                refused.status_code,
-                refused.reason,
-                code,
-                headers=allow,
-                media_type=response_media_type(accept),
+                refused.status_code, refused.reason, code, media_type=response_media_type(accept)
             )
         except ClientDisconnect:
             logger.debug("HTTP client left before its request body arrived")

@@ -133,6 +133,16 @@ def answer(response_data: Mapping[str, Any], media_type: str) -> tuple[int, Mapp
     return 200, response_data
 
 
+def method_refusal(method: str) -> HttpRefusal:
+    """The refusal of a method /graphql does not serve."""
+    return HttpRefusal(
+        405,
+        f"Expected GET or POST, received {method[:20]}.",
+        METHOD_NOT_ALLOWED,
+        headers={"allow": "GET, POST"},
+    )
+
+
 def operation_type_refusal(operation_type: OperationType, method: str) -> HttpRefusal:
     """The refusal of an operation plain HTTP does not serve by `method`."""
     if operation_type is OperationType.SUBSCRIPTION:

@@ -177,7 +177,7 @@ async def test_strawberry_refusals_are_coded_errors(
     assert_refused(
         response,
         405,
-        refusal("GraphQL only supports GET and POST requests.", "METHOD_NOT_ALLOWED"),
+        refusal("Expected GET or POST, received PUT.", "METHOD_NOT_ALLOWED"),
     )
     assert response.headers["allow"] == "GET, POST"
     assert warnings_and_errors(caplog) == []
