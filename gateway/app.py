@@ -16,7 +16,7 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -32,6 +32,7 @@ from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import MissingQueryError
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
+from strawberry.http.base import BaseRequestProtocol
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types import ExecutionResult
@@ -49,6 +50,7 @@ from gateway.api.http import (
     operation_type_refusal,
     response_media_type,
 )
+from gateway.api.persisted import PersistedQueries, PersistedQueryError
 from gateway.api.schema import build_schema
 from gateway.api.views import JobViews
 from gateway.api.websocket import GatewayWebSocketAdapter, TransportWSHandler, close_quietly
@@ -61,6 +63,7 @@ from gateway.observe.exposition import MetricsListener, ServeMetrics
 from gateway.observe.metrics import Metrics
 from gateway.observe.requests import RequestObserver
 from gateway.observe.tracing import tracing_from_env
+from gateway.persisted import load_manifest
 from gateway.services import Services
 from gateway.settings import GatewaySettings
 from gateway.upstream import embedded_simulator
@@ -75,6 +78,7 @@ SAMPLE_INTERVAL = 1.0
 
 #: Header a client may send to give its request less time than the gateway's default deadline.
 TIMEOUT_HEADER = "x-request-timeout"
+IDEMPOTENCY_HEADER = "idempotency-key"
 
 
 def _camel_keys(value: object) -> object:
@@ -108,14 +112,16 @@ class GatewayGraphQL(GraphQL[Context, None]):
         state: _AppState,
         instruments: Instruments,
         graphiql: GraphiQL | None = None,
+        trusted_documents: Mapping[str, str] | None = None,
     ) -> None:
         tracing = instruments.tracing
+        schema = build_schema(
+            settings,
+            observer=instruments.api,
+            extensions=() if tracing is None else (tracing.schema_extension(),),
+        )
         super().__init__(
-            build_schema(
-                settings,
-                observer=instruments.api,
-                extensions=() if tracing is None else (tracing.schema_extension(),),
-            ),
+            schema,
             graphql_ide="graphiql" if graphiql is not None else None,
             subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
             # Pages of other origins open WebSockets as they call over HTTP: the origins CORS
@@ -127,6 +133,15 @@ class GatewayGraphQL(GraphQL[Context, None]):
         self._views = JobViews()
         self._observer = instruments.api
         self._graphiql = graphiql
+        #: What each request runs when it names a persisted query (the WebSocket handler reads
+        #: it too).
+        self.persisted_queries = PersistedQueries(
+            store=lambda: state.services.documents,
+            parses=schema.documents.parses,
+            apq=settings.apq,
+            trusted=trusted_documents,
+            max_document_bytes=settings.apq_max_document_bytes,
+        )
 
     async def render_graphql_ide(self, request: Request) -> Response:
         # Our page, not Strawberry's (which loads its files from a CDN). Strawberry calls this
@@ -150,6 +165,14 @@ class GatewayGraphQL(GraphQL[Context, None]):
                 response = await self.run(request)
         except HttpRefusal as refused:
             response = refused.response(response_media_type(accept))
+        except PersistedQueryError as refused:
+            response = ErrorResponse(
+                refused.status,
+                refused.message,
+                refused.code,
+                headers=refused.headers,
+                media_type=response_media_type(accept),
+            )
         except HTTPException as refused:
             # Strawberry's other refusals (GraphiQL turned off, a multipart body), answered as
             # GraphQL errors instead of plain text.
@@ -182,6 +205,12 @@ class GatewayGraphQL(GraphQL[Context, None]):
                 websocket, 1011, f"Unexpected error (correlation id {correlation_id})."
             )
 
+    def should_render_graphql_ide(self, request: BaseRequestProtocol) -> bool:
+        # A GET naming a persisted query has no `query` parameter, like a browser's visit.
+        return "extensions" not in request.query_params and super().should_render_graphql_ide(
+            request
+        )
+
     def decode_json(self, data: str | bytes) -> object:
         # HTTP bodies, GET parameters and WebSocket frames alike.
         return client_json.decode(data)
@@ -207,13 +236,16 @@ class GatewayGraphQL(GraphQL[Context, None]):
             if refusal is not None:
                 raise refusal
         data = await super().parse_http_body(request)
-        if isinstance(data, GraphQLRequestData) and not isinstance(data.operation_name, str | None):
-            raise HttpRefusal(
-                400,
-                "Expected the GraphQL request's `operationName` to be a string or null, "
-                f"received {client_json.describe(data.operation_name)}.",
-                BAD_REQUEST,
-            )
+        if isinstance(data, GraphQLRequestData):
+            if not isinstance(data.operation_name, str | None):
+                raise HttpRefusal(
+                    400,
+                    "Expected the GraphQL request's `operationName` to be a string or null, "
+                    f"received {client_json.describe(data.operation_name)}.",
+                    BAD_REQUEST,
+                )
+            # The request's document: its text, or the persisted one its extensions name.
+            data.query = await self.persisted_queries.resolve(data.query, data.extensions)
         return data
 
     def _validate_batch_request(
@@ -301,6 +333,9 @@ class GatewayGraphQL(GraphQL[Context, None]):
             per_connection=isinstance(request, WebSocket),
             transport="websocket" if isinstance(request, WebSocket) else "http",
             observer=self._observer,
+            submitter=services.submitter,
+            idempotency_key=request.headers.get(IDEMPOTENCY_HEADER),
+            region=self._settings.region_id,
         )
 
 
@@ -388,7 +423,10 @@ def create_app(
     metrics = Metrics()
     instruments = Instruments(metrics, tracing)
     graphiql = GraphiQL.from_settings(settings) if settings.graphiql else None
-    graphql = GatewayGraphQL(settings, state, instruments, graphiql)
+    trusted = (
+        None if settings.trusted_documents is None else load_manifest(settings.trusted_documents)
+    )
+    graphql = GatewayGraphQL(settings, state, instruments, graphiql, trusted)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -407,6 +445,12 @@ def create_app(
             settings.upstream_url,
             settings.upstream_qps,
         )
+        if trusted is not None:
+            logger.info(
+                "Trusted documents: %d from %s; no other document runs",
+                len(trusted),
+                settings.trusted_documents,
+            )
         if settings.redis_url is not None:
             # The location only: the URL may hold a password.
             logger.info(

@@ -1,8 +1,8 @@
 """CORS: which browser pages may call the gateway, with which headers, and what they may read.
 
 The headers allowed by default are those the common browser clients send: `content-type` and
-`accept` (every client), `authorization`, the gateway's own `x-request-timeout` and
-`x-request-id`, Apollo Client's client awareness and CSRF headers, the W3C trace context and
+`accept` (every client), `authorization`, the gateway's own `x-request-timeout`, `x-request-id` and
+`idempotency-key`, Apollo Client's client awareness and CSRF headers, the W3C trace context and
 baggage (OpenTelemetry's browser SDK, Sentry), Sentry's `sentry-trace`, B3 (OpenTelemetry's
 Zipkin propagator) and graphql-sse's token. `GATEWAY_CORS_HEADERS` adds to them (`*`: any).
 Scripts may read `x-request-id`, `etag` and `retry-after` (plus `GATEWAY_CORS_EXPOSE_HEADERS`);
@@ -33,6 +33,8 @@ DEFAULT_ALLOWED_HEADERS: Final = (
     "authorization",
     "x-request-timeout",
     REQUEST_ID_HEADER,
+    # submitJob's idempotency key.
+    "idempotency-key",
     # Apollo Client: client awareness, and the header its CSRF prevention asks for.
     "apollographql-client-name",
     "apollographql-client-version",

@@ -14,8 +14,9 @@ from gateway.jobs.loader import JobLoader
 from gateway.oss import OssPresigner
 
 if TYPE_CHECKING:
-    # Only a type here: views build GraphQL types, whose resolvers read this context.
+    # Only types here: views build GraphQL types, whose resolvers read this context.
     from gateway.api.views import JobViews
+    from gateway.submit.submitter import JobSubmitter
 
 
 @dataclass(slots=True)
@@ -47,6 +48,12 @@ class Context:
     #: Who is asking (authentication sets it; with `GATEWAY_AUTH=none`, an operator that may
     #: do everything).
     caller: Caller = UNAUTHENTICATED_OPERATOR
+    #: The process-wide submitter of submitJob; None where nothing may be submitted.
+    submitter: JobSubmitter | None = None
+    #: The request's `Idempotency-Key` header, as sent (submitJob checks it).
+    idempotency_key: str | None = None
+    #: The MPS region the gateway serves: submitted OSS URLs must be in it.
+    region: str = "cn-hangzhou"
     _jobs: JobLoader | None = field(default=None, repr=False)
 
     def for_operation(self) -> Context:

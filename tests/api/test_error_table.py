@@ -10,8 +10,13 @@ then. `tests/api/error_table.py` has the table reader, for walks over other tran
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
+import tempfile
+import uuid
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,6 +30,7 @@ from gateway.app import TIMEOUT_HEADER
 from gateway.simulator.demo import DOC_EXAMPLE_JOB_ID
 from tests.api.conftest import StartGateway
 from tests.api.error_table import Answer, Elsewhere, Provocation, assert_walk_covers_the_table
+from tests.api.test_submit import SUBMIT, job_input
 from tests.rawhttp import parse_responses, raw_connection, read_until_closed, request_head
 from tests.servers import SimulatorServer, run_asgi_server
 
@@ -103,6 +109,41 @@ async def request(
 
 
 KNOWN_WITH_FILES = DOC_EXAMPLE_JOB_ID
+TYPENAME = "{ __typename }"
+
+
+def persisted(document: str = TYPENAME, sha256_hash: str | None = None) -> dict[str, Any]:
+    digest = sha256_hash or hashlib.sha256(document.encode()).hexdigest()
+    return {"persistedQuery": {"version": 1, "sha256Hash": digest}}
+
+
+async def posted(walk: Walk, body: dict[str, Any], **settings: Any) -> Answer:
+    return await request(walk, "POST", json=body, settings=settings)
+
+
+async def trusted(walk: Walk, body: dict[str, Any]) -> Answer:
+    """POSTs `body` to a gateway that runs only `{ __typename }` (trusted documents)."""
+    with tempfile.TemporaryDirectory() as folder:
+        manifest = Path(folder) / "manifest.json"
+        manifest.write_text(json.dumps({hashlib.sha256(TYPENAME.encode()).hexdigest(): TYPENAME}))
+        return await posted(walk, body, trusted_documents=manifest)
+
+
+async def submitted_twice_with_one_key(walk: Walk) -> Answer:
+    key = uuid.uuid4().hex
+    with walk.start_gateway() as gateway:
+        for user_data in ("order 1", "order 2"):
+            variables = {"input": job_input(idempotencyKey=key, userData=user_data)}
+            response = await walk.http.post(
+                gateway.graphql_url, json={"query": SUBMIT, "variables": variables}
+            )
+    return over_http(response)
+
+
+async def submitted_answer_lost(walk: Walk) -> Answer:
+    walk.simulator.set_faults(dropRate=1.0)
+    return await query(walk, SUBMIT, {"input": job_input()})
+
 
 OVER_HTTP: dict[str, Provocation] = {
     "INVALID_JOB_ID": lambda walk: query(walk, '{ job(id: "a b") { id } }'),
@@ -167,6 +208,22 @@ OVER_HTTP: dict[str, Provocation] = {
         walk, "GET", headers={"accept": "text/html"}, settings={"graphiql": False}
     ),
     "REQUEST_TIMEOUT": a_slow_body,
+    "PERSISTED_QUERY_NOT_FOUND": lambda walk: posted(walk, {"extensions": persisted()}),
+    "PERSISTED_QUERY_NOT_SUPPORTED": lambda walk: posted(
+        walk, {"extensions": persisted()}, apq=False
+    ),
+    "PERSISTED_QUERY_HASH_MISMATCH": lambda walk: posted(
+        walk, {"query": TYPENAME, "extensions": persisted(sha256_hash="0" * 64)}
+    ),
+    "PERSISTED_QUERY_INVALID": lambda walk: posted(
+        walk, {"query": TYPENAME, "extensions": {"persistedQuery": {"version": 2}}}
+    ),
+    "PERSISTED_QUERY_NOT_IN_LIST": lambda walk: trusted(
+        walk, {"extensions": persisted("{ other: __typename }")}
+    ),
+    "PERSISTED_QUERY_REQUIRED": lambda walk: trusted(walk, {"query": "{ other: __typename }"}),
+    "IDEMPOTENCY_KEY_REUSED": submitted_twice_with_one_key,
+    "SUBMIT_OUTCOME_UNKNOWN": submitted_answer_lost,
     "REQUEST_TOO_LARGE": lambda walk: request(
         walk,
         "POST",
@@ -184,6 +241,10 @@ ELSEWHERE: dict[str, Elsewhere] = {
     "TOO_MANY_OPERATIONS": Elsewhere(
         "tests.api.test_websocket::test_operations_beyond_the_connection_limit_get_a_coded_error",
         "a limit of a WebSocket connection's operations",
+    ),
+    "FORBIDDEN": Elsewhere(
+        "tests.api.test_submit::test_a_caller_without_the_submit_scope_is_forbidden",
+        "no HTTP authentication yet: a caller without the scope is built in the test",
     ),
     "INTERNAL_ERROR": Elsewhere(
         "tests.api.test_errors::test_an_unexpected_error_is_masked_and_logged_with_a_correlation_id",

@@ -163,6 +163,17 @@ async def test_httpx_exception_maps_to_its_upstream_error(
     assert error.message == f"{action} failed before an answer arrived ({httpx_class.__name__})."
     # No answer arrived: nothing upstream to quote.
     assert error.extensions == {"code": expected.code}
+    # Only a failure before a connection was made proves the upstream never saw the call
+    # (what lets a submission be sent again).
+    never_sent = (
+        httpx.ConnectError,
+        httpx.ConnectTimeout,
+        httpx.PoolTimeout,
+        httpx.ProxyError,
+        httpx.UnsupportedProtocol,
+        httpx.LocalProtocolError,
+    )
+    assert error.delivered is not issubclass(httpx_class, never_sent)
 
 
 class Chunks(httpx.AsyncByteStream):
