@@ -30,12 +30,13 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
-from strawberry.exceptions import MissingQueryError
+from strawberry.exceptions import ConnectionRejectionError, MissingQueryError
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.http.base import BaseRequestProtocol
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types import ExecutionResult
+from strawberry.types.unset import UnsetType
 
 from gateway.api import client_json
 from gateway.api.context import Context
@@ -54,7 +55,11 @@ from gateway.api.persisted import PersistedQueries, PersistedQueryError
 from gateway.api.schema import build_schema
 from gateway.api.views import JobViews
 from gateway.api.websocket import GatewayWebSocketAdapter, TransportWSHandler, close_quietly
+from gateway.callers.authenticator import Authenticator, credential_headers
+from gateway.callers.caller import NOBODY, UNAUTHENTICATED_OPERATOR, Caller
+from gateway.callers.rate import TenantRateLimit
 from gateway.cors import browser_origins, cors_middleware
+from gateway.errors import Unauthenticated
 from gateway.graphiql import FILES_ROUTE, GraphiQL
 from gateway.http_errors import BAD_REQUEST, CODE_OF_STATUS, ErrorResponse, HttpRefusal
 from gateway.instruments import Instruments
@@ -113,6 +118,7 @@ class GatewayGraphQL(GraphQL[Context, None]):
         instruments: Instruments,
         graphiql: GraphiQL | None = None,
         trusted_documents: Mapping[str, str] | None = None,
+        authenticator: Authenticator | None = None,
     ) -> None:
         tracing = instruments.tracing
         schema = build_schema(
@@ -133,6 +139,10 @@ class GatewayGraphQL(GraphQL[Context, None]):
         self._views = JobViews()
         self._observer = instruments.api
         self._graphiql = graphiql
+        self._authenticator = authenticator or Authenticator()
+        self._rate_limit = (
+            TenantRateLimit(settings.tenant_qps) if settings.tenant_qps is not None else None
+        )
         #: What each request runs when it names a persisted query (the WebSocket handler reads
         #: it too).
         self.persisted_queries = PersistedQueries(
@@ -165,6 +175,15 @@ class GatewayGraphQL(GraphQL[Context, None]):
                 response = await self.run(request)
         except HttpRefusal as refused:
             response = refused.response(response_media_type(accept))
+        except Unauthenticated as refused:
+            # RFC 6750: a 401 names the schemes the client may use.
+            response = ErrorResponse(
+                401,
+                refused.message,
+                refused.code,
+                headers={"www-authenticate": self._authenticator.challenge},
+                media_type=response_media_type(accept),
+            )
         except PersistedQueryError as refused:
             response = ErrorResponse(
                 refused.status,
@@ -322,7 +341,14 @@ class GatewayGraphQL(GraphQL[Context, None]):
             # An unreadable header is ignored rather than failing the query.
             with contextlib.suppress(ValueError):
                 timeout = min(timeout, max(0.0, float(asked)))
+        if isinstance(request, WebSocket):
+            caller = await self._websocket_caller(request)
+        else:
+            caller = await self._http_caller(request)
         return Context(
+            caller=caller,
+            default_tenant=self._settings.default_tenant,
+            rate_limit=self._rate_limit,
             deadline=time.monotonic() + timeout,
             timeout=timeout,
             max_ids=self._settings.max_ids,
@@ -337,6 +363,45 @@ class GatewayGraphQL(GraphQL[Context, None]):
             idempotency_key=request.headers.get(IDEMPOTENCY_HEADER),
             region=self._settings.region_id,
         )
+
+    async def _http_caller(self, request: Request) -> Caller:
+        """The caller of an HTTP request (SSE included), or Unauthenticated (a 401). A browser
+        opening GraphiQL's page sends no credential (its Headers tab sends them with each
+        query): the page is served to anyone, and runs nothing."""
+        try:
+            return await self._authenticator.caller(request.headers)
+        except Unauthenticated:
+            if self._graphiql is not None and self.should_render_graphql_ide(
+                self.request_adapter_class(request)
+            ):
+                return NOBODY
+            raise
+
+    async def _websocket_caller(self, websocket: WebSocket) -> Caller:
+        """The caller a WebSocket starts with: from its upgrade request's headers when they
+        hold a credential the gateway accepts (servers can send headers; browsers cannot), else
+        nobody until its `connection_init` (see `on_ws_connect`)."""
+        if not self._authenticator.enabled:
+            return UNAUTHENTICATED_OPERATOR
+        try:
+            return await self._authenticator.caller(websocket.headers)
+        except Unauthenticated:
+            return NOBODY
+
+    async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
+        """Authenticates a WebSocket at its `connection_init`: from the payload's
+        `Authorization` (or `x-api-key`) when it holds one, else from the upgrade request's
+        headers. Refused, the socket closes with 4403."""
+        headers = credential_headers(context.connection_params or {})
+        if self._authenticator.enabled and (
+            "authorization" in headers or "x-api-key" in headers or context.caller is NOBODY
+        ):
+            try:
+                context.caller = await self._authenticator.caller(headers)
+            except Unauthenticated as refused:
+                logger.debug("WebSocket refused at connection_init: %s", refused.reason)
+                raise ConnectionRejectionError from None
+        return await super().on_ws_connect(context)
 
 
 async def _sample_every(metrics: Metrics, interval: float) -> None:
@@ -426,7 +491,10 @@ def create_app(
     trusted = (
         None if settings.trusted_documents is None else load_manifest(settings.trusted_documents)
     )
-    graphql = GatewayGraphQL(settings, state, instruments, graphiql, trusted)
+    authenticator = Authenticator.from_settings(settings)
+    graphql = GatewayGraphQL(
+        settings, state, instruments, graphiql, trusted, authenticator=authenticator
+    )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -440,10 +508,11 @@ def create_app(
             logger.info("Metrics at http://%s:%d/metrics", settings.metrics_host, listener.port)
         restore = _on_sigterm(services.begin_shutdown)
         logger.info(
-            "Gateway started: upstream %s (%s), budget %d calls/s",
+            "Gateway started: upstream %s (%s), budget %d calls/s, callers %s",
             settings.upstream_kind.value,
             settings.upstream_url,
             settings.upstream_qps,
+            ", ".join(sorted(settings.auth_methods)) or "unauthenticated (GATEWAY_AUTH=none)",
         )
         if trusted is not None:
             logger.info(
@@ -466,6 +535,7 @@ def create_app(
             restore()
             state.services = None
             sampling.cancel()
+            await authenticator.aclose()
             try:
                 await services.aclose()
             finally:

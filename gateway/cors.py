@@ -1,14 +1,14 @@
 """CORS: which browser pages may call the gateway, with which headers, and what they may read.
 
 The headers allowed by default are those the common browser clients send: `content-type` and
-`accept` (every client), `authorization`, the gateway's own `x-request-timeout`, `x-request-id` and
-`idempotency-key`, Apollo Client's client awareness and CSRF headers, the W3C trace context and
-baggage (OpenTelemetry's browser SDK, Sentry), Sentry's `sentry-trace`, B3 (OpenTelemetry's
-Zipkin propagator) and graphql-sse's token. `GATEWAY_CORS_HEADERS` adds to them (`*`: any).
-Scripts may read `x-request-id`, `etag` and `retry-after` (plus `GATEWAY_CORS_EXPOSE_HEADERS`);
-browsers cache a preflight's answer for `GATEWAY_CORS_MAX_AGE` seconds. A refused preflight is
-answered 400 with a coded GraphQL error naming what was refused, like every other refusal.
-The same origins may open the WebSocket (`browser_origins`).
+`accept` (every client), `authorization` and `x-api-key`, the gateway's own `x-request-timeout`,
+`x-request-id` and `idempotency-key`, Apollo Client's client awareness and CSRF headers, the W3C
+trace context and baggage (OpenTelemetry's browser SDK, Sentry), Sentry's `sentry-trace`, B3
+(OpenTelemetry's Zipkin propagator) and graphql-sse's token. `GATEWAY_CORS_HEADERS` adds to them
+(`*`: any). Scripts may read `x-request-id`, `etag`, `retry-after` and `www-authenticate` (plus
+`GATEWAY_CORS_EXPOSE_HEADERS`); browsers cache a preflight's answer for `GATEWAY_CORS_MAX_AGE`
+seconds. A refused preflight is answered 400 with a coded GraphQL error naming what was refused,
+like every other refusal. The same origins may open the WebSocket (`browser_origins`).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ DEFAULT_ALLOWED_HEADERS: Final = (
     "accept",
     "content-type",
     "authorization",
+    "x-api-key",
     "x-request-timeout",
     REQUEST_ID_HEADER,
     # submitJob's idempotency key.
@@ -51,7 +52,7 @@ DEFAULT_ALLOWED_HEADERS: Final = (
     "x-graphql-event-stream-token",
 )
 #: Response headers browser scripts may read whatever the settings say.
-DEFAULT_EXPOSED_HEADERS: Final = (REQUEST_ID_HEADER, "etag", "retry-after")
+DEFAULT_EXPOSED_HEADERS: Final = (REQUEST_ID_HEADER, "etag", "retry-after", "www-authenticate")
 #: What browsers may call /graphql with (OPTIONS is the preflight itself).
 ALLOWED_METHODS: Final = ("GET", "POST", "OPTIONS")
 

@@ -27,6 +27,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from gateway.app import TIMEOUT_HEADER
+from gateway.callers.api_keys import key_hash, new_key
 from gateway.simulator.demo import DOC_EXAMPLE_JOB_ID
 from tests.api.conftest import StartGateway
 from tests.api.error_table import Answer, Elsewhere, Provocation, assert_walk_covers_the_table
@@ -129,6 +130,29 @@ async def trusted(walk: Walk, body: dict[str, Any]) -> Answer:
         return await posted(walk, body, trusted_documents=manifest)
 
 
+async def with_api_key(walk: Walk, send_key: bool, count: int, **settings: Any) -> Answer:
+    """POSTs `{ __typename }` `count` times to a gateway that authenticates API keys, with a
+    key or without; the last answer."""
+    key = new_key()
+    document = {
+        "keys": [
+            {"name": "web", "tenant": "acme", "scopes": ["jobs:read"], "sha256": key_hash(key)}
+        ]
+    }
+    with tempfile.TemporaryDirectory() as folder:
+        keys_file = Path(folder) / "keys.json"
+        keys_file.write_text(json.dumps(document))
+        with walk.start_gateway(
+            auth="api-key", api_keys_file=str(keys_file), **settings
+        ) as gateway:
+            headers = {"x-api-key": key} if send_key else {}
+            for _ in range(count):
+                response = await walk.http.post(
+                    gateway.graphql_url, json={"query": TYPENAME}, headers=headers
+                )
+    return over_http(response)
+
+
 async def submitted_twice_with_one_key(walk: Walk) -> Answer:
     key = uuid.uuid4().hex
     with walk.start_gateway() as gateway:
@@ -224,6 +248,9 @@ OVER_HTTP: dict[str, Provocation] = {
     "PERSISTED_QUERY_REQUIRED": lambda walk: trusted(walk, {"query": "{ other: __typename }"}),
     "IDEMPOTENCY_KEY_REUSED": submitted_twice_with_one_key,
     "SUBMIT_OUTCOME_UNKNOWN": submitted_answer_lost,
+    "UNAUTHENTICATED": lambda walk: with_api_key(walk, send_key=False, count=1),
+    # A burst of one, then one a minute: the second operation is over the tenant's rate.
+    "RATE_LIMITED": lambda walk: with_api_key(walk, send_key=True, count=2, tenant_qps=1 / 60),
     "REQUEST_TOO_LARGE": lambda walk: request(
         walk,
         "POST",

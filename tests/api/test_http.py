@@ -189,6 +189,7 @@ async def test_cors_is_configurable(start_gateway: StartGateway, http: httpx.Asy
         "x-request-id",
         "etag",
         "retry-after",
+        "www-authenticate",
         "x-cost",
     }
 
