@@ -18,6 +18,8 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from functools import cached_property
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -33,8 +35,9 @@ from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError, MissingQueryError
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.http.base import BaseRequestProtocol
+from strawberry.http.streaming import HTTPStreamTransport
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
-from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.subscriptions import GRAPHQL_SSE_PROTOCOL, GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types import ExecutionResult
 from strawberry.types.unset import UnsetType
 
@@ -44,7 +47,6 @@ from gateway.api.http import (
     BATCH_REFUSAL,
     JSON,
     PLAIN_HTTP_OPERATIONS,
-    accepts_event_stream,
     answer,
     body_type_refusal,
     method_refusal,
@@ -53,6 +55,7 @@ from gateway.api.http import (
 )
 from gateway.api.persisted import PersistedQueries, PersistedQueryError
 from gateway.api.schema import build_schema
+from gateway.api.sse import SseStreams
 from gateway.api.views import JobViews
 from gateway.api.websocket import GatewayWebSocketAdapter, TransportWSHandler, close_quietly
 from gateway.callers.authenticator import Authenticator, credential_headers
@@ -81,6 +84,9 @@ logger = logging.getLogger(__name__)
 #: Seconds between two samplings of the gauges read from state (the budget's limits...).
 SAMPLE_INTERVAL = 1.0
 
+#: Whether the HTTP request being served is answered with an event stream (set per request).
+_ANSWERED_AS_STREAM: ContextVar[bool] = ContextVar("answered_as_stream", default=False)
+
 #: Header a client may send to give its request less time than the gateway's default deadline.
 TIMEOUT_HEADER = "x-request-timeout"
 IDEMPOTENCY_HEADER = "idempotency-key"
@@ -105,7 +111,9 @@ class GatewayGraphQL(GraphQL[Context, None]):
     Nothing a client sends makes it answer 5xx: a request it cannot read is answered 4xx with a
     coded GraphQL error (`gateway.http_errors`), a WebSocket frame as `gateway.api.websocket`
     says. It speaks `graphql-transport-ws` only: the older `graphql-ws` protocol
-    (subscriptions-transport-ws, unmaintained) is refused with 4406.
+    (subscriptions-transport-ws, unmaintained) is refused with 4406. A request that accepts
+    `text/event-stream` is answered as an event stream (graphql-sse), bounded as
+    `gateway.api.sse` says.
     """
 
     graphql_transport_ws_handler_class = TransportWSHandler
@@ -129,7 +137,7 @@ class GatewayGraphQL(GraphQL[Context, None]):
         super().__init__(
             schema,
             graphql_ide="graphiql" if graphiql is not None else None,
-            subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
+            subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_SSE_PROTOCOL),
             # Pages of other origins open WebSockets as they call over HTTP: the origins CORS
             # admits (Strawberry refuses every cross-origin handshake otherwise).
             allowed_origins=browser_origins(settings),
@@ -152,6 +160,32 @@ class GatewayGraphQL(GraphQL[Context, None]):
             trusted=trusted_documents,
             max_document_bytes=settings.apq_max_document_bytes,
         )
+        self._sse = SseStreams(
+            max_streams=settings.sse_max_streams,
+            keepalive=settings.sse_keepalive,
+            write_timeout=settings.sse_write_timeout,
+            max_tokens=settings.max_tokens,
+            documents=self.persisted_queries.resolve,
+        )
+
+    @cached_property
+    def _stream_transport_map(self) -> dict[str, HTTPStreamTransport]:
+        # Only graphql-sse, with the process's keep-alive (Strawberry would also take
+        # multipart subscriptions, which the gateway does not offer).
+        transport = self._sse.transport
+        return {transport.protocol: transport}
+
+    def _get_stream_transport_from_headers(
+        self, headers: Mapping[str, str]
+    ) -> HTTPStreamTransport | None:
+        # Strawberry streams whenever Accept lists text/event-stream; the gateway decides per
+        # request (`gateway.api.sse`: a query that also accepts JSON is answered as JSON).
+        return self._sse.transport if _ANSWERED_AS_STREAM.get() else None
+
+    @property
+    def sse(self) -> SseStreams:
+        """The process's event streams."""
+        return self._sse
 
     async def render_graphql_ide(self, request: Request) -> Response:
         # Our page, not Strawberry's (which loads its files from a CDN). Strawberry calls this
@@ -164,15 +198,32 @@ class GatewayGraphQL(GraphQL[Context, None]):
             await self._serve_websocket(WebSocket(scope, receive=receive, send=send))
             return
         request = Request(scope, receive=receive)
+        if request.method not in PLAIN_HTTP_OPERATIONS:
+            refusal = method_refusal(request.method)
+            await refusal.response(response_media_type(request.headers.get("accept")))(
+                scope, receive, send
+            )
+            return
+        try:
+            stream = await self._sse.wants_stream(request)
+        except ClientDisconnect:
+            logger.debug("HTTP client left before its request body arrived")
+            return
+        # Read by Strawberry's choice of a transport, and by get_context, in this request's
+        # task: they see only the headers, and the decision needs the operation.
+        _ANSWERED_AS_STREAM.set(stream)
+        if stream:
+            await self._sse.serve(
+                scope, receive, send, lambda bounded: self._serve_http(request, bounded)
+            )
+            return
+        await self._serve_http(request, send)
+
+    async def _serve_http(self, request: Request, send: Send) -> None:
+        scope, receive = request.scope, request.receive
         accept = request.headers.get("accept")
         try:
-            response = None
-            if accepts_event_stream(accept):
-                response = await self.serve_event_stream(request)
-            if response is None:
-                if request.method not in PLAIN_HTTP_OPERATIONS:
-                    raise method_refusal(request.method)
-                response = await self.run(request)
+            response = await self.run(request)
         except HttpRefusal as refused:
             response = refused.response(response_media_type(accept))
         except Unauthenticated as refused:
@@ -203,14 +254,6 @@ class GatewayGraphQL(GraphQL[Context, None]):
             logger.debug("HTTP client left before its request body arrived")
             return
         await response(scope, receive, send)
-
-    async def serve_event_stream(self, request: Request) -> Response | None:
-        """The hook for GraphQL over Server-Sent Events (graphql-sse): the answer to a request
-        that accepts `text/event-stream`, or None to answer it as plain HTTP (a query is
-        answered as JSON whatever else the client accepts; urql, for one, accepts SSE on
-        every request). None today: a subscription is then refused with
-        SUBSCRIPTION_TRANSPORT_REQUIRED."""
-        return None
 
     async def _serve_websocket(self, websocket: WebSocket) -> None:
         try:
@@ -343,8 +386,10 @@ class GatewayGraphQL(GraphQL[Context, None]):
                 timeout = min(timeout, max(0.0, float(asked)))
         if isinstance(request, WebSocket):
             caller = await self._websocket_caller(request)
+            transport = "websocket"
         else:
             caller = await self._http_caller(request)
+            transport = "sse" if _ANSWERED_AS_STREAM.get() else "http"
         return Context(
             caller=caller,
             default_tenant=self._settings.default_tenant,
@@ -357,7 +402,7 @@ class GatewayGraphQL(GraphQL[Context, None]):
             presigner=services.presigner,
             views=self._views,
             per_connection=isinstance(request, WebSocket),
-            transport="websocket" if isinstance(request, WebSocket) else "http",
+            transport=transport,
             observer=self._observer,
             submitter=services.submitter,
             idempotency_key=request.headers.get(IDEMPOTENCY_HEADER),

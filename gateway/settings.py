@@ -245,6 +245,27 @@ class GatewaySettings(BaseSettings):
         "beyond are closed as soon as they are accepted.",
     )
 
+    # --- event streams (graphql-sse) ----------------------------------------------------------
+    sse_max_streams: int = Field(
+        default=500,
+        ge=1,
+        description="Server-Sent Event streams one process serves at once; one more is "
+        "answered 503 TOO_MANY_STREAMS. Keep it under max_connections, so that streams never "
+        "take every connection from plain requests.",
+    )
+    sse_keepalive: float = Field(
+        default=15.0,
+        gt=0,
+        description="Seconds between two keep-alive comments on an event stream with no event "
+        "to send, so that proxies keep it open and a vanished client is noticed.",
+    )
+    sse_write_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds one write of an event stream may wait for a client that reads "
+        "nothing; then the client is dropped (under `python -m gateway serve`).",
+    )
+
     # --- process ----------------------------------------------------------------------------
     log_level: str = Field(default="INFO", description="Python logging level.")
     log_format: Literal["text", "json"] = Field(

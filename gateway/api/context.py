@@ -44,7 +44,7 @@ class Context:
     presigner: OssPresigner | None = None
     #: Whether several operations share this context (a WebSocket connection's).
     per_connection: bool = False
-    #: How the operation reaches the client: `websocket` or `http`.
+    #: How the operation reaches the client: `websocket`, `sse` (an event stream) or `http`.
     transport: str = "http"
     #: Told of the subscriptions served (metrics).
     observer: ApiObserver = NO_OBSERVER

@@ -35,8 +35,6 @@ from gateway.http_errors import (
 GRAPHQL_RESPONSE_JSON: Final = "application/graphql-response+json"
 #: The legacy one, every client's default.
 JSON: Final = "application/json"
-#: What a client following subscriptions over Server-Sent Events accepts.
-EVENT_STREAM: Final = "text/event-stream"
 
 #: The operations plain HTTP serves, by method (a subscription needs a transport that streams).
 PLAIN_HTTP_OPERATIONS: Final[Mapping[str, frozenset[OperationType]]] = {
@@ -111,12 +109,13 @@ def response_media_type(accept: str | None) -> str:
     return JSON
 
 
-def accepts_event_stream(accept: str | None) -> bool:
-    """Whether the client accepts `text/event-stream` (named: `*/*` does not ask for SSE)."""
-    if not accept or EVENT_STREAM not in accept.lower():
-        return False
-    quality, named = _quality(_media_ranges(accept), EVENT_STREAM)
-    return named and quality > 0
+def accepts_json(accept: str | None) -> bool:
+    """Whether a JSON answer (either media type) is acceptable under this Accept header; a
+    client that sends none accepts anything."""
+    if not accept:
+        return True
+    ranges = _media_ranges(accept)
+    return _quality(ranges, JSON)[0] > 0 or _quality(ranges, GRAPHQL_RESPONSE_JSON)[0] > 0
 
 
 def answer(response_data: Mapping[str, Any], media_type: str) -> tuple[int, Mapping[str, Any]]:

@@ -5,7 +5,8 @@ A walk is a table of its own: code -> how to provoke it over that transport (`Pr
 plus the codes that transport cannot meet, each with the test that provokes it elsewhere
 (`Elsewhere`). `assert_walk_covers_the_table` fails when the README gains a row the walk does
 not provoke, so a new code cannot go undocumented or untested. The HTTP walk is
-`tests/api/test_error_table.py`; a walk over WebSocket or SSE is another such table.
+`tests/api/test_error_table.py`, the WebSocket and SSE walk `tests/api/test_error_table_streams.py`
+(which also checks the extra fields each row names).
 """
 
 from __future__ import annotations
@@ -18,25 +19,30 @@ from pathlib import Path
 from typing import Any
 
 README = Path(__file__).resolve().parents[2] / "README.md"
-TABLE_HEADING = "### Error codes"
+TABLE_HEADING = "### Error codes (`errors[].extensions.code`)"
 _CODE = re.compile(r"`([A-Z][A-Z0-9_]+)`")
 
 
-def readme_error_codes(readme: Path = README) -> list[str]:
-    """Every code of the error table, in its order (a row may name several)."""
-    lines = readme.read_text(encoding="utf-8").splitlines()
-    start = next(index for index, line in enumerate(lines) if line.startswith(TABLE_HEADING))
-    codes: list[str] = []
-    in_table = False
-    for line in lines[start + 1 :]:
-        if line.startswith("|"):
-            in_table = True
-            first_cell = line.split("|")[1]
-            codes.extend(_CODE.findall(first_cell))
-        elif in_table:
+def error_table(readme: Path = README) -> dict[str, tuple[list[str], bool]]:
+    """Each code of the error table, in its order (a row may name several): the extra fields
+    its row names, and whether they are conditional (the row says when they are there)."""
+    text = readme.read_text(encoding="utf-8")
+    section = text[text.index(TABLE_HEADING) :]
+    rows: dict[str, tuple[list[str], bool]] = {}
+    for line in section.splitlines()[4:]:
+        if not line.startswith("| `"):
             break
-    assert codes, f"no error table under {TABLE_HEADING!r} in {readme}"
-    return codes
+        codes, _, extras = (cell.strip() for cell in line.strip("|").split(" | "))
+        names = re.findall(r"`(\w+)`", extras)
+        for code in _CODE.findall(codes):
+            rows[code] = (names, " when " in extras)
+    assert rows, f"no error table under {TABLE_HEADING!r} in {readme}"
+    return rows
+
+
+def readme_error_codes(readme: Path = README) -> list[str]:
+    """Every code of the error table, in its order."""
+    return list(error_table(readme))
 
 
 @dataclass(frozen=True)

@@ -273,6 +273,10 @@ ELSEWHERE: dict[str, Elsewhere] = {
         "tests.api.test_submit::test_a_caller_without_the_submit_scope_is_forbidden",
         "no HTTP authentication yet: a caller without the scope is built in the test",
     ),
+    "TOO_MANY_STREAMS": Elsewhere(
+        "tests.api.test_error_table_streams::test_the_code_reaches_the_client_with_its_fields",
+        "a limit of Server-Sent Event streams (HTTP 503, Retry-After): walked over SSE",
+    ),
     "INTERNAL_ERROR": Elsewhere(
         "tests.api.test_errors::test_an_unexpected_error_is_masked_and_logged_with_a_correlation_id",
         "no input reaches a bug of the gateway's own resolvers: proven on a schema built to fail",

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.api.http import accepts_event_stream, response_media_type
+from gateway.api.http import accepts_json, response_media_type
 from tests.api.conftest import GatewayServer, StartGateway, answer
 from tests.servers import SimulatorServer
 
@@ -51,16 +51,18 @@ def test_the_media_type_follows_accept(accept: str | None, expected: str) -> Non
 @pytest.mark.parametrize(
     ("accept", "expected"),
     [
-        (None, False),
-        ("*/*", False),
-        ("text/event-stream", True),
+        (None, True),
+        ("*/*", True),
+        ("application/*", True),
         (URQL_ACCEPT, True),
-        ("text/event-stream;q=0", False),
-        ("text/event-streams", False),
+        ("text/event-stream", False),
+        (f"text/event-stream, {LEGACY};q=0", False),
+        (f"{LEGACY};q=0, */*", True),
+        (f"{NEW};q=0.1", True),
     ],
 )
-def test_what_asks_for_server_sent_events(accept: str | None, expected: bool) -> None:
-    assert accepts_event_stream(accept) is expected
+def test_what_accepts_a_json_answer(accept: str | None, expected: bool) -> None:
+    assert accepts_json(accept) is expected
 
 
 async def post(

@@ -369,7 +369,8 @@ async def test_a_websocket_closes_when_its_token_expires(
     jobs: None,
 ) -> None:
     with start_gateway(**credentials.settings, jwt_leeway=0.0) as gateway:
-        token = credentials.issuer.token(exp=int(time.time()) + 3)
+        # Long enough to connect on a busy machine; the socket then outlives it.
+        token = credentials.issuer.token(exp=int(time.time()) + 8)
         async with socket_to(gateway, {"Authorization": f"Bearer {token}"}) as socket:
             assert await receive(socket) == {"type": "connection_ack"}
             # A subscription that would run for a long time (a running job, polled slowly).

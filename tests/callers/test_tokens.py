@@ -71,8 +71,10 @@ async def test_scopes_and_tenant_come_from_the_configured_claims(
 @pytest.mark.parametrize(
     ("claims", "reason"),
     [
-        ({"exp": int(time.time()) - 60}, "the token has expired."),
-        ({"nbf": int(time.time()) + 60}, "the token is not valid yet (nbf or iat)."),
+        # Times are offsets from when the test runs (not from collection: a long suite would
+        # carry a "not yet valid" token into its leeway).
+        ({"exp": -60}, "the token has expired."),
+        ({"nbf": 60}, "the token is not valid yet (nbf or iat)."),
         (
             {"iss": "https://evil.example/"},
             "the token's issuer is not the one this gateway trusts.",
@@ -85,7 +87,12 @@ async def test_scopes_and_tenant_come_from_the_configured_claims(
 async def test_claims_are_checked(
     issuer: Issuer, tmp_path: Path, claims: dict[str, object], reason: str
 ) -> None:
-    assert await refused(verifier_for(issuer, tmp_path), issuer.token(**claims)) == reason
+    now = int(time.time())
+    timed = {
+        name: now + value if name in ("exp", "nbf") and isinstance(value, int) else value
+        for name, value in claims.items()
+    }
+    assert await refused(verifier_for(issuer, tmp_path), issuer.token(**timed)) == reason
 
 
 async def test_exp_and_nbf_have_a_small_leeway(issuer: Issuer, tmp_path: Path) -> None:
