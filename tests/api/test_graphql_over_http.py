@@ -155,7 +155,7 @@ async def test_field_errors_keep_data_and_200_for_new_clients(
     assert [e["extensions"]["code"] for e in body["errors"]] == ["INVALID_JOB_ID"]
 
 
-@pytest.mark.parametrize("accept", [None, NEW, URQL_ACCEPT])
+@pytest.mark.parametrize("accept", [None, NEW, LEGACY, "*/*"])
 async def test_a_subscription_over_plain_http_is_refused_with_a_code(
     simulator: SimulatorServer,
     gateway: GatewayServer,
@@ -202,6 +202,19 @@ async def test_a_mutation_over_get_is_405_with_allow_post(
 
 
 TWO_OPERATIONS = "query A { a: __typename } query B { b: __typename }"
+
+
+async def test_a_subscription_from_a_client_that_accepts_sse_too_is_streamed(
+    gateway: GatewayServer, http: httpx.AsyncClient
+) -> None:
+    # urql accepts JSON and SSE on every request: its subscription gets the stream (its
+    # queries JSON, as above).
+    response = await http.post(
+        gateway.graphql_url, json={"query": SUBSCRIPTION}, headers={"accept": URQL_ACCEPT}
+    )
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert "event: complete" in response.text
 
 
 @pytest.mark.parametrize("accept", [None, NEW])
