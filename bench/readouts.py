@@ -16,14 +16,16 @@ from typing import Any
 import httpx
 import redis
 
-from bench.processes import HOST, Server
+from bench.processes import ADMIN_HEADERS, HOST, Server
 
 
 def fetcher_stats(gateway: Server) -> dict[str, int]:
     """The fetcher counters of `GET /readyz`, with snake_case names (`upstream_calls`) whether
     the gateway writes them so or in camelCase (`upstreamCalls`)."""
     with httpx.Client(timeout=10.0, trust_env=False) as client:
-        fetcher: dict[str, int] = client.get(f"{gateway.url}/readyz").json()["fetcher"]
+        fetcher: dict[str, int] = client.get(f"{gateway.url}/readyz", headers=ADMIN_HEADERS).json()[
+            "fetcher"
+        ]
     return {re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower(): value for name, value in fetcher.items()}
 
 
@@ -39,7 +41,7 @@ def simulator_action_stats(simulator: Server, action: str) -> dict[str, int]:
 def readiness(gateway: Server) -> dict[str, Any]:
     """The whole `GET /readyz` answer (status, redis, budget, cache, fetcher), as sent."""
     with httpx.Client(timeout=10.0, trust_env=False) as client:
-        answer: dict[str, Any] = client.get(f"{gateway.url}/readyz").json()
+        answer: dict[str, Any] = client.get(f"{gateway.url}/readyz", headers=ADMIN_HEADERS).json()
     return answer
 
 
