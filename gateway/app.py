@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import importlib.metadata
 import logging
 import signal
 import threading
@@ -32,7 +34,10 @@ from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
+from gateway.answers.http import SCOPE_KEY, AnswerCache, KeptAnswers
+from gateway.answers.store import AnswerStore
 from gateway.api import client_json
+from gateway.api.cacheability import Cacheability
 from gateway.api.context import Context
 from gateway.api.schema import build_schema
 from gateway.api.views import JobViews
@@ -182,7 +187,38 @@ class GatewayGraphQL(GraphQL[Context, None]):
             per_connection=isinstance(request, WebSocket),
             transport="websocket" if isinstance(request, WebSocket) else "http",
             observer=self._observer,
+            cacheability=_cacheability(request),
         )
+
+
+def _cacheability(request: Request | WebSocket) -> Cacheability | None:
+    """The verdict `AnswerCache` left in the scope for this request, if it would keep it."""
+    verdict = request.scope.get(SCOPE_KEY)
+    return verdict if isinstance(verdict, Cacheability) else None
+
+
+def answers_fingerprint(schema_text: str, settings: GatewaySettings) -> str:
+    """What shapes an answer besides the request: the schema, the settings answers depend on,
+    and the gateway's version. Kept answers (and Redis's, across a rolling deploy) are keyed by
+    it, so a gateway that would answer otherwise never serves another's."""
+    try:
+        version = importlib.metadata.version("mps-gateway")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    parts = [
+        ANSWER_FORMAT,
+        version,
+        schema_text,
+        str(settings.max_page_size),
+        str(settings.max_ids),
+        str(settings.max_cost),
+        settings.region_id,
+    ]
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
+
+
+#: Bump when the gateway answers the same request differently with the same schema.
+ANSWER_FORMAT = "answers-1"
 
 
 async def _sample_every(metrics: Metrics, interval: float) -> None:
@@ -270,12 +306,18 @@ def create_app(
     instruments = Instruments(metrics, tracing)
     graphiql = GraphiQL.from_settings(settings) if settings.graphiql else None
     graphql = GatewayGraphQL(settings, state, instruments, graphiql)
+    kept = KeptAnswers(
+        AnswerStore(
+            settings.answer_cache_bytes, max_answer_bytes=settings.answer_cache_max_answer_bytes
+        )
+    )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         state.services = services = Services.build(
             settings, simulator=simulator, instruments=instruments
         )
+        kept.shared = services.answers
         sampling = asyncio.create_task(_sample_every(metrics, SAMPLE_INTERVAL))
         listener = None
         if settings.metrics_port is not None:
@@ -302,6 +344,7 @@ def create_app(
         finally:
             restore()
             state.services = None
+            kept.shared = None
             sampling.cancel()
             try:
                 await services.aclose()
@@ -333,6 +376,7 @@ def create_app(
                     "upstream": settings.upstream_kind.value,
                     "redis": {**redis_report, "reachable": reachable},
                     **report,
+                    "answers": kept.report(),
                 }
             )
         )
@@ -341,6 +385,18 @@ def create_app(
         Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes),
         Middleware(BodyReadTimeout, timeout=settings.body_timeout),
     ]
+    if kept.store.enabled:
+        # Inside the body's limits (it reads bodies), outside everything GraphQL: a repeat is
+        # answered before any of it runs.
+        middleware.append(
+            Middleware(
+                AnswerCache,
+                kept=kept,
+                fingerprint=answers_fingerprint(graphql.schema.as_str(), settings),
+                lifetime=settings.cache_terminal_ttl,
+                observer=instruments.api,
+            )
+        )
     origins = [origin.strip() for origin in settings.cors_origins.split(",") if origin.strip()]
     if origins:
         middleware.insert(

@@ -16,6 +16,7 @@ import redis.asyncio
 import redis.exceptions
 from starlette.applications import Starlette
 
+from gateway.answers.shared import SharedAnswers
 from gateway.budget import QUERY_JOB, Budget, LocalBudget, shared_budget
 from gateway.budget import protocol as budget_protocol
 from gateway.budget.protocol import BudgetObserver
@@ -55,6 +56,8 @@ class Services:
     redis: RedisClient | None = None
     #: Whether Redis serves (shared by the budget, the cache and the claims); None without it.
     switch: BackendSwitch | None = None
+    #: Kept answers shared by the fleet (`gateway.answers`); None without Redis.
+    answers: SharedAnswers | None = None
 
     @classmethod
     def build(
@@ -77,6 +80,7 @@ class Services:
         budget: Budget
         cache: SnapshotCache
         claims: FailoverClaims | None = None
+        answers: SharedAnswers | None = None
         if settings.redis_url is None:
             budget = LocalBudget.from_settings(settings, observer=watch.budget)
             cache = LocalSnapshotCache.from_settings(settings, lookups=watch.memory)
@@ -110,6 +114,7 @@ class Services:
             claims = FailoverClaims(
                 RedisFetchClaims.from_settings(shared, shared_cache, settings), switch
             )
+            answers = SharedAnswers(shared, switch, prefix=settings.redis_prefix)
         fetcher = JobFetcher(
             client,
             budget,
@@ -131,6 +136,7 @@ class Services:
             presigner=OssPresigner(credentials),
             redis=shared,
             switch=switch,
+            answers=answers,
         )
 
     def begin_shutdown(self) -> None:
@@ -146,6 +152,8 @@ class Services:
             # Then the budget: the releases under way reach Redis before it closes.
             await self.budget.aclose()
             await self.http.aclose()
+            if self.answers is not None:
+                await self.answers.aclose()
         finally:
             if self.redis is not None:
                 await self.redis.aclose()

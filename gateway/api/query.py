@@ -15,6 +15,7 @@ from gateway.api.types import Job, Node
 
 async def _load(context: Context, job_id: str) -> Job | None:
     job = await context.jobs.load(job_id)
+    context.touched(job)
     return context.views.of(job) if job is not None else None
 
 
@@ -66,6 +67,8 @@ class Query:
         outcomes = await asyncio.gather(
             *(loader.load(job_id) for job_id in ids), return_exceptions=True
         )
+        for outcome in outcomes:
+            context.touched(outcome)
         # None stays None (no such job), and graphql-core turns an Exception in a list into an
         # error at that entry's path alone: hence the cast.
         entries = [
