@@ -32,7 +32,8 @@ def get(**params: object) -> GraphQLRequest | None:
 def test_post_and_get_of_the_same_request_have_the_same_key() -> None:
     variables = {"id": "a", "more": [1, {"b": 2, "a": 1}]}
     by_post = post(query=QUERY, operationName="Q", variables=variables)
-    by_get = get(query=QUERY, operationName="Q", variables={"more": [1, {"a": 1, "b": 2}], "id": "a"})
+    reordered = {"more": [1, {"a": 1, "b": 2}], "id": "a"}
+    by_get = get(query=QUERY, operationName="Q", variables=reordered)
     assert by_post == by_get
     assert by_post is not None
     assert by_post.document_hash == QUERY_HASH

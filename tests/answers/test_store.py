@@ -82,7 +82,7 @@ def test_the_bytes_kept_stay_within_the_bound_whatever_the_mix() -> None:
         assert store.bytes <= bound
     assert store.bytes == sum(
         len(value.body) + ENTRY_OVERHEAD
-        for segment in (store._probation, store._protected)  # noqa: SLF001
+        for segment in (store._probation, store._protected)
         for value in segment.values()
     )
 
@@ -110,7 +110,7 @@ def test_a_flood_asked_once_each_is_never_kept() -> None:
         assert store.offer(key(f"once{n}"), answer()) is False
     assert len(store) == 0
     # The doorkeeper is bounded too: it remembers the last 1,000 sightings only.
-    assert len(store._seen) == 1_000  # noqa: SLF001
+    assert len(store._seen) == 1_000
 
 
 def test_a_store_of_zero_bytes_keeps_nothing() -> None:
