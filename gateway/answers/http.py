@@ -23,9 +23,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Final
 
+from cachetools import LRUCache
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.answers.requests import PUBLIC, AnswerKey, GraphQLRequest, read_get, read_post
+from gateway.answers.requests import PUBLIC, AnswerKey, read_get, read_post
 from gateway.answers.shared import SharedAnswers
 from gateway.answers.store import Answer, AnswerStore
 from gateway.api.cacheability import Cacheability
@@ -38,6 +39,9 @@ __all__ = ["SCOPE_KEY", "AnswerCache", "KeptAnswers", "caller_visibility"]
 SCOPE_KEY: Final = "gateway.cacheability"
 
 _NO_STORE: Final = (b"cache-control", b"no-store")
+#: Requests remembered by their bytes, and the longest remembered (at most 8 MiB together).
+MAX_ALIASES: Final = 4096
+MAX_ALIASED_BYTES: Final = 2048
 
 
 @dataclass(slots=True)
@@ -97,6 +101,10 @@ class AnswerCache:
         self.path = path
         self.observer = observer
         self._clock = clock
+        # The request's own bytes (body or query string) -> its key, for requests answered
+        # from a kept answer: a repeat sent byte for byte alike (what a client's poller or a
+        # CDN sends) skips reading the JSON and hashing its parts.
+        self._aliases: LRUCache[tuple[str, str, bytes], AnswerKey] = LRUCache(maxsize=MAX_ALIASES)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != self.path:
@@ -104,29 +112,36 @@ class AnswerCache:
             return
         started = time.perf_counter()
         method = scope["method"]
-        request: GraphQLRequest | None = None
+        raw: bytes | None = None
         if method == "POST":
             if _header(scope, b"content-type").startswith(b"application/json"):
-                messages, body = await _read_body(receive)
+                messages, raw = await _read_body(receive)
                 receive = _replay(messages, receive)
-                if body is not None:
-                    request = read_post(body)
         elif method == "GET":
             if b"text/html" in _header(scope, b"accept"):
                 await self.app(scope, receive, send)  # GraphiQL's page, with its own headers
                 return
-            request = read_get(scope["query_string"])
-        if request is None or not self.kept.store.enabled:
+            raw = scope["query_string"]
+        if raw is None:
             await self.app(scope, receive, _no_store(send))
             return
         visibility, private = caller_visibility(scope)
-        key = AnswerKey.of(request, visibility=visibility, fingerprint=self.fingerprint)
+        alias = (method, visibility, raw)
+        key = self._aliases.get(alias)
+        if key is None:
+            request = read_post(raw) if method == "POST" else read_get(raw)
+            if request is None:
+                await self.app(scope, receive, _no_store(send))
+                return
+            key = AnswerKey.of(request, visibility=visibility, fingerprint=self.fingerprint)
         answer = self.kept.store.get(key.digest)
         if answer is None and self.kept.shared is not None:
             answer = await self.kept.shared.get(key.hex)
             if answer is not None:
                 self.kept.store.adopt(key.digest, answer)
         if answer is not None:
+            if len(raw) <= MAX_ALIASED_BYTES:
+                self._aliases[alias] = key
             info = current_request()
             if info is not None:
                 info.operation = answer.operation

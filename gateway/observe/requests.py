@@ -29,9 +29,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 __all__ = [
     "REQUEST_ID_HEADER",
     "AccessLine",
-    "access_sink",
     "RequestInfo",
     "RequestObserver",
+    "access_sink",
     "current_request",
     "current_request_id",
     "describe_operation",

@@ -307,3 +307,23 @@ async def test_without_redis_answers_are_still_kept_in_memory(
     assert json.loads(bodies[0])["data"]["job"]["state"] == "SUCCESS"
     assert (stats["admitted"], stats["hits"]) == (1, 1)
     assert ready["status"] == "degraded"
+
+
+async def test_the_same_request_spelled_otherwise_is_the_same_kept_answer(
+    simulator: SimulatorServer, gateway: GatewayServer, http: httpx.AsyncClient
+) -> None:
+    job_id = plant(simulator, "a11ce00000000000000000000000000c")
+    spellings = [
+        json.dumps({"query": FINISHED, "variables": {"id": job_id}}),
+        json.dumps({"variables": {"id": job_id}, "query": FINISHED}, indent=2),
+        json.dumps({"query": FINISHED, "variables": {"id": job_id}, "operationName": None}),
+    ]
+    bodies = []
+    for spelling in [*spellings, *spellings]:
+        response = await http.post(
+            gateway.graphql_url, content=spelling, headers={"content-type": "application/json"}
+        )
+        bodies.append(response.content)
+    stats = await kept(http, gateway)
+    assert len(set(bodies)) == 1
+    assert (stats["admitted"], stats["hits"]) == (1, 4)
