@@ -395,8 +395,11 @@ def create_app(
                 fingerprint=answers_fingerprint(graphql.schema.as_str(), settings),
                 lifetime=settings.cache_terminal_ttl,
                 observer=instruments.api,
+                memory=instruments.answers("memory"),
+                redis=instruments.answers("redis"),
             )
         )
+        metrics.add_sampler(lambda: metrics.answer_bytes.set(kept.store.bytes))
     origins = [origin.strip() for origin in settings.cors_origins.split(",") if origin.strip()]
     if origins:
         middleware.insert(

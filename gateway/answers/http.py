@@ -31,6 +31,7 @@ from gateway.answers.shared import SharedAnswers
 from gateway.answers.store import Answer, AnswerStore
 from gateway.api.cacheability import Cacheability
 from gateway.api.observer import NO_OBSERVER, ApiObserver
+from gateway.jobs.cache import UNCOUNTED, Lookups
 from gateway.observe.requests import current_request
 
 __all__ = ["SCOPE_KEY", "AnswerCache", "KeptAnswers", "caller_visibility"]
@@ -81,7 +82,8 @@ def caller_visibility(scope: Scope) -> tuple[str, bool]:
 class AnswerCache:
     """See the module docstring. `kept` holds where answers are kept; `fingerprint` names
     what shapes answers (schema and settings), `lifetime` is the longest an answer is kept
-    (the finished-snapshot ttl). `observer` is told of each operation a kept answer answers."""
+    (the finished-snapshot ttl). `observer` is told of each operation a kept answer answers,
+    `memory` and `redis` count the lookups of each tier."""
 
     def __init__(
         self,
@@ -92,6 +94,8 @@ class AnswerCache:
         lifetime: float,
         path: str = "/graphql",
         observer: ApiObserver = NO_OBSERVER,
+        memory: Lookups = UNCOUNTED,
+        redis: Lookups = UNCOUNTED,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.app = app
@@ -100,6 +104,8 @@ class AnswerCache:
         self.lifetime = lifetime
         self.path = path
         self.observer = observer
+        self._memory = memory
+        self._redis = redis
         self._clock = clock
         # The request's own bytes (body or query string) -> its key, for requests answered
         # from a kept answer: a repeat sent byte for byte alike (what a client's poller or a
@@ -135,8 +141,10 @@ class AnswerCache:
                 return
             key = AnswerKey.of(request, visibility=visibility, fingerprint=self.fingerprint)
         answer = self.kept.store.get(key.digest)
+        (self._memory.misses if answer is None else self._memory.hits).inc()
         if answer is None and self.kept.shared is not None:
             answer = await self.kept.shared.get(key.hex)
+            (self._redis.misses if answer is None else self._redis.hits).inc()
             if answer is not None:
                 self.kept.store.adopt(key.digest, answer)
         if answer is not None:
