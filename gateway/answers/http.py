@@ -42,6 +42,9 @@ SCOPE_KEY: Final = "gateway.cacheability"
 _NO_STORE: Final = (b"cache-control", b"no-store")
 #: Requests remembered by their bytes, and the longest remembered (at most 8 MiB together).
 MAX_ALIASES: Final = 4096
+#: Requests longer than this are not looked up nor kept: reading their key would double the
+#: work of parsing them, and a request that long is rarely asked again as is.
+MAX_KEYED_BYTES: Final = 64 * 1024
 MAX_ALIASED_BYTES: Final = 2048
 
 
@@ -83,7 +86,9 @@ class AnswerCache:
     """See the module docstring. `kept` holds where answers are kept; `fingerprint` names
     what shapes answers (schema and settings), `lifetime` is the longest an answer is kept
     (the finished-snapshot ttl). `observer` is told of each operation a kept answer answers,
-    `memory` and `redis` count the lookups of each tier."""
+    `memory` and `redis` count the lookups of each tier. `hashes` False: a request naming its
+    document by hash alone is never answered here (persisted queries are off: the view refuses
+    it)."""
 
     def __init__(
         self,
@@ -96,6 +101,7 @@ class AnswerCache:
         observer: ApiObserver = NO_OBSERVER,
         memory: Lookups = UNCOUNTED,
         redis: Lookups = UNCOUNTED,
+        hashes: bool = True,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.app = app
@@ -104,6 +110,7 @@ class AnswerCache:
         self.lifetime = lifetime
         self.path = path
         self.observer = observer
+        self.hashes = hashes
         self._memory = memory
         self._redis = redis
         self._clock = clock
@@ -128,14 +135,15 @@ class AnswerCache:
                 await self.app(scope, receive, send)  # GraphiQL's page, with its own headers
                 return
             raw = scope["query_string"]
-        if raw is None:
+        if raw is None or len(raw) > MAX_KEYED_BYTES:
             await self.app(scope, receive, _no_store(send))
             return
         visibility, private = caller_visibility(scope)
         alias = (method, visibility, raw)
         key = self._aliases.get(alias)
         if key is None:
-            request = read_post(raw) if method == "POST" else read_get(raw)
+            read = read_post if method == "POST" else read_get
+            request = read(raw, hashes=self.hashes)
             if request is None:
                 await self.app(scope, receive, _no_store(send))
                 return

@@ -39,8 +39,10 @@ class GraphQLRequest:
     variables: str
 
 
-def read_post(body: bytes) -> GraphQLRequest | None:
-    """The request in a JSON body (`{"query", "operationName", "variables", "extensions"}`)."""
+def read_post(body: bytes, *, hashes: bool = True) -> GraphQLRequest | None:
+    """The request in a JSON body (`{"query", "operationName", "variables", "extensions"}`).
+    `hashes` False: a request naming its document by hash alone has no key (the gateway runs
+    no persisted queries, and must say so)."""
     try:
         payload = json.loads(body)
     except (ValueError, RecursionError):
@@ -52,11 +54,13 @@ def read_post(body: bytes) -> GraphQLRequest | None:
         payload.get("operationName"),
         payload.get("variables"),
         payload.get("extensions"),
+        hashes,
     )
 
 
-def read_get(query_string: bytes) -> GraphQLRequest | None:
-    """The request in a GET query string (`variables` and `extensions` as JSON text)."""
+def read_get(query_string: bytes, *, hashes: bool = True) -> GraphQLRequest | None:
+    """The request in a GET query string (`variables` and `extensions` as JSON text);
+    `hashes` as `read_post` says."""
     try:
         params = dict(
             parse_qsl(
@@ -70,22 +74,22 @@ def read_get(query_string: bytes) -> GraphQLRequest | None:
         extensions = json.loads(params["extensions"]) if params.get("extensions") else None
     except (ValueError, RecursionError):
         return None
-    return _read(params.get("query"), params.get("operationName"), variables, extensions)
+    return _read(params.get("query"), params.get("operationName"), variables, extensions, hashes)
 
 
 def _read(
-    query: object, operation_name: object, variables: object, extensions: object
+    query: object, operation_name: object, variables: object, extensions: object, hashes: bool
 ) -> GraphQLRequest | None:
     if operation_name is not None and not isinstance(operation_name, str):
         return None
     if variables is not None and not isinstance(variables, dict):
         return None
+    persisted = _persisted_hash(extensions)
     if isinstance(query, str):
         document_hash = hashlib.sha256(query.encode("utf-8", "surrogatepass")).hexdigest()
-    elif query is None:
-        persisted = _persisted_hash(extensions)
-        if persisted is None:
-            return None
+        if persisted is not None and persisted != document_hash:
+            return None  # the hash is not the text's: the request's refusal is the view's to say
+    elif query is None and persisted is not None and hashes:
         document_hash = persisted
     else:
         return None

@@ -58,6 +58,16 @@ def test_a_persisted_query_hash_names_the_same_document_as_its_text() -> None:
     by_text = get(query=QUERY, operationName="Q", variables={"id": "a"})
     assert key_of(by_hash) == key_of(by_text)
     assert post(operationName="Q", variables={"id": "a"}, extensions=persisted) == by_text
+    # Both, agreeing: the same key; disagreeing: none (the view refuses the mismatch).
+    assert post(query=QUERY, operationName="Q", variables={"id": "a"}, extensions=persisted) == (
+        by_text
+    )
+    other = {"persistedQuery": {"version": 1, "sha256Hash": "0" * 64}}
+    assert post(query=QUERY, extensions=other) is None
+    # A gateway without persisted queries reads no key from a hash alone.
+    hash_only = json.dumps({"extensions": persisted}).encode()
+    assert read_post(hash_only) is not None
+    assert read_post(hash_only, hashes=False) is None
 
 
 def test_requests_that_cannot_be_read_have_no_key() -> None:

@@ -327,3 +327,11 @@ async def test_the_same_request_spelled_otherwise_is_the_same_kept_answer(
     stats = await kept(http, gateway)
     assert len(set(bodies)) == 1
     assert (stats["admitted"], stats["hits"]) == (1, 4)
+
+
+async def test_a_request_over_64_kib_is_never_kept(
+    gateway: GatewayServer, http: httpx.AsyncClient
+) -> None:
+    long = "{ __typename }\n#" + "x" * 65_536
+    answers = await asked_thrice(http, gateway, long)
+    assert answers == [{"data": {"__typename": "Query"}}] * 3
