@@ -18,12 +18,12 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from cross_web import HTTPException
+from cross_web import AsyncHTTPRequestAdapter, HTTPException
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
@@ -32,6 +32,8 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.http import GraphQLRequestData
+from strawberry.http.base import BaseRequestProtocol
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
 from gateway.answers.http import SCOPE_KEY, AnswerCache, KeptAnswers
@@ -39,6 +41,7 @@ from gateway.answers.store import AnswerStore
 from gateway.api import client_json
 from gateway.api.cacheability import Cacheability
 from gateway.api.context import Context
+from gateway.api.persisted import PersistedQueries, PersistedQueryError
 from gateway.api.schema import build_schema
 from gateway.api.views import JobViews
 from gateway.api.websocket import GatewayWebSocketAdapter, TransportWSHandler, close_quietly
@@ -50,6 +53,7 @@ from gateway.observe.exposition import MetricsListener, ServeMetrics
 from gateway.observe.metrics import Metrics
 from gateway.observe.requests import REQUEST_ID_HEADER, RequestObserver
 from gateway.observe.tracing import tracing_from_env
+from gateway.persisted import load_manifest
 from gateway.services import Services
 from gateway.settings import GatewaySettings
 from gateway.upstream import embedded_simulator
@@ -64,6 +68,7 @@ SAMPLE_INTERVAL = 1.0
 
 #: Header a client may send to give its request less time than the gateway's default deadline.
 TIMEOUT_HEADER = "x-request-timeout"
+IDEMPOTENCY_HEADER = "idempotency-key"
 
 
 def _camel_keys(value: object) -> object:
@@ -97,14 +102,16 @@ class GatewayGraphQL(GraphQL[Context, None]):
         state: _AppState,
         instruments: Instruments,
         graphiql: GraphiQL | None = None,
+        trusted_documents: Mapping[str, str] | None = None,
     ) -> None:
         tracing = instruments.tracing
+        schema = build_schema(
+            settings,
+            observer=instruments.api,
+            extensions=() if tracing is None else (tracing.schema_extension(),),
+        )
         super().__init__(
-            build_schema(
-                settings,
-                observer=instruments.api,
-                extensions=() if tracing is None else (tracing.schema_extension(),),
-            ),
+            schema,
             graphql_ide="graphiql" if graphiql is not None else None,
             subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
         )
@@ -113,6 +120,15 @@ class GatewayGraphQL(GraphQL[Context, None]):
         self._views = JobViews()
         self._observer = instruments.api
         self._graphiql = graphiql
+        #: What each request runs when it names a persisted query (the WebSocket handler reads
+        #: it too).
+        self.persisted_queries = PersistedQueries(
+            store=lambda: state.services.documents,
+            parses=schema.documents.parses,
+            apq=settings.apq,
+            trusted=trusted_documents,
+            max_document_bytes=settings.apq_max_document_bytes,
+        )
 
     async def render_graphql_ide(self, request: Request) -> Response:
         # Our page, not Strawberry's (which loads its files from a CDN). Strawberry calls this
@@ -126,6 +142,10 @@ class GatewayGraphQL(GraphQL[Context, None]):
             return
         try:
             response = await self.run(Request(scope, receive=receive))
+        except PersistedQueryError as refused:
+            response = ErrorResponse(
+                refused.status, refused.message, refused.code, headers=refused.headers
+            )
         except HTTPException as refused:
             # Strawberry's refusals (a body that is no GraphQL request, a method, GraphiQL
             # turned off), answered as GraphQL errors instead of plain text.
@@ -148,6 +168,21 @@ class GatewayGraphQL(GraphQL[Context, None]):
             await close_quietly(
                 websocket, 1011, f"Unexpected error (correlation id {correlation_id})."
             )
+
+    def should_render_graphql_ide(self, request: BaseRequestProtocol) -> bool:
+        # A GET naming a persisted query has no `query` parameter, like a browser's visit.
+        return "extensions" not in request.query_params and super().should_render_graphql_ide(
+            request
+        )
+
+    async def parse_http_body(
+        self, request: AsyncHTTPRequestAdapter
+    ) -> GraphQLRequestData | list[GraphQLRequestData]:
+        # The request's document: its text, or the persisted one its extensions name.
+        data = await super().parse_http_body(request)
+        if isinstance(data, GraphQLRequestData):
+            data.query = await self.persisted_queries.resolve(data.query, data.extensions)
+        return data
 
     def decode_json(self, data: str | bytes) -> object:
         # HTTP bodies, GET parameters and WebSocket frames alike.
@@ -187,6 +222,9 @@ class GatewayGraphQL(GraphQL[Context, None]):
             per_connection=isinstance(request, WebSocket),
             transport="websocket" if isinstance(request, WebSocket) else "http",
             observer=self._observer,
+            submitter=services.submitter,
+            idempotency_key=request.headers.get(IDEMPOTENCY_HEADER),
+            region=self._settings.region_id,
             cacheability=_cacheability(request),
         )
 
@@ -197,10 +235,13 @@ def _cacheability(request: Request | WebSocket) -> Cacheability | None:
     return verdict if isinstance(verdict, Cacheability) else None
 
 
-def answers_fingerprint(schema_text: str, settings: GatewaySettings) -> str:
-    """What shapes an answer besides the request: the schema, the settings answers depend on,
-    and the gateway's version. Kept answers (and Redis's, across a rolling deploy) are keyed by
-    it, so a gateway that would answer otherwise never serves another's."""
+def answers_fingerprint(
+    schema_text: str, settings: GatewaySettings, trusted: Mapping[str, str] | None
+) -> str:
+    """What shapes an answer besides the request: the schema, the settings answers depend on
+    (persisted queries and the trusted documents included: what may run at all), and the
+    gateway's version. Kept answers (and Redis's, across a rolling deploy) are keyed by it, so
+    a gateway that would answer otherwise never serves another's."""
     try:
         version = importlib.metadata.version("mps-gateway")
     except importlib.metadata.PackageNotFoundError:
@@ -213,6 +254,8 @@ def answers_fingerprint(schema_text: str, settings: GatewaySettings) -> str:
         str(settings.max_ids),
         str(settings.max_cost),
         settings.region_id,
+        str(settings.apq),
+        "any" if trusted is None else ",".join(sorted(trusted)),
     ]
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
 
@@ -305,7 +348,10 @@ def create_app(
     metrics = Metrics()
     instruments = Instruments(metrics, tracing)
     graphiql = GraphiQL.from_settings(settings) if settings.graphiql else None
-    graphql = GatewayGraphQL(settings, state, instruments, graphiql)
+    trusted = (
+        None if settings.trusted_documents is None else load_manifest(settings.trusted_documents)
+    )
+    graphql = GatewayGraphQL(settings, state, instruments, graphiql, trusted)
     kept = KeptAnswers(
         AnswerStore(
             settings.answer_cache_bytes, max_answer_bytes=settings.answer_cache_max_answer_bytes
@@ -330,6 +376,12 @@ def create_app(
             settings.upstream_url,
             settings.upstream_qps,
         )
+        if trusted is not None:
+            logger.info(
+                "Trusted documents: %d from %s; no other document runs",
+                len(trusted),
+                settings.trusted_documents,
+            )
         if settings.redis_url is not None:
             # The location only: the URL may hold a password.
             logger.info(
@@ -392,7 +444,9 @@ def create_app(
             Middleware(
                 AnswerCache,
                 kept=kept,
-                fingerprint=answers_fingerprint(graphql.schema.as_str(), settings),
+                fingerprint=answers_fingerprint(graphql.schema.as_str(), settings, trusted),
+                # A hash alone names a document only where persisted queries run.
+                hashes=settings.apq or trusted is not None,
                 lifetime=settings.cache_terminal_ttl,
                 observer=instruments.api,
                 memory=instruments.answers("memory"),
@@ -412,6 +466,7 @@ def create_app(
                     "content-type",
                     "authorization",
                     TIMEOUT_HEADER,
+                    IDEMPOTENCY_HEADER,
                     REQUEST_ID_HEADER,
                     "traceparent",
                     "tracestate",

@@ -8,6 +8,9 @@
     ├── QueryTooComplex          QUERY_TOO_COMPLEX     an operation estimated to cost over the limit
     ├── DeadlineExceeded         DEADLINE_EXCEEDED     the request's deadline passed mid-answer
     ├── ShuttingDown             SHUTTING_DOWN         the process is stopping; another will answer
+    ├── Forbidden                FORBIDDEN             the caller lacks the scope it needs
+    ├── IdempotencyKeyReused     IDEMPOTENCY_KEY_REUSED  a key used for another submission
+    ├── SubmitOutcomeUnknown     SUBMIT_OUTCOME_UNKNOWN  a submit's answer was lost: no retry
     └── UpstreamError                                  the upstream call failed; with its RequestId
         ├── UpstreamThrottled    UPSTREAM_THROTTLED    the cloud said Throttling*
         ├── UpstreamUnavailable  UPSTREAM_UNAVAILABLE  5xx, connection refused or dropped
@@ -176,6 +179,59 @@ class DeadlineExceeded(GatewayError):
         return {"retryAfter": retry_after}
 
 
+class Forbidden(GatewayError):
+    """The caller is authenticated but may not do this: it lacks `scope`."""
+
+    code = "FORBIDDEN"
+
+    def __init__(self, scope: str, action: str) -> None:
+        super().__init__(f"Expected a caller with the scope {scope} to {action}.")
+        self.scope = scope
+
+    def context(self) -> dict[str, Any]:
+        return {"scope": self.scope}
+
+
+class IdempotencyKeyReused(GatewayError):
+    """An idempotency key the same tenant already used, within its lifetime, for a submission
+    with other parameters: the key names one submission only."""
+
+    code = "IDEMPOTENCY_KEY_REUSED"
+
+    def __init__(self, ttl: float) -> None:
+        super().__init__(
+            "Expected the same parameters as the earlier submitJob with this idempotency key "
+            f"(keys are remembered for {ttl:g} s), received different ones: use a new key for "
+            "a new job."
+        )
+
+
+class SubmitOutcomeUnknown(GatewayError):
+    """A submission reached the upstream and its answer was lost (a timeout, a dropped
+    connection, a 5xx, a garbled body): the job may or may not exist. SubmitIProductionJob is not
+    idempotent upstream, so the gateway never submits it again on its own; with an idempotency
+    key, the key stays in doubt (this same error) until it expires."""
+
+    code = "SUBMIT_OUTCOME_UNKNOWN"
+
+    def __init__(self, *, cause: str | None, upstream_request_id: str | None, keyed: bool) -> None:
+        advice = (
+            "this idempotency key keeps answering so until it expires; submit with a new key "
+            "only once you are sure the job was not created"
+            if keyed
+            else "submit again only once you are sure the job was not created"
+        )
+        super().__init__(
+            "The upstream may or may not have created the job: its answer to the submission "
+            f"was lost ({cause or 'no answer'}); {advice}."
+        )
+        self.cause = cause
+        self.upstream_request_id = upstream_request_id
+
+    def context(self) -> dict[str, Any]:
+        return {"upstreamCode": self.cause, "upstreamRequestId": self.upstream_request_id}
+
+
 class UpstreamError(GatewayError):
     """The upstream call did not give a usable answer."""
 
@@ -188,11 +244,15 @@ class UpstreamError(GatewayError):
         upstream_code: str | None = None,
         request_id: str | None = None,
         status_code: int | None = None,
+        delivered: bool = True,
     ) -> None:
         super().__init__(message)
         self.upstream_code = upstream_code
         self.request_id = request_id
         self.status_code = status_code
+        #: False only when the request surely never reached the upstream (no connection was
+        #: made): what a non-idempotent call may then be sent again after.
+        self.delivered = delivered
 
     def context(self) -> dict[str, Any]:
         return {

@@ -166,12 +166,16 @@ class Job:
     output: OssObject | Malformed | None
     pipeline_id: str | None
     params: JsonValue | Malformed
+    #: The caller's own user data (the gateway's envelope removed, see `gateway.callers.envelope`).
     user_data: str | None
     result: JobResult | Malformed | None
     #: The upstream RequestId of the call that produced this snapshot (for support tickets).
     request_id: str | None
     #: Wall-clock time (Unix seconds) at which the upstream answered.
     fetched_at: float
+    #: The tenant that submitted the job through the gateway; None for a job submitted outside
+    #: it (or by a caller with no tenant).
+    owner: str | None = None
     #: The upstream body this snapshot was decoded from; what shared caches store.
     raw: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 

@@ -1,10 +1,11 @@
 """`Services`: the parts every request of one process shares, from start-up to shutdown.
 
-Without `redis_url` the budget and the snapshot cache live in this process. With it, the
-budget, the cache and the fetch claims are shared by every process using that Redis and prefix,
-and all three follow one `BackendSwitch`: when Redis does not answer, this process serves on its
-share of the account's limit (`upstream_qps // expected_replicas`) and its own cache, fetching
-without claims, until Redis answers again (one warning each way).
+Without `redis_url` the budget, the snapshot cache and the automatic persisted queries live in
+this process. With it, they and the fetch claims are shared by every process using that Redis
+and prefix, and all four follow one `BackendSwitch`: when Redis does not answer, this process
+serves on its share of the account's limit (`upstream_qps // expected_replicas`), its own cache
+and its own persisted queries, fetching without claims, until Redis answers again (one warning
+each way).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import redis.exceptions
 from starlette.applications import Starlette
 
 from gateway.answers.shared import SharedAnswers
-from gateway.budget import QUERY_JOB, Budget, LocalBudget, shared_budget
+from gateway.budget import QUERY_JOB, SUBMIT_JOB, Budget, LocalBudget, shared_budget
 from gateway.budget import protocol as budget_protocol
 from gateway.budget.protocol import BudgetObserver
 from gateway.credentials import account_credentials
@@ -32,9 +33,17 @@ from gateway.jobs.retry import RetryPolicy
 from gateway.mps import client as mps_client
 from gateway.mps.client import CallObserver, MpsClient
 from gateway.oss import OssPresigner
+from gateway.persisted import FailoverDocumentStore, LocalDocumentStore, RedisDocumentStore
 from gateway.settings import GatewaySettings
 from gateway.shared.backend import RedisClient, open_redis
 from gateway.shared.switch import BackendSwitch
+from gateway.submit.idempotency import (
+    FailoverIdempotencyStore,
+    IdempotencyStore,
+    LocalIdempotencyStore,
+    RedisIdempotencyStore,
+)
+from gateway.submit.submitter import JobSubmitter
 from gateway.upstream import open_upstream_http
 
 __all__ = ["Services"]
@@ -50,8 +59,14 @@ class Services:
     budget: Budget
     cache: SnapshotCache
     fetcher: JobFetcher
+    #: SubmitIProductionJob's own budget (the account's limit of that action).
+    submit_budget: Budget
+    #: submitJob: one submission per idempotency key, recorded with `store`.
+    submitter: JobSubmitter
     #: Signs OSS download URLs with the key the upstream calls use (no I/O).
     presigner: OssPresigner
+    #: Automatic persisted queries: this process's memory, behind Redis when there is one.
+    documents: LocalDocumentStore | FailoverDocumentStore
     #: The Redis client behind the shared parts; None when there is none.
     redis: RedisClient | None = None
     #: Whether Redis serves (shared by the budget, the cache and the claims); None without it.
@@ -78,12 +93,19 @@ class Services:
         shared: RedisClient | None = None
         switch: BackendSwitch | None = None
         budget: Budget
+        submit_budget: Budget
         cache: SnapshotCache
+        store: IdempotencyStore
         claims: FailoverClaims | None = None
         answers: SharedAnswers | None = None
+        local_store = LocalIdempotencyStore(settings.idempotency_ttl)
         if settings.redis_url is None:
             budget = LocalBudget.from_settings(settings, observer=watch.budget)
+            submit_budget = LocalBudget.from_settings(
+                settings, observer=watch.submit_budget, operation=SUBMIT_JOB
+            )
             cache = LocalSnapshotCache.from_settings(settings, lookups=watch.memory)
+            store = local_store
         else:
             shared = open_redis(
                 settings.redis_url.get_secret_value(),
@@ -103,6 +125,16 @@ class Services:
                 ),
             )
             budget = shared_budget(settings, shared, switch, observer=watch.budget)
+            submit_budget = shared_budget(
+                settings, shared, switch, observer=watch.submit_budget, operation=SUBMIT_JOB
+            )
+            store = FailoverIdempotencyStore(
+                RedisIdempotencyStore(
+                    shared, ttl=settings.idempotency_ttl, prefix=settings.redis_prefix
+                ),
+                local_store,
+                switch,
+            )
             shared_cache = RedisSnapshotCache.from_settings(
                 shared, settings, memory=watch.memory, shared=watch.redis
             )
@@ -115,6 +147,14 @@ class Services:
                 RedisFetchClaims.from_settings(shared, shared_cache, settings), switch
             )
             answers = SharedAnswers(shared, switch, prefix=settings.redis_prefix)
+        memory = LocalDocumentStore(max_bytes=settings.apq_memory_bytes, ttl=settings.apq_ttl)
+        documents: LocalDocumentStore | FailoverDocumentStore = memory
+        if shared is not None and switch is not None:
+            documents = FailoverDocumentStore(
+                RedisDocumentStore(shared, prefix=settings.redis_prefix, ttl=settings.apq_ttl),
+                memory,
+                switch,
+            )
         fetcher = JobFetcher(
             client,
             budget,
@@ -123,8 +163,18 @@ class Services:
             retry=RetryPolicy.from_settings(settings),
             observer=watch.fetch,
         )
+        submitter = JobSubmitter(
+            client,
+            submit_budget,
+            fetcher,
+            store,
+            region=settings.region_id,
+            idempotency_ttl=settings.idempotency_ttl,
+            call_timeout=settings.connect_timeout + settings.read_timeout,
+        )
         if instruments is not None:
             instruments.watch_budget(QUERY_JOB, budget)
+            instruments.watch_budget(SUBMIT_JOB, submit_budget)
             if switch is not None:
                 instruments.watch_switch(switch)
         return cls(
@@ -133,7 +183,10 @@ class Services:
             budget=budget,
             cache=cache,
             fetcher=fetcher,
+            submit_budget=submit_budget,
+            submitter=submitter,
             presigner=OssPresigner(credentials),
+            documents=documents,
             redis=shared,
             switch=switch,
             answers=answers,
@@ -143,14 +196,18 @@ class Services:
         """The process is told to stop: requests waiting for a budget slot are answered at once
         (`SHUTTING_DOWN`, retryable) instead of waiting to their deadline; calls under way go on."""
         self.budget.close()
+        self.submit_budget.close()
 
     async def aclose(self) -> None:
         self.begin_shutdown()
         try:
-            # The fetcher first: stopping its fetches releases their slots and claims.
+            # Submissions under way first: their outcome must be recorded.
+            await self.submitter.aclose()
+            # The fetcher next: stopping its fetches releases their slots and claims.
             await self.fetcher.aclose()
-            # Then the budget: the releases under way reach Redis before it closes.
+            # Then the budgets: the releases under way reach Redis before it closes.
             await self.budget.aclose()
+            await self.submit_budget.aclose()
             await self.http.aclose()
             if self.answers is not None:
                 await self.answers.aclose()
@@ -188,6 +245,7 @@ class Services:
                 "failover": None if self.switch is None else asdict(self.switch.status()),
             },
             "budget": {"shared": shared, **asdict(self.budget.status())},
+            "submit_budget": {"shared": shared, **asdict(self.submit_budget.status())},
             "cache": {"shared": shared},
             "claims": {"shared": shared},
             "fetcher": asdict(self.fetcher.stats()),
@@ -200,12 +258,14 @@ class _Observers:
     def __init__(self, instruments: Instruments | None) -> None:
         self.upstream: CallObserver = mps_client.NO_OBSERVER
         self.budget: BudgetObserver = budget_protocol.NO_OBSERVER
+        self.submit_budget: BudgetObserver = budget_protocol.NO_OBSERVER
         self.fetch: FetchObserver = jobs_fetcher.NO_OBSERVER
         self.memory: Lookups = UNCOUNTED
         self.redis: Lookups = UNCOUNTED
         if instruments is not None:
             self.upstream = instruments.upstream
             self.budget = instruments.budget(QUERY_JOB)
+            self.submit_budget = instruments.budget(SUBMIT_JOB)
             self.fetch = instruments.fetch
             self.memory = instruments.cache("memory")
             self.redis = instruments.cache("redis")

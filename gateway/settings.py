@@ -8,6 +8,7 @@ other knob is `GATEWAY_*` (or `SIMULATOR_*` for the simulator).
 from __future__ import annotations
 
 import enum
+from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -84,6 +85,20 @@ class GatewaySettings(BaseSettings):
     )
     upstream_concurrency: int = Field(
         default=64, ge=1, description="Upstream calls in flight at once, per process."
+    )
+    submit_qps: int = Field(
+        default=100,
+        ge=1,
+        description="SubmitIProductionJob calls allowed in any rolling second, for the account "
+        "(a limit of its own, apart from queries).",
+    )
+
+    # --- submitting jobs --------------------------------------------------------------------
+    idempotency_ttl: float = Field(
+        default=24 * 3600.0,
+        gt=0,
+        description="Seconds an idempotency key of submitJob is remembered (per tenant): the "
+        "same key within it answers the same job, without a second submit.",
     )
 
     # --- cache ------------------------------------------------------------------------------
@@ -173,6 +188,35 @@ class GatewaySettings(BaseSettings):
         description="Comma-separated origins browsers may call from; empty turns CORS off.",
     )
 
+    # --- persisted queries ------------------------------------------------------------------
+    apq: bool = Field(
+        default=True,
+        description="Automatic persisted queries (Apollo's protocol): a client may send a "
+        "document's sha256 instead of its text once it has registered it (on, or off).",
+    )
+    apq_ttl: float = Field(
+        default=86_400.0,
+        gt=0,
+        description="Seconds a registered document is kept (in Redis, and in this process's "
+        "memory) after it was last registered.",
+    )
+    apq_max_document_bytes: int = Field(
+        default=65_536,
+        ge=1,
+        description="Largest document registered (UTF-8 bytes); a longer one runs, unregistered.",
+    )
+    apq_memory_bytes: int = Field(
+        default=16 << 20,
+        ge=0,
+        description="Documents this process keeps in memory (UTF-8 bytes, least recently used "
+        "go first): all of them without Redis, a copy of the shared ones with it.",
+    )
+    trusted_documents: Path | None = Field(
+        default=None,
+        description="A JSON manifest of the only documents allowed to run (sha256 -> document: "
+        "Apollo's persisted-query manifest, or a plain map); unset: any document runs.",
+    )
+
     # --- client connections -----------------------------------------------------------------
     idle_timeout: float = Field(
         default=5.0,
@@ -230,7 +274,12 @@ class GatewaySettings(BaseSettings):
     @property
     def fallback_qps(self) -> int:
         """This process's share of `upstream_qps` while it cannot reach the shared budget."""
-        return max(1, self.upstream_qps // self.expected_replicas)
+        return self.fallback_share(self.upstream_qps)
+
+    def fallback_share(self, qps: int) -> int:
+        """This process's share of an account limit of `qps` calls per second while it cannot
+        reach the shared budget."""
+        return max(1, qps // self.expected_replicas)
 
     @property
     def redis_location(self) -> str | None:

@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import uvicorn
@@ -22,7 +22,7 @@ def run_asgi_server(
     app: ASGIApp,
     *,
     host: str = "127.0.0.1",
-    lifespan: str = "auto",
+    lifespan: Literal["auto", "on", "off"] = "auto",
     startup_timeout: float = 10.0,
     **options: Any,
 ) -> Iterator[str]:

@@ -79,6 +79,8 @@ def test_no_unit_imports_one_that_imports_it_back() -> None:
         # The budget knows nothing of jobs, GraphQL or the upstream.
         ("gateway.budget", {"gateway.jobs", "gateway.api", "gateway.mps", "gateway.app"}),
         ("gateway.shared", {"gateway.jobs", "gateway.api", "gateway.budget", "gateway.mps"}),
+        # Where persisted documents are kept knows nothing of GraphQL requests or jobs.
+        ("gateway.persisted", {"gateway.api", "gateway.jobs", "gateway.budget", "gateway.mps"}),
         # The client returns domain objects and knows nothing of how they are cached.
         ("gateway.mps", {"gateway.jobs", "gateway.api", "gateway.budget", "redis"}),
         ("gateway.model", {"gateway.jobs", "gateway.api", "gateway.mps", "httpx"}),

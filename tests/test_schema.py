@@ -6,6 +6,7 @@ from pathlib import Path
 
 from graphql import (
     GraphQLEnumType,
+    GraphQLInputObjectType,
     GraphQLInterfaceType,
     GraphQLObjectType,
     GraphQLScalarType,
@@ -42,6 +43,12 @@ def test_every_type_field_and_enum_value_has_a_description() -> None:
                     for arg_name, arg in field.args.items()
                     if not arg.description
                 ]
+        elif isinstance(graphql_type, GraphQLInputObjectType):
+            missing += [
+                f"{name}.{field_name}"
+                for field_name, field in graphql_type.fields.items()
+                if not field.description
+            ]
         elif isinstance(graphql_type, GraphQLEnumType):
             missing += [
                 f"{name}.{value_name}"

@@ -63,7 +63,7 @@ def test_bad_redis_settings_are_refused(values: dict[str, object]) -> None:
 )
 def test_half_a_key_pair_is_refused(values: dict[str, str], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
-        GatewaySettings(**values)
+        GatewaySettings.model_validate(values)
 
 
 @pytest.mark.parametrize(
@@ -88,7 +88,7 @@ def test_a_blank_credential_is_refused_like_half_a_pair(values: dict[str, str], 
     # A blank id used to pass: the gateway served the embedded demo, or signed with the demo
     # pair when an endpoint was set.
     with pytest.raises(ValidationError, match=f"Expected {name} to be unset or to hold a value"):
-        GatewaySettings(**values)
+        GatewaySettings.model_validate(values)
 
 
 def test_blank_credentials_from_the_environment_are_refused(
@@ -102,5 +102,5 @@ def test_blank_credentials_from_the_environment_are_refused(
 
 def test_a_refused_setting_never_shows_the_secret() -> None:
     with pytest.raises(ValidationError) as refused:
-        GatewaySettings(access_key_secret="topsecret123", upstream_qps=0)
+        GatewaySettings.model_validate({"access_key_secret": "topsecret123", "upstream_qps": 0})
     assert "topsecret123" not in str(refused.value)

@@ -31,13 +31,18 @@ from gateway.answers.shared import SharedAnswers
 from gateway.answers.store import Answer, AnswerStore
 from gateway.api.cacheability import Cacheability
 from gateway.api.observer import NO_OBSERVER, ApiObserver
+from gateway.callers.caller import Caller
+from gateway.callers.caller import Scope as CallerScope
 from gateway.jobs.cache import UNCOUNTED, Lookups
 from gateway.observe.requests import current_request
 
-__all__ = ["SCOPE_KEY", "AnswerCache", "KeptAnswers", "caller_visibility"]
+__all__ = ["CALLER_SCOPE_KEY", "SCOPE_KEY", "AnswerCache", "KeptAnswers", "caller_visibility"]
 
 #: Where a request's `Cacheability` travels in the ASGI scope.
 SCOPE_KEY: Final = "gateway.cacheability"
+#: Where authentication leaves the request's `Caller` in the ASGI scope, for this middleware
+#: (which runs before the GraphQL context is made) to read.
+CALLER_SCOPE_KEY: Final = "gateway.caller"
 
 _NO_STORE: Final = (b"cache-control", b"no-store")
 #: Requests remembered by their bytes, and the longest remembered (at most 8 MiB together).
@@ -72,14 +77,22 @@ class KeptAnswers:
 
 def caller_visibility(scope: Scope) -> tuple[str, bool]:
     """Who may see the answer: a name of what the caller may see (part of the key), and
-    whether the answer depends on the caller (private to HTTP caches).
+    whether the answer depends on the caller (then it is private to HTTP caches).
 
-    The gateway has no callers of its own yet: everyone sees every job, so this is constant.
-    Authentication will put the caller's tenant (or whatever decides which jobs they see) in
-    the scope; this is the one place to read it, so that two callers who see different things
-    never share a key.
+    The caller is the one authentication left in the scope (`CALLER_SCOPE_KEY`), or, where
+    none did (`GATEWAY_AUTH=none`, the only mode until authentication lands), the
+    unauthenticated operator, who sees everything, as everyone then does. Two callers share
+    kept answers only when they see the same jobs: all of them (`jobs:read:all`), or one
+    tenant's (`jobs:read`).
     """
-    return PUBLIC, False
+    caller = scope.get(CALLER_SCOPE_KEY)
+    if not isinstance(caller, Caller) or caller.method == "none":
+        return PUBLIC, False
+    if caller.may(CallerScope.READ_ALL):
+        return "all", True
+    if caller.may(CallerScope.READ) and caller.tenant is not None:
+        return f"tenant:{caller.tenant}", True
+    return "nothing", True
 
 
 class AnswerCache:

@@ -10,13 +10,15 @@ from typing import TYPE_CHECKING
 from gateway import model
 from gateway.api.cacheability import Cacheability
 from gateway.api.observer import NO_OBSERVER, ApiObserver
+from gateway.callers.caller import UNAUTHENTICATED_OPERATOR, Caller
 from gateway.jobs.fetcher import JobFetcher
 from gateway.jobs.loader import JobLoader
 from gateway.oss import OssPresigner
 
 if TYPE_CHECKING:
-    # Only a type here: views build GraphQL types, whose resolvers read this context.
+    # Only types here: views build GraphQL types, whose resolvers read this context.
     from gateway.api.views import JobViews
+    from gateway.submit.submitter import JobSubmitter
 
 
 @dataclass(slots=True)
@@ -45,6 +47,15 @@ class Context:
     transport: str = "http"
     #: Told of the subscriptions served (metrics).
     observer: ApiObserver = NO_OBSERVER
+    #: Who is asking (authentication sets it; with `GATEWAY_AUTH=none`, an operator that may
+    #: do everything).
+    caller: Caller = UNAUTHENTICATED_OPERATOR
+    #: The process-wide submitter of submitJob; None where nothing may be submitted.
+    submitter: JobSubmitter | None = None
+    #: The request's `Idempotency-Key` header, as sent (submitJob checks it).
+    idempotency_key: str | None = None
+    #: The MPS region the gateway serves: submitted OSS URLs must be in it.
+    region: str = "cn-hangzhou"
     #: Told what the operation touched, when its answer may be kept (`gateway.answers`); None
     #: when nobody would keep it (a WebSocket operation, or a request with no key).
     cacheability: Cacheability | None = None

@@ -65,6 +65,7 @@ WEIGHTS: Mapping[tuple[str, str], int] = {
     ("Query", "node"): 10,
     ("Query", "jobs"): 10,  # per id
     ("Subscription", "jobUpdates"): 10,  # per event
+    ("Mutation", "submitJob"): 10,
     ("ResultFile", "signedUrl"): 10,
     ("OssObject", "signedUrl"): 10,
 }

@@ -56,6 +56,14 @@ class Documents:
             return await asyncio.to_thread(self._parse, query)
         return self._parse(query)
 
+    async def parses(self, query: str) -> bool:
+        """Whether `query` parses within the token limit (its document is cached when it does)."""
+        try:
+            await self.parse(query)
+        except GraphQLError:
+            return False
+        return True
+
     async def validate(self, document: DocumentNode) -> list[GraphQLError]:
         """The validation errors of `document` (empty: valid). The list is shared: read it."""
         source = document.loc.source.body if document.loc else ""

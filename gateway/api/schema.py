@@ -18,6 +18,7 @@ from gateway.api.cost import CostModel
 from gateway.api.documents import DocumentCache, Documents
 from gateway.api.extensions import OperationPolicy, add_request_id
 from gateway.api.limits import validation_rules
+from gateway.api.mutation import Mutation
 from gateway.api.observer import NO_OBSERVER, ApiObserver
 from gateway.api.pacing import PacedExecution
 from gateway.api.query import Query
@@ -31,6 +32,9 @@ class GatewaySchema(strawberry.Schema):
     """Strawberry's schema, minus its habit of logging every error with a traceback: expected
     errors (a bad id, a throttled upstream) are answers, not incidents. Unexpected ones are
     logged once, with their correlation id, by `OperationPolicy`."""
+
+    #: The parsed and validated documents its operations share (set by `build_schema`).
+    documents: Documents
 
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
@@ -89,7 +93,7 @@ def build_schema(
     *,
     observer: ApiObserver = NO_OBSERVER,
     extensions: Sequence[Callable[[], SchemaExtension]] = (),
-) -> strawberry.Schema:
+) -> GatewaySchema:
     """The schema, telling `observer` of each operation, with `extensions` (tracing) around
     the gateway's own. Parsing and validation results are cached (a bounded LRU keyed by the query
     text): on a warm gateway most requests skip both, the costliest steps of a small query;
@@ -101,6 +105,7 @@ def build_schema(
     rules = validation_rules(max_depth=settings.max_query_depth, max_aliases=settings.max_aliases)
     schema = GatewaySchema(
         query=Query,
+        mutation=Mutation,
         subscription=Subscription,
         execution_context_class=PacedExecution,
         extensions=[
@@ -112,6 +117,7 @@ def build_schema(
     # Both read the schema's types, so they are made after it; the factories above run per
     # request, later.
     documents = Documents(schema._schema, max_tokens=settings.max_tokens, rules=rules)
+    schema.documents = documents
     cost = CostModel(
         schema._schema,
         limit=settings.max_cost,

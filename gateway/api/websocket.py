@@ -25,10 +25,14 @@ from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
 )
-from strawberry.subscriptions.protocols.graphql_transport_ws.types import Message
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
+    Message,
+    SubscribeMessage,
+)
 
 from gateway.api.client_json import describe
 from gateway.api.context import Context
+from gateway.api.persisted import PersistedQueries, PersistedQueryError
 from gateway.observe.requests import current_request_id
 
 logger = logging.getLogger(__name__)
@@ -69,7 +73,7 @@ def protocol_violation(message: object) -> str | None:
     if not isinstance(payload, dict):
         return f"Expected a subscribe payload to be an object, received {describe(payload)}."
     query = payload.get("query")
-    if not isinstance(query, str):
+    if not isinstance(query, str) and not (query is None and _names_persisted_query(payload)):
         return f"Expected the subscribe payload's query to be a string, received {describe(query)}."
     for field, kind_expected, expected in (
         ("variables", dict, "an object"),
@@ -86,6 +90,13 @@ def protocol_violation(message: object) -> str | None:
     return None
 
 
+def _names_persisted_query(payload: Mapping[str, object]) -> bool:
+    """Whether a subscribe payload names its document by hash (`extensions.persistedQuery`):
+    its query may then be left out."""
+    extensions = payload.get("extensions")
+    return isinstance(extensions, dict) and extensions.get("persistedQuery") is not None
+
+
 class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
     """Strawberry's `graphql-transport-ws` handler, answering every frame as the module says."""
 
@@ -98,10 +109,37 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             # The protocol allows a null payload; Strawberry takes anything but an object for
             # a malformed one.
             message = {"type": "connection_init"}
-        elif message["type"] == "subscribe" and self._at_operation_limit(message["id"]):
-            await self._refuse_operation(message["id"])
-            return
+        elif message["type"] == "subscribe":
+            if self._at_operation_limit(message["id"]):
+                await self._refuse_operation(message["id"])
+                return
+            if self._will_subscribe(message["id"]):
+                resolved = await self._resolve_document(message)
+                if resolved is None:
+                    return
+                message = resolved
         await super().handle_message(message)
+
+    def _will_subscribe(self, operation_id: str) -> bool:
+        # The subscribes Strawberry will run, rather than close the socket for (4401, 4409).
+        return self.connection_acknowledged and operation_id not in self.operations
+
+    async def _resolve_document(self, message: SubscribeMessage) -> SubscribeMessage | None:
+        """`message` with the document it runs (its query, or the persisted one its extensions
+        name), or None when the persisted-query rules refused it (an `error` message said so)."""
+        persisted = getattr(self.view, "persisted_queries", None)
+        if not isinstance(persisted, PersistedQueries):
+            return message
+        payload = message["payload"]
+        try:
+            query = await persisted.resolve(payload.get("query"), payload.get("extensions"))
+        except PersistedQueryError as refused:
+            error = refused.graphql_error(current_request_id())
+            await self.send_message(
+                {"id": message["id"], "type": "error", "payload": [error.formatted]}
+            )
+            return None
+        return {**message, "payload": {**payload, "query": query or ""}}
 
     def _at_operation_limit(self, operation_id: str) -> bool:
         # Checked where Strawberry checks it (after the acknowledgement and the id's

@@ -8,10 +8,11 @@ completion-time rule they keep, and why, is in `docs/architecture.md`.
 
 from __future__ import annotations
 
+from gateway.budget.actions import OPERATIONS, QUERY_JOB, SUBMIT_JOB, limit_of
 from gateway.budget.failover import FailoverLedger, FailoverSlot
 from gateway.budget.local import LocalBudget, LocalLedger
 from gateway.budget.protocol import NO_OBSERVER, Budget, BudgetObserver, BudgetStatus
-from gateway.budget.redis_ledger import QUERY_JOB, RedisBudget, RedisLedger
+from gateway.budget.redis_ledger import RedisBudget, RedisLedger
 from gateway.budget.waiting import SlotBudget
 from gateway.settings import GatewaySettings
 from gateway.shared.backend import RedisClient
@@ -19,7 +20,9 @@ from gateway.shared.switch import BackendSwitch
 
 __all__ = [
     "NO_OBSERVER",
+    "OPERATIONS",
     "QUERY_JOB",
+    "SUBMIT_JOB",
     "Budget",
     "BudgetObserver",
     "BudgetStatus",
@@ -29,6 +32,7 @@ __all__ = [
     "RedisBudget",
     "RedisLedger",
     "SlotBudget",
+    "limit_of",
     "shared_budget",
 ]
 
@@ -39,14 +43,15 @@ def shared_budget(
     switch: BackendSwitch,
     *,
     observer: BudgetObserver = NO_OBSERVER,
+    operation: str = QUERY_JOB,
 ) -> SlotBudget[FailoverSlot]:
-    """The fleet's QueryIProductionJob budget in Redis; while Redis does not answer (as
-    `switch` says), this process's share of the limit, so that `expected_replicas` processes
-    that all lost Redis together stay under it."""
+    """The fleet's budget of `operation` in Redis (keys `{prefix}:budget:{<operation>}:*`);
+    while Redis does not answer (as `switch` says), this process's share of its limit, so that
+    `expected_replicas` processes that all lost Redis together stay under it."""
     window = settings.upstream_window
     ledger = FailoverLedger(
-        RedisLedger.from_settings(redis, settings),
-        LocalLedger(settings.fallback_qps, window),
+        RedisLedger.from_settings(redis, settings, operation),
+        LocalLedger(settings.fallback_share(limit_of(settings, operation)), window),
         switch,
         settle=window,
         # Every busy process is back within a probe interval, plus a probe that was failing

@@ -13,6 +13,7 @@ import math
 import time
 from collections.abc import Callable
 
+from gateway.budget.actions import QUERY_JOB, limit_of
 from gateway.budget.aimd import (
     DEFAULT_CEILING_FACTOR,
     DEFAULT_CEILING_RECOVERY_TIME,
@@ -236,11 +237,13 @@ class LocalBudget(SlotBudget[None]):
         clock: Callable[[], float] = time.monotonic,
         call_later: CallLater | None = None,
         observer: BudgetObserver = NO_OBSERVER,
+        operation: str = QUERY_JOB,
     ) -> LocalBudget:
-        """The QueryIProductionJob budget: `upstream_qps` calls per (1 s + margin), at most
-        `upstream_concurrency` of them in flight."""
+        """The budget of `operation` (QueryIProductionJob: `upstream_qps`, SubmitIProductionJob:
+        `submit_qps`) calls per (1 s + margin), at most `upstream_concurrency` of them in
+        flight."""
         return cls(
-            settings.upstream_qps,
+            limit_of(settings, operation),
             settings.upstream_window,
             max_in_flight=settings.upstream_concurrency,
             clock=clock,

@@ -23,6 +23,7 @@ from typing import Any, Final
 
 from redis.commands.core import AsyncScript
 
+from gateway.budget.actions import QUERY_JOB, limit_of
 from gateway.budget.aimd import (
     DEFAULT_CEILING_FACTOR,
     DEFAULT_CEILING_RECOVERY_TIME,
@@ -41,9 +42,6 @@ from gateway.shared.pipelining import ScriptBatcher
 __all__ = ["QUERY_JOB", "RedisBudget", "RedisLedger"]
 
 logger = logging.getLogger(__name__)
-
-#: The operation the gateway budgets.
-QUERY_JOB: Final = "QueryIProductionJob"
 
 #: Shortest wait before asking again after "full": never a busy loop.
 _MIN_NAP: Final = 0.001
@@ -146,14 +144,16 @@ class RedisLedger:
         self._round_trips = 0
 
     @classmethod
-    def from_settings(cls, redis: RedisClient, settings: GatewaySettings) -> RedisLedger:
-        """The fleet's QueryIProductionJob slots: `upstream_qps` per (1 s + margin), leases
+    def from_settings(
+        cls, redis: RedisClient, settings: GatewaySettings, operation: str = QUERY_JOB
+    ) -> RedisLedger:
+        """The fleet's slots of `operation`: its limit (`limit_of`) per (1 s + margin), leases
         that outlast a call (connect + read timeout) by a window and a second."""
         window = settings.upstream_window
         return cls(
             redis,
-            operation=QUERY_JOB,
-            limit=settings.upstream_qps,
+            operation=operation,
+            limit=limit_of(settings, operation),
             window=window,
             lease=settings.connect_timeout + settings.read_timeout + window + 1.0,
             prefix=settings.redis_prefix,
@@ -417,12 +417,14 @@ class RedisBudget(SlotBudget[str]):
         self.redis_ledger = ledger
 
     @classmethod
-    def from_settings(cls, redis: RedisClient, settings: GatewaySettings) -> RedisBudget:
+    def from_settings(
+        cls, redis: RedisClient, settings: GatewaySettings, operation: str = QUERY_JOB
+    ) -> RedisBudget:
         window = settings.upstream_window
         return cls(
             redis,
-            operation=QUERY_JOB,
-            limit=settings.upstream_qps,
+            operation=operation,
+            limit=limit_of(settings, operation),
             window=window,
             max_in_flight=settings.upstream_concurrency,
             lease=settings.connect_timeout + settings.read_timeout + window + 1.0,

@@ -278,6 +278,15 @@ class JobFetcher:
             self._counts.cache_hits += 1
         return job
 
+    async def prime(self, job: Job) -> None:
+        """Cache `job`, a snapshot known without a query (a job just submitted), for the ttl of
+        its state, so that the next reads of it need no call. A failing cache costs that call
+        later, not this caller's answer."""
+        try:
+            await self._cache.put(job.id, job)
+        except Exception:
+            logger.exception("Snapshot cache store of job %s failed", job.id)
+
     async def get_many(
         self,
         job_ids: Sequence[str],

@@ -40,6 +40,16 @@ TRANSPORT_ERRORS: tuple[tuple[type[httpx.HTTPError], type[errors.UpstreamError]]
     (httpx.HTTPError, errors.UpstreamUnavailable),
 )
 
+#: httpx exceptions raised before any byte of the request left: the upstream never saw it.
+UNDELIVERED_ERRORS: tuple[type[httpx.HTTPError], ...] = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+    httpx.ProxyError,
+    httpx.UnsupportedProtocol,
+    httpx.LocalProtocolError,
+)
+
 #: Upstream codes meaning "these credentials cannot call this API" (docs/upstream.md section 4.3).
 AUTH_CODE_PREFIXES = (
     "InvalidAccessKeyId",
@@ -182,10 +192,17 @@ class MpsClient:
                 raise
             return decode_job(body, fetched_at=self._clock(), job_id=job_id, region=self._region)
 
-    async def submit_job(self, request: SubmitJobRequest) -> SubmittedJob:
-        """Submits a job; the answer names the new job's id."""
+    async def submit_job(
+        self,
+        request: SubmitJobRequest,
+        *,
+        held: AbstractAsyncContextManager[object] | None = None,
+    ) -> SubmittedJob:
+        """Submits a job, inside `held` (a budget slot, as for `query_job`); the answer names
+        the new job's id. Never retried here: SubmitIProductionJob is not idempotent upstream.
+        An error's `delivered` says whether the request may have reached the upstream."""
         with self._observed(SUBMIT_ACTION) as call:
-            body = await self._call(SUBMIT_ACTION, request.params(), call)
+            body = await self._call(SUBMIT_ACTION, request.params(), call, held)
             try:
                 return decode_submit(body)
             except ValueError as exc:
@@ -257,7 +274,8 @@ def _translate(action: str) -> Iterator[None]:
         for httpx_class, gateway_class in TRANSPORT_ERRORS:
             if isinstance(exc, httpx_class):
                 raise gateway_class(
-                    f"{action} failed before an answer arrived ({type(exc).__name__})."
+                    f"{action} failed before an answer arrived ({type(exc).__name__}).",
+                    delivered=not isinstance(exc, UNDELIVERED_ERRORS),
                 ) from exc
         raise  # pragma: no cover - the last row matches every httpx.HTTPError
 

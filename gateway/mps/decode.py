@@ -29,6 +29,7 @@ from urllib.parse import unquote, urlsplit
 
 import json5
 
+from gateway.callers.envelope import unwrap
 from gateway.model import (
     Job,
     JobResult,
@@ -169,6 +170,7 @@ def decode_job(
     input_url = _present(fields, "Input")
     output_url = _present(fields, "Output")
     output = _decode_oss(output_url, "output", region)
+    user_data = unwrap(_decode_user_data(fields.get("UserData")))
     return Job(
         id=identifier,
         state=JobState.parse(raw_state.strip()),
@@ -180,10 +182,11 @@ def decode_job(
         output=output,
         pipeline_id=_present(fields, "PipelineId"),
         params=_decode_params(_present(fields, "JobParams")),
-        user_data=_decode_user_data(fields.get("UserData")),
+        user_data=user_data.user_data,
         result=_decode_result(_present(fields, "Result"), output),
         request_id=_present(fields, "RequestId"),
         fetched_at=fetched_at,
+        owner=user_data.owner,
         raw=fields,
     )
 

@@ -6,6 +6,7 @@ fields, RequestId excepted, or raises `ApiError`.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Mapping
 
@@ -15,6 +16,12 @@ from gateway.simulator.algorithms import ALGORITHMS
 from gateway.simulator.jobs import SubmittedJob, encode_json
 from gateway.simulator.oss import parse_oss_url
 from gateway.simulator.state import Simulator
+
+# `mns://<account id>.mns.<region>[-internal].aliyuncs.com/queues|topics/<name>`; digits or `*`
+# in the account id, as the documentation masks it.
+_MNS_URL = re.compile(
+    r"mns://[0-9*]+\.mns\.[a-z0-9-]+\.aliyuncs\.com/(?:queues|topics)/[A-Za-z0-9][A-Za-z0-9-]*"
+)
 
 
 def query_job(simulator: Simulator, params: Mapping[str, str]) -> dict[str, JsonValue]:
@@ -38,7 +45,9 @@ def submit_job(simulator: Simulator, params: Mapping[str, str]) -> dict[str, Jso
     """Create a job that will run through Queuing -> Analysing -> Success|Fail.
 
     FunctionName is required and must be a documented algorithm; Input and Output, when given,
-    must be MPS-style OSS URLs (`oss://<bucket>.oss-<region>.aliyuncs.com/<key>`).
+    must be MPS-style OSS URLs (`oss://<bucket>.oss-<region>.aliyuncs.com/<key>`), NotifyUrl an
+    MNS queue or topic. ModelId and ScheduleParams are taken and not shown again (no query field
+    carries them).
     """
     function_name = params.get("FunctionName", "")
     if not function_name:
@@ -52,6 +61,10 @@ def submit_job(simulator: Simulator, params: Mapping[str, str]) -> dict[str, Jso
         value = params.get(name)
         if value is not None and parse_oss_url(value) is None:
             raise errors.invalid_parameter(name)
+    notify_url = params.get("NotifyUrl")
+    if notify_url and _MNS_URL.fullmatch(notify_url) is None:
+        # MNS queues (and topics) only (docs/upstream.md section 2.1).
+        raise errors.invalid_parameter("NotifyUrl")
     settings = simulator.settings
     job = SubmittedJob(
         job_id=uuid.uuid4().hex,  # never seeded: a restarted simulator must not reuse ids

@@ -105,12 +105,14 @@ async def graphql(
         headers=headers,
     )
     assert response.status_code == 200, response.text
-    return without_request_ids(response.json(), response.headers["x-request-id"])
+    body: dict[str, Any] = without_request_ids(response.json(), response.headers["x-request-id"])
+    return body
 
 
 def answer(response: httpx.Response) -> Any:
     """The body of an HTTP answer, without the request ids of its errors (see below)."""
-    return without_request_ids(response.json(), response.headers["x-request-id"])
+    body: dict[str, Any] = without_request_ids(response.json(), response.headers["x-request-id"])
+    return body
 
 
 def without_request_ids(body: Any, request_id: str) -> Any:

@@ -82,6 +82,7 @@ def quirk_id(simulator: SimulatorServer, slug: str) -> str:
     (job_id,) = [
         job["id"] for job in simulator.jobs() if (job["quirk"] or "").startswith(f"{slug}:")
     ]
+    assert isinstance(job_id, str)
     return job_id
 
 
@@ -352,7 +353,7 @@ def upstream_error(
     error = error_for(QUERY_ACTION, status, {"Code": code, "RequestId": request_id}, {})
     return {
         "message": error.message,
-        "locations": location(query, path[0] + "("),
+        "locations": location(query, f"{path[0]}("),
         "path": path,
         "extensions": {
             "code": error.code,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -27,6 +28,11 @@ subscription($id: ID!, $interval: Float!) {
   jobUpdates(id: $id, intervalSeconds: $interval) { id state isFinished result { code } }
 }
 """
+
+
+def polled_since(simulator: SimulatorServer, before: int, polls: int) -> bool:
+    calls: int = simulator.query_stats()["calls"]
+    return calls >= before + polls
 
 
 @asynccontextmanager
@@ -56,6 +62,7 @@ async def subscribe(
     """Every message of one subscription, up to and including its `complete`."""
     await start(socket, query, variables)
     messages = []
+    assert socket.response is not None
     request_id = socket.response.headers["x-request-id"]
     while True:
         message = await receive(socket)
@@ -94,7 +101,7 @@ async def test_updates_follow_a_job_until_it_finishes(
                 # Two more polls find no change (and send nothing), then the job moves on.
                 polled = simulator.query_stats()["calls"]
                 await eventually(
-                    lambda polled=polled: simulator.query_stats()["calls"] >= polled + 2,
+                    functools.partial(polled_since, simulator, polled, 2),
                     "two polls of an unchanged job",
                 )
                 simulator.put_job(job_id, planted(job_id, state, result))

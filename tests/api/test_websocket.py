@@ -72,6 +72,7 @@ async def operation(socket: ClientConnection, payload: dict[str, Any], id: str =
     """Every message of one operation, up to its `complete` or `error`."""
     await socket.send(json.dumps({"id": id, "type": "subscribe", "payload": payload}))
     messages = []
+    assert socket.response is not None
     request_id = socket.response.headers["x-request-id"]
     while True:
         message = json.loads(await receive(socket))

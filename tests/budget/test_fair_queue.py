@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.budget.fair_queue import FairQueue, Ticket
 
+T = TypeVar("T")
 
-def drain(queue: FairQueue[str]) -> list[str]:
-    out: list[str] = []
+
+def drain(queue: FairQueue[T]) -> list[T]:
+    out: list[T] = []
     while (item := queue.pop()) is not None:
         out.append(item)
     return out

@@ -25,6 +25,7 @@ from gateway.shared.backend import BackendUnavailable, open_redis
 from tests.budget.test_budget import max_arrivals_in_any_window
 from tests.jobs.jobfakes import FOREVER
 from tests.jobs.redisutil import connect, delete_prefix, private_redis, unique_prefix, wait_until_up
+from tests.support.redis import key_names, scored_members, server_seconds
 
 
 async def until(condition: Callable[[], bool], what: str, patience: float = 30.0) -> None:
@@ -167,7 +168,7 @@ async def test_a_slot_never_released_frees_when_its_lease_expires(
     async with alive.slot(time.monotonic() + 30.0):
         # Granted: the dead call's lease expired (nothing else could free its slot).
         slots_key = alive.redis_ledger.keys[0]
-        members = [member.decode() for member in await fleet.client.zrange(slots_key, 0, -1)]
+        members = [member for member, _ in await scored_members(fleet.client, slots_key)]
         assert not any(member.startswith(dead.redis_ledger.token) for member in members)
     # Had the "dead" call completed after all, so late, it says so.
     with caplog.at_level(logging.WARNING, logger="gateway.budget.redis_ledger"):
@@ -276,12 +277,14 @@ async def test_every_process_computes_the_stored_decrease_with_aimd_rule(
         await client.hset(aimd_key, "ceiling", ceiling)
     granted = await hold_all(budget, 100, grants)
     # The rate climbs while the test runs: by the rule, as far as it may have climbed by now.
-    seconds, micros = await client.time()
-    since = (seconds * 1_000_000 + micros - float(await client.hget(aimd_key, "at"))) / 1e6
+    at = await client.hget(aimd_key, "at")
+    assert at is not None
+    since = await server_seconds(client) - float(at) / 1e6
     latest = rule.grants(rule.effective(decrease, since))
     assert grants <= granted <= latest
     status = budget.status()
     assert grants <= status.effective_limit <= latest
+    assert status.ceiling is not None
     assert ceiling_grants <= status.ceiling <= rule.grants(rule.ceiling(decrease, since))
 
 
@@ -315,7 +318,7 @@ async def test_cancelled_waiters_leave_nothing_in_redis(
     # is held (a slot of a call in flight would free only at its lease's end, 2 s away).
     seconds, micros = await client.time()
     now = seconds + micros / 1e6
-    held = await client.zrange(slots_key, 0, -1, withscores=True)
+    held = await scored_members(client, slots_key)
     # The slots of calls that completed more than a window ago have expired: at most `ran`
     # are left, the last call's at least, and none of a call still in flight.
     assert 1 <= len(held) <= ran
@@ -338,15 +341,14 @@ async def test_keys_are_namespaced_and_expire_on_their_own(
     await until(lambda: budget.status().in_flight == 1, "a grant")
     base = f"{prefix}:budget:{{{QUERY_JOB}}}"
     assert budget.redis_ledger.keys == (f"{base}:slots", f"{base}:aimd")
-    [(member, lease_expiry)] = await client.zrange(f"{base}:slots", 0, -1, withscores=True)
-    seconds, micros = await client.time()
+    [(member, lease_expiry)] = await scored_members(client, f"{base}:slots")
     # The score of a call in flight is its lease's end (granted just now).
-    assert 0 < lease_expiry / 1e6 - (seconds + micros / 1e6) <= 1.5
-    assert member.decode() == f"{budget.redis_ledger.token}:0"
+    assert 0 < lease_expiry / 1e6 - await server_seconds(client) <= 1.5
+    assert member == f"{budget.redis_ledger.token}:0"
     gate.set()
     await holder
     await budget.throttled()
-    assert sorted(key.decode() for key in await client.keys(f"{prefix}:*")) == [
+    assert await key_names(client, f"{prefix}:*") == [
         f"{base}:aimd",
         f"{base}:slots",
     ]

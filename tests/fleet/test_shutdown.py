@@ -14,7 +14,7 @@ import redis.asyncio
 
 from tests.fleet.conftest import fleet
 from tests.servers import SimulatorServer
-from tests.support.redis import RedisServer
+from tests.support.redis import RedisServer, scored_members
 from tests.support.waiting import eventually
 
 JOBS = "query($ids: [ID!]!) { jobs(ids: $ids) { id } }"
@@ -71,9 +71,7 @@ async def test_sigterm_answers_the_waiting_requests_and_releases_everything(
         assert [key async for key in client.scan_iter(match=f"{prefix}:fetching:*")] == []
         # ...and no slot held by a call in flight (whose lease would block the fleet): at most
         # the one call made, for one window after it completed.
-        slots = await client.zrange(
-            f"{prefix}:budget:{{QueryIProductionJob}}:slots", 0, -1, withscores=True
-        )
+        slots = await scored_members(client, f"{prefix}:budget:{{QueryIProductionJob}}:slots")
         assert len(slots) <= 1
         assert all(expiry / 1e6 <= now + 1.01 for _, expiry in slots), (slots, now)
     finally:

@@ -104,9 +104,16 @@ class Traffic:
         page.on("requestfailed", lambda r: self.failed.append(f"failed {r.url}: {r.failure}"))
         page.on("response", self._response)
         page.on("console", self._console)
-        page.on("pageerror", lambda error: self.errors.append(f"page error: {error}"))
-        page.on("request", lambda r: r.method == "POST" and self.posts.append(r))
+        page.on("pageerror", self._page_error)
+        page.on("request", self._request)
         page.on("websocket", self._socket)
+
+    def _page_error(self, error: PlaywrightError) -> None:
+        self.errors.append(f"page error: {error}")
+
+    def _request(self, request: Request) -> None:
+        if request.method == "POST":
+            self.posts.append(request)
 
     def _response(self, response: Response) -> None:
         if response.status >= 400:
@@ -137,6 +144,13 @@ def graphiql(browser: Browser, gateway: str) -> Iterator[tuple[Page, Traffic]]:
         yield page, traffic
     finally:
         context.close()
+
+
+def posted(request: Request) -> dict[str, Any]:
+    """The JSON body GraphiQL posted."""
+    body = request.post_data_json
+    assert isinstance(body, dict), request.post_data
+    return body
 
 
 def wait_for_graphiql(page: Page, traffic: Traffic) -> None:
@@ -185,7 +199,7 @@ def test_a_query_with_an_authorization_header_runs_with_nothing_but_the_gateway(
         type_into(page, HEADERS_EDITOR, headers)
         type_into(page, QUERY_EDITOR, query)
         result = run_and_read_result(page, '"functionName"')
-        (sent,) = [post for post in traffic.posts if post.post_data_json["query"] == query]
+        (sent,) = [post for post in traffic.posts if posted(post)["query"] == query]
 
         # The headers are kept for the next visit (GraphiQL stores them after a short pause).
         wait_until(
@@ -230,7 +244,5 @@ def test_a_subscription_in_graphiql_receives_job_updates_over_the_websocket(
         ("complete", None),
     ]
     # Over HTTP, GraphiQL only read the schema.
-    assert [post.post_data_json["operationName"] for post in traffic.posts] == [
-        "IntrospectionQuery"
-    ]
+    assert [posted(post)["operationName"] for post in traffic.posts] == ["IntrospectionQuery"]
     assert traffic.problems() == []

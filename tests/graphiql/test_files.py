@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import httpx
 import pytest
 
@@ -18,7 +20,7 @@ def asset() -> Asset:
 
 
 @pytest.fixture
-async def client(embedded_gateway: str) -> httpx.AsyncClient:
+async def client(embedded_gateway: str) -> AsyncIterator[httpx.AsyncClient]:
     # No Accept-Encoding unless a test asks: httpx would otherwise ask for gzip itself.
     async with httpx.AsyncClient(base_url=embedded_gateway) as client:
         client.headers.pop("accept-encoding")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 import redis.asyncio
@@ -268,6 +268,7 @@ class Gateway:
             terminal_ttl=60.0, running_ttl=60.0, not_found_ttl=60.0, max_entries=100
         )
         self.clock: Callable[[], float]
+        sleep: Callable[[float], Awaitable[None]]
         if clock is None:
             self.clock, sleep, budget = time.monotonic, asyncio.sleep, LocalBudget(100, 1.0)
         else:

@@ -81,6 +81,10 @@ OPERATIONS = {"query": query, "submit": submit}
 # --- httpx exceptions -------------------------------------------------------------------------
 
 
+def class_name(cls: type) -> str:
+    return cls.__name__
+
+
 def httpx_exception_classes() -> Iterator[type[httpx.HTTPError]]:
     """httpx.HTTPError and every subclass httpx itself defines, however deep."""
     pending: list[type[httpx.HTTPError]] = [httpx.HTTPError]
@@ -90,6 +94,8 @@ def httpx_exception_classes() -> Iterator[type[httpx.HTTPError]]:
             yield cls
         pending.extend(cls.__subclasses__())
 
+
+HTTPX_CLASSES = sorted(httpx_exception_classes(), key=class_name)
 
 #: What each httpx exception must become. A class httpx adds later fails the meta-test until it is
 #: classified here (and mapped in TRANSPORT_ERRORS if its nearest base is the wrong answer).
@@ -135,8 +141,8 @@ def instantiate(cls: type[httpx.HTTPError], request: httpx.Request) -> httpx.HTT
 @pytest.mark.parametrize("operation", OPERATIONS)
 @pytest.mark.parametrize(
     "httpx_class",
-    sorted(httpx_exception_classes(), key=lambda cls: cls.__name__),
-    ids=lambda cls: cls.__name__,
+    HTTPX_CLASSES,
+    ids=class_name,
 )
 async def test_httpx_exception_maps_to_its_upstream_error(
     httpx_class: type[httpx.HTTPError], operation: str
@@ -157,6 +163,17 @@ async def test_httpx_exception_maps_to_its_upstream_error(
     assert error.message == f"{action} failed before an answer arrived ({httpx_class.__name__})."
     # No answer arrived: nothing upstream to quote.
     assert error.extensions == {"code": expected.code}
+    # Only a failure before a connection was made proves the upstream never saw the call
+    # (what lets a submission be sent again).
+    never_sent = (
+        httpx.ConnectError,
+        httpx.ConnectTimeout,
+        httpx.PoolTimeout,
+        httpx.ProxyError,
+        httpx.UnsupportedProtocol,
+        httpx.LocalProtocolError,
+    )
+    assert error.delivered is not issubclass(httpx_class, never_sent)
 
 
 class Chunks(httpx.AsyncByteStream):

@@ -6,7 +6,7 @@ from urllib.parse import parse_qsl
 
 import httpx
 import pytest
-from alibabacloud_openapi_util.client import Client as OfficialUtil  # type: ignore[import-untyped]
+from alibabacloud_openapi_util.client import Client as OfficialUtil
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

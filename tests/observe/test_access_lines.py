@@ -47,6 +47,12 @@ def line_handler(made: list[LineHandler], fmt: LogFormat, interval: float = 60.0
     return handler
 
 
+def written(handler: LineHandler) -> str:
+    stream = handler.stream
+    assert isinstance(stream, io.StringIO)
+    return stream.getvalue()
+
+
 def as_record(line: AccessLine, formatter: logging.Formatter) -> str:
     """The line as a standard record of `gateway.access` formatted by `formatter`: what the
     gateway wrote before access lines were batched."""
@@ -84,14 +90,14 @@ def test_an_access_line_reads_as_the_formatter_writes_its_record(
     handler.access(LINE._replace(operation=None, status=413))
     handler.flush()
 
-    written = handler.stream.getvalue().splitlines()
+    lines = written(handler).splitlines()
     assert handler.formatter is not None
-    assert written == [
+    assert lines == [
         as_record(LINE, handler.formatter),
         as_record(LINE._replace(operation=None, status=413), handler.formatter),
     ]
     if fmt == "json":
-        assert json.loads(written[0])["request_id"] == "req-1"
+        assert json.loads(lines[0])["request_id"] == "req-1"
 
 
 def test_access_lines_come_before_a_later_line_and_after_an_earlier_one(
@@ -108,14 +114,14 @@ def test_access_lines_come_before_a_later_line_and_after_an_earlier_one(
     finally:
         logger.removeHandler(handler)
         logger.propagate = True
-    messages = [line.split(" ", 5)[5] for line in handler.stream.getvalue().splitlines()]
+    messages = [line.split(" ", 5)[5] for line in written(handler).splitlines()]
     assert messages == ["first", "POST /graphql 200 3.4 ms query Q", "second"]
 
 
 def test_gathered_lines_are_written_without_any_other_line(handlers: list[LineHandler]) -> None:
     handler = line_handler(handlers, "text", interval=0.01)
     handler.access(LINE)
-    wait_until(lambda: "req-1" in handler.stream.getvalue(), "the writer thread's write")
+    wait_until(lambda: "req-1" in written(handler), "the writer thread's write")
 
 
 def test_the_request_path_hands_the_line_over_when_the_gateway_configured_logging() -> None:

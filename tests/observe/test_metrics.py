@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.budget import QUERY_JOB
+from gateway.budget import QUERY_JOB, SUBMIT_JOB
 from tests.api.conftest import GatewayServer, StartGateway, graphql
 from tests.observe.scrape import sample_names, samples, scrape, value
 from tests.servers import SimulatorServer
@@ -54,6 +54,9 @@ async def test_one_query_of_each_kind_is_counted_where_it_happened(
         ("mpsgw_budget_wait_seconds_count", f"action={QUERY_JOB}"): 2,
         ("mpsgw_budget_limit", f"action={QUERY_JOB}"): 100,
         ("mpsgw_budget_effective_limit", f"action={QUERY_JOB}"): 100,
+        # SubmitIProductionJob's own budget, watched from the start.
+        ("mpsgw_budget_limit", f"action={SUBMIT_JOB}"): 100,
+        ("mpsgw_budget_effective_limit", f"action={SUBMIT_JOB}"): 100,
         ("mpsgw_cache_lookups_total", "result=miss", "tier=memory"): 2,
         ("mpsgw_cache_lookups_total", "result=hit", "tier=memory"): 2,
     }

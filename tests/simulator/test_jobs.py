@@ -197,6 +197,11 @@ async def test_zero_durations_finish_at_once(
             "InvalidParameter",
             'The specified parameter "Output" is invalid.',
         ),
+        (
+            {"FunctionName": "Cover", "NotifyUrl": "https://example.com/hook"},
+            "InvalidParameter",
+            'The specified parameter "NotifyUrl" is invalid.',
+        ),
     ],
 )
 async def test_submit_errors(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -166,3 +168,84 @@ def test_submit_without_function_name_is_rejected(endpoint: str, signature: str 
     with pytest.raises(ClientException) as caught:
         client.submit_iproduction_job(mts_models.SubmitIProductionJobRequest())
     assert caught.value.code == "MissingFunctionName"
+
+
+@pytest.mark.parametrize("signature", SIGNATURES)
+@pytest.mark.parametrize(
+    ("fields", "code", "name"),
+    [
+        ({"input": "https://b.oss-cn-shanghai.aliyuncs.com/x.mp4"}, "InvalidParameter", "Input"),
+        ({"output": "oss://b/x.mp4"}, "InvalidParameter", "Output"),
+        ({"notify_url": "http://example.com/hook"}, "InvalidParameter", "NotifyUrl"),
+        ({"function_name": "NoSuchAlgorithm"}, "InvalidParameter", "FunctionName"),
+    ],
+)
+def test_submit_errors_as_the_sdk_reads_them(
+    endpoint: str, signature: str | None, fields: dict[str, str], code: str, name: str
+) -> None:
+    client = sdk_client(endpoint, signature=signature)
+    values = {"function_name": "Cover", **fields}
+    with pytest.raises(ClientException) as caught:
+        client.submit_iproduction_job(mts_models.SubmitIProductionJobRequest(**values))
+    assert (caught.value.code, caught.value.status_code) == (code, 400)
+    assert f'The specified parameter "{name}" is invalid.' in caught.value.message
+
+
+@pytest.mark.parametrize("signature", SIGNATURES)
+def test_submit_takes_every_documented_parameter(endpoint: str, signature: str | None) -> None:
+    client = sdk_client(endpoint, signature=signature)
+    submitted = client.submit_iproduction_job(
+        mts_models.SubmitIProductionJobRequest(
+            function_name="ImageCartoonize",
+            input="oss://media.oss-cn-shanghai.aliyuncs.com/in/face.jpg",
+            output="oss://media.oss-cn-shanghai.aliyuncs.com/out/{source}.gif",
+            job_params='{"mode":"gif"}',
+            model_id="model-1",
+            schedule_params="{}",
+            notify_url="mns://1234567890.mns.cn-shanghai.aliyuncs.com/queues/done",
+            pipeline_id="0123456789abcdef0123456789abcdef",
+            user_data="u",
+        )
+    )
+    assert submitted.status_code == 200
+    result = json.loads(submitted.body.result)
+    assert result == {
+        "Code": "Success",
+        "Details": [],
+        "FunctionName": "ImageCartoonize",
+        "JobId": submitted.body.job_id,
+        "Message": "success",
+        "State": "Success",
+        "Type": "IProduction",
+    }
+    queried = client.query_iproduction_job(
+        mts_models.QueryIProductionJobRequest(job_id=submitted.body.job_id)
+    )
+    assert queried.body.pipeline_id == "0123456789abcdef0123456789abcdef"
+    assert queried.body.state == "Queuing"
+
+
+@pytest.mark.slow
+def test_a_submitted_job_runs_to_success_as_the_sdk_sees_it() -> None:
+    app = create_simulator_app(SimulatorSettings(queue_seconds=0.3, run_seconds=0.3))
+    with run_asgi_server(app) as url:
+        client = sdk_client(url.removeprefix("http://"))
+        job_id = client.submit_iproduction_job(
+            mts_models.SubmitIProductionJobRequest(
+                function_name="ImageCartoonize",
+                input="oss://media.oss-cn-shanghai.aliyuncs.com/in/face.jpg",
+                output="oss://media.oss-cn-shanghai.aliyuncs.com/out/{source}.gif",
+            )
+        ).body.job_id
+        request = mts_models.QueryIProductionJobRequest(job_id=job_id)
+        seen = [client.query_iproduction_job(request).body.state]
+        while seen[-1] not in ("Success", "Fail"):
+            time.sleep(0.05)
+            state = client.query_iproduction_job(request).body.state
+            if state != seen[-1]:
+                seen.append(state)
+            assert len(seen) <= 3
+        final = client.query_iproduction_job(request).body
+    assert seen[-1] == "Success"
+    assert seen == ["Queuing", "Analysing", "Success"][3 - len(seen) :]
+    assert json.loads(final.result)["Code"] == "Success"

@@ -18,7 +18,7 @@ import socket
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, cast
 
 import pytest
 import redis.asyncio
@@ -79,6 +79,29 @@ async def delete_prefix(client: redis.asyncio.Redis, prefix: str) -> None:
     keys = [key async for key in client.scan_iter(match=f"{prefix}:*")]
     if keys:
         await client.delete(*keys)
+
+
+async def scored_members(client: redis.asyncio.Redis, key: str) -> list[tuple[str, float]]:
+    """Every member of the sorted set at `key` with its score, lowest first."""
+    entries = cast(list[tuple[bytes, float]], await client.zrange(key, 0, -1, withscores=True))
+    return [(_text(member), float(score)) for member, score in entries]
+
+
+async def key_names(client: redis.asyncio.Redis, pattern: str) -> list[str]:
+    """The names of the keys matching `pattern`, sorted."""
+    names = [_text(key) async for key in client.scan_iter(match=pattern)]
+    return sorted(names)
+
+
+async def server_seconds(client: redis.asyncio.Redis) -> float:
+    """The Redis server's clock, in Unix seconds."""
+    seconds, microseconds = tuple(await client.time())
+    return float(seconds) + float(microseconds) / 1e6
+
+
+def _text(value: object) -> str:
+    assert isinstance(value, bytes | str), value
+    return value.decode() if isinstance(value, bytes) else value
 
 
 async def ttl_given(client: redis.asyncio.Redis, key: str, write: Awaitable[T]) -> tuple[T, range]:

@@ -108,7 +108,7 @@ def timers_fired() -> Iterator[list[float]]:
         return schedule(when, fire, *args, context=context)
 
     # An instance attribute shadows the method for this loop only; `call_later` calls it too.
-    loop.call_at = call_at  # type: ignore[method-assign]
+    loop.call_at = call_at  # type: ignore[method-assign,assignment]
     try:
         yield fired
     finally:

@@ -1,0 +1,5 @@
+"""Tests that drive frontend clients from npm (see `tests/support/node.py`) against a gateway."""
+
+from tests.api.conftest import start_gateway
+
+__all__ = ["start_gateway"]
