@@ -335,3 +335,30 @@ async def test_a_request_over_64_kib_is_never_kept(
     long = "{ __typename }\n#" + "x" * 65_536
     answers = await asked_thrice(http, gateway, long)
     assert answers == [{"data": {"__typename": "Query"}}] * 3
+
+
+async def test_a_hash_is_refused_as_the_view_refuses_it_even_when_its_answer_is_kept(
+    simulator: SimulatorServer, start_gateway: StartGateway, http: httpx.AsyncClient
+) -> None:
+    job_id = plant(simulator, "a11ce00000000000000000000000000d")
+    digest = hashlib.sha256(FINISHED.encode()).hexdigest()
+
+    def extensions(sha: str) -> str:
+        return json.dumps({"persistedQuery": {"version": 1, "sha256Hash": sha}})
+
+    variables = json.dumps({"id": job_id})
+    with start_gateway(apq=False) as gateway:
+        for _ in range(3):
+            await get(http, gateway, FINISHED, id=job_id)  # kept, then answered from it
+        by_hash = await http.get(
+            gateway.graphql_url, params={"variables": variables, "extensions": extensions(digest)}
+        )
+        mismatched = await http.get(
+            gateway.graphql_url,
+            params={"query": FINISHED, "variables": variables, "extensions": extensions("0" * 64)},
+        )
+        stats = await kept(http, gateway)
+    assert by_hash.json()["errors"][0]["extensions"]["code"] == "PERSISTED_QUERY_NOT_SUPPORTED"
+    assert mismatched.status_code == 400
+    assert mismatched.json()["errors"][0]["extensions"]["code"] == "PERSISTED_QUERY_HASH_MISMATCH"
+    assert stats["hits"] == 1
