@@ -1,4 +1,5 @@
-"""Command line: `python -m gateway [serve|simulator|export-schema]` (also `mps-gateway`)."""
+"""Command line: `python -m gateway [serve|simulator|export-schema|hash-api-key]` (also
+`mps-gateway`)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from collections.abc import Sequence
 
 import strawberry
 import uvicorn
+from pydantic import ValidationError
 
+from gateway.callers.caller import Scope
 from gateway.observe.logs import LogFormat, configure_logging
 from gateway.settings import GatewaySettings, SimulatorSettings, UpstreamKind
 
@@ -32,6 +35,24 @@ def build_parser() -> argparse.ArgumentParser:
     simulator.add_argument("--host", default="127.0.0.1")
     simulator.add_argument("--port", type=int, default=9000)
     commands.add_parser("export-schema", help="print the GraphQL schema (SDL)")
+    hash_key = commands.add_parser(
+        "hash-api-key",
+        help="make a new API key: prints the key (give it to the caller) and the entry to add "
+        "to GATEWAY_API_KEYS_FILE (which holds its hash only)",
+    )
+    hash_key.add_argument("--name", required=True, help="the caller's name (logs, metrics)")
+    hash_key.add_argument("--tenant", help="the tenant it acts for (none: an operator's key)")
+    hash_key.add_argument(
+        "--scope",
+        action="append",
+        choices=[scope.value for scope in Scope],
+        help="a scope it has (repeat the option for several; default jobs:read)",
+    )
+    hash_key.add_argument(
+        "--stdin",
+        action="store_true",
+        help="hash the key read from standard input instead of making a new one",
+    )
     return parser
 
 
@@ -45,6 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "simulator":
         return run_simulator(args.host, args.port)
+    if args.command == "hash-api-key":
+        return hash_api_key(args.name, args.tenant, args.scope or [Scope.READ.value], args.stdin)
     return run_gateway(getattr(args, "host", "127.0.0.1"), getattr(args, "port", 8000))
 
 
@@ -53,15 +76,45 @@ def export_schema(schema: strawberry.Schema) -> str:
     return schema.as_str() + "\n"
 
 
+def hash_api_key(name: str, tenant: str | None, scopes: list[str], from_stdin: bool) -> int:
+    """Print the key (a new one; not when read from stdin) on one line, then its entry for
+    the keys file on the next: the key is shown once, and the file keeps only its hash."""
+    from gateway.callers.api_keys import key_hash, new_key
+
+    key = sys.stdin.readline().strip() if from_stdin else new_key()
+    if not key:
+        print("mps-gateway: expected a key on standard input, received none.", file=sys.stderr)
+        return 2
+    entry = {"name": name, "tenant": tenant, "scopes": sorted(set(scopes)), "sha256": key_hash(key)}
+    if not from_stdin:
+        print(key)
+    print(json.dumps(entry))
+    return 0
+
+
 def run_gateway(host: str, port: int) -> int:
     from gateway.app import create_app
+    from gateway.callers.api_keys import ApiKeysFileError
+    from gateway.callers.jwks import KeySetError
     from gateway.persisted import ManifestError
     from gateway.server import server_options
 
-    settings = GatewaySettings()
+    try:
+        settings = GatewaySettings()
+    except ValidationError as refused:
+        # One line per refused setting, never its value. (Until the start-up module that says
+        # this for every setting lands: then it says it.)
+        for error in refused.errors(include_input=False, include_url=False):
+            message = str(error["msg"]).removeprefix("Value error, ")
+            print(f"mps-gateway: bad settings: {message}", file=sys.stderr, flush=True)
+        return 2
     _configure_logging(settings.log_level, settings.log_format)
     try:
         app = create_app(settings)
+    except (KeySetError, ApiKeysFileError) as refused:
+        # A key set or API keys file that cannot be used: one line, never its content.
+        print(f"mps-gateway: bad settings: {refused}", file=sys.stderr, flush=True)
+        return 2
     except ManifestError as exc:
         # An operator's mistake, said in a sentence: no traceback.
         logger.error("%s", exc)
@@ -149,7 +202,19 @@ def _banner(settings: GatewaySettings, host: str, port: int) -> str:
         ]
     else:
         lines.append(f"upstream: {settings.upstream_url} ({kind.value})")
+    lines.append(callers_line(settings))
     return "\n".join(lines)
+
+
+def callers_line(settings: GatewaySettings) -> str:
+    """What the banner says of callers: how they authenticate, or that nobody is asked."""
+    methods = settings.auth_methods
+    if not methods:
+        return (
+            "callers: NO AUTHENTICATION (GATEWAY_AUTH=none): whoever reaches this port reads "
+            "every job"
+        )
+    return f"callers: authenticated by {', '.join(sorted(methods))} (GATEWAY_AUTH)"
 
 
 def _curl_body(job_id: str) -> str:

@@ -20,6 +20,8 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from functools import cached_property
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -32,19 +34,27 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http import GraphQLRequestData
 from strawberry.http.base import BaseRequestProtocol
-from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.http.streaming import HTTPStreamTransport
+from strawberry.subscriptions import GRAPHQL_SSE_PROTOCOL, GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.types.unset import UnsetType
 
-from gateway.answers.http import SCOPE_KEY, AnswerCache, KeptAnswers
+from gateway.answers.http import CALLER_SCOPE_KEY, SCOPE_KEY, AnswerCache, KeptAnswers
 from gateway.answers.store import AnswerStore
 from gateway.api import client_json
 from gateway.api.cacheability import Cacheability
 from gateway.api.context import Context
 from gateway.api.persisted import PersistedQueries, PersistedQueryError
 from gateway.api.schema import build_schema
+from gateway.api.sse import SseStreams
 from gateway.api.views import JobViews
 from gateway.api.websocket import GatewayWebSocketAdapter, TransportWSHandler, close_quietly
+from gateway.callers.authenticator import Authenticator, credential_headers
+from gateway.callers.caller import NOBODY, UNAUTHENTICATED_OPERATOR, Caller
+from gateway.callers.rate import TenantRateLimit
+from gateway.errors import Unauthenticated
 from gateway.graphiql import FILES_ROUTE, GraphiQL
 from gateway.http_errors import BAD_REQUEST, CODE_OF_STATUS, ErrorResponse
 from gateway.instruments import Instruments
@@ -65,6 +75,9 @@ logger = logging.getLogger(__name__)
 
 #: Seconds between two samplings of the gauges read from state (the budget's limits...).
 SAMPLE_INTERVAL = 1.0
+
+#: Whether the HTTP request being served is answered with an event stream (set per request).
+_ANSWERED_AS_STREAM: ContextVar[bool] = ContextVar("answered_as_stream", default=False)
 
 #: Header a client may send to give its request less time than the gateway's default deadline.
 TIMEOUT_HEADER = "x-request-timeout"
@@ -90,7 +103,9 @@ class GatewayGraphQL(GraphQL[Context, None]):
     Nothing a client sends makes it answer 5xx: a request it cannot read is answered 4xx with a
     coded GraphQL error (`gateway.http_errors`), a WebSocket frame as `gateway.api.websocket`
     says. It speaks `graphql-transport-ws` only: the older `graphql-ws` protocol
-    (subscriptions-transport-ws, unmaintained) is refused with 4406.
+    (subscriptions-transport-ws, unmaintained) is refused with 4406. A request that accepts
+    `text/event-stream` is answered as an event stream (graphql-sse), bounded as
+    `gateway.api.sse` says.
     """
 
     graphql_transport_ws_handler_class = TransportWSHandler
@@ -103,6 +118,7 @@ class GatewayGraphQL(GraphQL[Context, None]):
         instruments: Instruments,
         graphiql: GraphiQL | None = None,
         trusted_documents: Mapping[str, str] | None = None,
+        authenticator: Authenticator | None = None,
     ) -> None:
         tracing = instruments.tracing
         schema = build_schema(
@@ -113,13 +129,17 @@ class GatewayGraphQL(GraphQL[Context, None]):
         super().__init__(
             schema,
             graphql_ide="graphiql" if graphiql is not None else None,
-            subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
+            subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_SSE_PROTOCOL),
         )
         self._settings = settings
         self._state = state
         self._views = JobViews()
         self._observer = instruments.api
         self._graphiql = graphiql
+        self._authenticator = authenticator or Authenticator()
+        self._rate_limit = (
+            TenantRateLimit(settings.tenant_qps) if settings.tenant_qps is not None else None
+        )
         #: What each request runs when it names a persisted query (the WebSocket handler reads
         #: it too).
         self.persisted_queries = PersistedQueries(
@@ -129,6 +149,37 @@ class GatewayGraphQL(GraphQL[Context, None]):
             trusted=trusted_documents,
             max_document_bytes=settings.apq_max_document_bytes,
         )
+        self._sse = SseStreams(
+            max_streams=settings.sse_max_streams,
+            keepalive=settings.sse_keepalive,
+            write_timeout=settings.sse_write_timeout,
+            max_tokens=settings.max_tokens,
+            documents=self.persisted_queries.resolve,
+        )
+
+    @cached_property
+    def _stream_transport_map(self) -> dict[str, HTTPStreamTransport]:
+        # Only graphql-sse, with the process's keep-alive (Strawberry would also take
+        # multipart subscriptions, which the gateway does not offer).
+        transport = self._sse.transport
+        return {transport.protocol: transport}
+
+    def _get_stream_transport_from_headers(
+        self, headers: Mapping[str, str]
+    ) -> HTTPStreamTransport | None:
+        # Strawberry streams whenever Accept lists text/event-stream; the gateway decides per
+        # request (`gateway.api.sse`: a query that also accepts JSON is answered as JSON).
+        return self._sse.transport if _ANSWERED_AS_STREAM.get() else None
+
+    @property
+    def sse(self) -> SseStreams:
+        """The process's event streams."""
+        return self._sse
+
+    @property
+    def rate_limit(self) -> TenantRateLimit | None:
+        """Operations per second per tenant (None: unlimited); kept answers take from it too."""
+        return self._rate_limit
 
     async def render_graphql_ide(self, request: Request) -> Response:
         # Our page, not Strawberry's (which loads its files from a CDN). Strawberry calls this
@@ -140,8 +191,34 @@ class GatewayGraphQL(GraphQL[Context, None]):
         if scope["type"] == "websocket":
             await self._serve_websocket(WebSocket(scope, receive=receive, send=send))
             return
+        request = Request(scope, receive=receive)
         try:
-            response = await self.run(Request(scope, receive=receive))
+            stream = await self._sse.wants_stream(request)
+        except ClientDisconnect:
+            logger.debug("HTTP client left before its request body arrived")
+            return
+        # Read by Strawberry's choice of a transport, and by get_context, in this request's
+        # task: they see only the headers, and the decision needs the operation.
+        _ANSWERED_AS_STREAM.set(stream)
+        if stream:
+            await self._sse.serve(
+                scope, receive, send, lambda bounded: self._serve_http(request, bounded)
+            )
+            return
+        await self._serve_http(request, send)
+
+    async def _serve_http(self, request: Request, send: Send) -> None:
+        scope, receive = request.scope, request.receive
+        try:
+            response = await self.run(request)
+        except Unauthenticated as refused:
+            # RFC 6750: a 401 names the schemes the client may use.
+            response = ErrorResponse(
+                401,
+                refused.message,
+                refused.code,
+                headers={"www-authenticate": self._authenticator.challenge},
+            )
         except PersistedQueryError as refused:
             response = ErrorResponse(
                 refused.status, refused.message, refused.code, headers=refused.headers
@@ -211,7 +288,16 @@ class GatewayGraphQL(GraphQL[Context, None]):
             # An unreadable header is ignored rather than failing the query.
             with contextlib.suppress(ValueError):
                 timeout = min(timeout, max(0.0, float(asked)))
+        if isinstance(request, WebSocket):
+            caller = await self._websocket_caller(request)
+            transport = "websocket"
+        else:
+            caller = await self._http_caller(request)
+            transport = "sse" if _ANSWERED_AS_STREAM.get() else "http"
         return Context(
+            caller=caller,
+            default_tenant=self._settings.default_tenant,
+            rate_limit=self._rate_limit,
             deadline=time.monotonic() + timeout,
             timeout=timeout,
             max_ids=self._settings.max_ids,
@@ -220,13 +306,55 @@ class GatewayGraphQL(GraphQL[Context, None]):
             presigner=services.presigner,
             views=self._views,
             per_connection=isinstance(request, WebSocket),
-            transport="websocket" if isinstance(request, WebSocket) else "http",
+            transport=transport,
             observer=self._observer,
             submitter=services.submitter,
             idempotency_key=request.headers.get(IDEMPOTENCY_HEADER),
             region=self._settings.region_id,
             cacheability=_cacheability(request),
         )
+
+    async def _http_caller(self, request: Request) -> Caller:
+        """The caller of an HTTP request (SSE included), or Unauthenticated (a 401). A browser
+        opening GraphiQL's page sends no credential (its Headers tab sends them with each
+        query): the page is served to anyone, and runs nothing."""
+        known = request.scope.get(CALLER_SCOPE_KEY)
+        if isinstance(known, Caller):
+            return known  # authenticated already, by the kept answers' lookup
+        try:
+            return await self._authenticator.caller(request.headers)
+        except Unauthenticated:
+            if self._graphiql is not None and self.should_render_graphql_ide(
+                self.request_adapter_class(request)
+            ):
+                return NOBODY
+            raise
+
+    async def _websocket_caller(self, websocket: WebSocket) -> Caller:
+        """The caller a WebSocket starts with: from its upgrade request's headers when they
+        hold a credential the gateway accepts (servers can send headers; browsers cannot), else
+        nobody until its `connection_init` (see `on_ws_connect`)."""
+        if not self._authenticator.enabled:
+            return UNAUTHENTICATED_OPERATOR
+        try:
+            return await self._authenticator.caller(websocket.headers)
+        except Unauthenticated:
+            return NOBODY
+
+    async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
+        """Authenticates a WebSocket at its `connection_init`: from the payload's
+        `Authorization` (or `x-api-key`) when it holds one, else from the upgrade request's
+        headers. Refused, the socket closes with 4403."""
+        headers = credential_headers(context.connection_params or {})
+        if self._authenticator.enabled and (
+            "authorization" in headers or "x-api-key" in headers or context.caller is NOBODY
+        ):
+            try:
+                context.caller = await self._authenticator.caller(headers)
+            except Unauthenticated as refused:
+                logger.debug("WebSocket refused at connection_init: %s", refused.reason)
+                raise ConnectionRejectionError from None
+        return await super().on_ws_connect(context)
 
 
 def _cacheability(request: Request | WebSocket) -> Cacheability | None:
@@ -255,6 +383,8 @@ def answers_fingerprint(
         str(settings.max_cost),
         settings.region_id,
         str(settings.apq),
+        # Whose jobs submitted outside the gateway are: who sees them.
+        str(settings.default_tenant),
         "any" if trusted is None else ",".join(sorted(trusted)),
     ]
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
@@ -351,7 +481,10 @@ def create_app(
     trusted = (
         None if settings.trusted_documents is None else load_manifest(settings.trusted_documents)
     )
-    graphql = GatewayGraphQL(settings, state, instruments, graphiql, trusted)
+    authenticator = Authenticator.from_settings(settings)
+    graphql = GatewayGraphQL(
+        settings, state, instruments, graphiql, trusted, authenticator=authenticator
+    )
     kept = KeptAnswers(
         AnswerStore(
             settings.answer_cache_bytes, max_answer_bytes=settings.answer_cache_max_answer_bytes
@@ -371,10 +504,11 @@ def create_app(
             logger.info("Metrics at http://%s:%d/metrics", settings.metrics_host, listener.port)
         restore = _on_sigterm(services.begin_shutdown)
         logger.info(
-            "Gateway started: upstream %s (%s), budget %d calls/s",
+            "Gateway started: upstream %s (%s), budget %d calls/s, callers %s",
             settings.upstream_kind.value,
             settings.upstream_url,
             settings.upstream_qps,
+            ", ".join(sorted(settings.auth_methods)) or "unauthenticated (GATEWAY_AUTH=none)",
         )
         if trusted is not None:
             logger.info(
@@ -398,6 +532,7 @@ def create_app(
             state.services = None
             kept.shared = None
             sampling.cancel()
+            await authenticator.aclose()
             try:
                 await services.aclose()
             finally:
@@ -447,6 +582,8 @@ def create_app(
                 fingerprint=answers_fingerprint(graphql.schema.as_str(), settings, trusted),
                 # A hash alone names a document only where persisted queries run.
                 hashes=settings.apq or trusted is not None,
+                authenticator=authenticator,
+                rate_limit=graphql.rate_limit,
                 lifetime=settings.cache_terminal_ttl,
                 observer=instruments.api,
                 memory=instruments.answers("memory"),

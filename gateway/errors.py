@@ -8,9 +8,11 @@
     ├── QueryTooComplex          QUERY_TOO_COMPLEX     an operation estimated to cost over the limit
     ├── DeadlineExceeded         DEADLINE_EXCEEDED     the request's deadline passed mid-answer
     ├── ShuttingDown             SHUTTING_DOWN         the process is stopping; another will answer
+    ├── Unauthenticated          UNAUTHENTICATED       no credential, or one the gateway refuses
     ├── Forbidden                FORBIDDEN             the caller lacks the scope it needs
     ├── IdempotencyKeyReused     IDEMPOTENCY_KEY_REUSED  a key used for another submission
     ├── SubmitOutcomeUnknown     SUBMIT_OUTCOME_UNKNOWN  a submit's answer was lost: no retry
+    ├── RateLimited              RATE_LIMITED          the caller's tenant is over its rate
     └── UpstreamError                                  the upstream call failed; with its RequestId
         ├── UpstreamThrottled    UPSTREAM_THROTTLED    the cloud said Throttling*
         ├── UpstreamUnavailable  UPSTREAM_UNAVAILABLE  5xx, connection refused or dropped
@@ -179,6 +181,18 @@ class DeadlineExceeded(GatewayError):
         return {"retryAfter": retry_after}
 
 
+class Unauthenticated(GatewayError):
+    """The request carries no credential the gateway accepts. The message says what was wrong
+    in general terms (expired, wrong audience...), never the credential itself; HTTP answers
+    it 401 with `WWW-Authenticate`, a WebSocket closes with 4403."""
+
+    code = "UNAUTHENTICATED"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"Authentication failed: {reason}")
+        self.reason = reason
+
+
 class Forbidden(GatewayError):
     """The caller is authenticated but may not do this: it lacks `scope`."""
 
@@ -190,6 +204,25 @@ class Forbidden(GatewayError):
 
     def context(self) -> dict[str, Any]:
         return {"scope": self.scope}
+
+
+class RateLimited(GatewayError):
+    """The caller's tenant sent more operations than `GATEWAY_TENANT_QPS` allows."""
+
+    code = "RATE_LIMITED"
+    retryable = True
+
+    def __init__(self, limit: float, retry_after: float) -> None:
+        retry_after = max(0.0, retry_after)
+        super().__init__(
+            f"Expected at most {limit:g} operations per second from one tenant, received more; "
+            f"retry in {retry_after:.2f} s."
+        )
+        self.limit = limit
+        self.retry_after = retry_after
+
+    def context(self) -> dict[str, Any]:
+        return {"retryAfter": round(self.retry_after, 3), "limit": self.limit}
 
 
 class IdempotencyKeyReused(GatewayError):

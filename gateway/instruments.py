@@ -42,7 +42,7 @@ logger = logging.getLogger(__name__)
 
 OPERATION_TYPES: Final = ("query", "mutation", "subscription", "none")
 OPERATION_OUTCOMES: Final = ("ok", "client_error", "error")
-TRANSPORTS: Final = ("websocket", "http")
+TRANSPORTS: Final = ("websocket", "sse", "http")
 ACTIONS: Final = (QUERY_ACTION, SUBMIT_ACTION)
 #: `mpsgw_upstream_calls_total`'s outcomes: ok, not_found, or an upstream error's code
 #: without its UPSTREAM_ prefix.

@@ -13,10 +13,11 @@ import asyncio
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from gateway.api.sse import ABORT_EXTENSION
 from gateway.observe.logs import LogLimiter
 from gateway.settings import GatewaySettings
 
@@ -117,6 +118,10 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         # over): no timer of ours may close it.
         self._reading_headers = False
         self._cancel_timer()
+        # How the app drops this connection at once (an event stream whose client reads
+        # nothing: `gateway.api.sse`); ASGI itself has no way to.
+        extensions = cast(dict[str, object], self.scope.setdefault("extensions", {}))
+        extensions[ABORT_EXTENSION] = self.transport.abort
         super().on_headers_complete()
 
     def on_response_complete(self) -> None:

@@ -242,6 +242,27 @@ class GatewaySettings(BaseSettings):
         "beyond are closed as soon as they are accepted.",
     )
 
+    # --- event streams (graphql-sse) ----------------------------------------------------------
+    sse_max_streams: int = Field(
+        default=500,
+        ge=1,
+        description="Server-Sent Event streams one process serves at once; one more is "
+        "answered 503 TOO_MANY_STREAMS. Keep it under max_connections, so that streams never "
+        "take every connection from plain requests.",
+    )
+    sse_keepalive: float = Field(
+        default=15.0,
+        gt=0,
+        description="Seconds between two keep-alive comments on an event stream with no event "
+        "to send, so that proxies keep it open and a vanished client is noticed.",
+    )
+    sse_write_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds one write of an event stream may wait for a client that reads "
+        "nothing; then the client is dropped (under `python -m gateway serve`).",
+    )
+
     # --- process ----------------------------------------------------------------------------
     log_level: str = Field(default="INFO", description="Python logging level.")
     log_format: Literal["text", "json"] = Field(
@@ -264,6 +285,69 @@ class GatewaySettings(BaseSettings):
     metrics_host: str = Field(
         default="127.0.0.1",
         description="Address of the private /metrics listener (0.0.0.0 for every interface).",
+    )
+
+    # --- callers --------------------------------------------------------------------------
+    auth: str | None = Field(
+        default=None,
+        description="How callers authenticate: a comma-separated list of jwt and api-key, or "
+        "none (no authentication: everyone may do everything). Unset: none on the embedded "
+        "simulator, and a refusal to start with cloud credentials.",
+    )
+    jwt_jwks_url: str | None = Field(
+        default=None,
+        description="URL of the JSON Web Key Set whose keys sign the callers' tokens (an OIDC "
+        "provider's jwks_uri); cached, fetched again for a key id it does not hold.",
+    )
+    jwt_jwks_file: str | None = Field(
+        default=None, description="A file holding that key set, instead of the URL."
+    )
+    jwt_issuer: str | None = Field(
+        default=None, description="The `iss` every token must carry (the provider's issuer)."
+    )
+    jwt_audience: str | None = Field(
+        default=None, description="The `aud` every token must carry (this gateway's API)."
+    )
+    jwt_leeway: float = Field(
+        default=30.0,
+        ge=0,
+        le=300,
+        description="Seconds of clock difference allowed when checking exp and nbf.",
+    )
+    jwt_scope_claim: str = Field(
+        default="scope",
+        min_length=1,
+        description="Claim holding the token's scopes (space-separated, or a list).",
+    )
+    jwt_jwks_min_refresh: float = Field(
+        default=30.0,
+        ge=0,
+        description="Seconds at least between two fetches of the key set for an unknown key id.",
+    )
+    jwt_jwks_max_age: float = Field(
+        default=3600.0,
+        gt=0,
+        description="Seconds a fetched key set is used before it is fetched again.",
+    )
+    tenant_claim: str = Field(
+        default="tenant", min_length=1, description="Claim naming the caller's tenant."
+    )
+    api_keys_file: str | None = Field(
+        default=None,
+        description="JSON file of API keys (name, tenant, scopes and the key's hash; see "
+        "`python -m gateway hash-api-key`).",
+    )
+    default_tenant: str | None = Field(
+        default=None,
+        min_length=1,
+        description="The tenant owning jobs submitted outside the gateway (no owner in their "
+        "UserData); unset: only callers with jobs:read:all see them.",
+    )
+    tenant_qps: float | None = Field(
+        default=None,
+        gt=0,
+        description="Operations per second one tenant may send to this process (a burst of "
+        "as many); more are RATE_LIMITED. Unset: no cap.",
     )
 
     @property
@@ -324,6 +408,54 @@ class GatewaySettings(BaseSettings):
                 "Expected ALIBABA_CLOUD_SECURITY_TOKEN with its key pair "
                 "(ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET), received "
                 "the token alone."
+            )
+        return self
+
+    @property
+    def auth_methods(self) -> frozenset[str]:
+        """The authentication methods in force (`jwt`, `api-key`), empty for none."""
+        if self.auth is None:
+            return frozenset()
+        return frozenset(part.strip() for part in self.auth.split(",")) - {"none"}
+
+    @model_validator(mode="after")
+    def _callers_authenticated(self) -> GatewaySettings:
+        # Safe by default: an account's jobs are never served to everyone unless asked for.
+        # The simulator's public demo key guards nothing: only a real key pair needs callers
+        # authenticated.
+        real_credentials = self.access_key_id not in (None, SIMULATOR_DEMO_ACCESS_KEY_ID)
+        if self.auth is None:
+            if real_credentials:
+                raise ValueError(
+                    "Expected GATEWAY_AUTH (jwt, api-key, or none to serve every caller "
+                    "unauthenticated) with cloud credentials, received none: refusing to "
+                    "serve the account's jobs to whoever reaches the gateway."
+                )
+            return self
+        parts = [part.strip() for part in self.auth.split(",")]
+        known = {"jwt", "api-key", "none"}
+        unknown = [part for part in parts if part not in known]
+        if unknown or not parts or ("none" in parts and len(parts) > 1):
+            raise ValueError(
+                "Expected GATEWAY_AUTH to be a comma-separated list of jwt and api-key, or "
+                f"none alone, received {self.auth[:60]!r}."
+            )
+        if "jwt" in parts:
+            if (self.jwt_jwks_url is None) == (self.jwt_jwks_file is None):
+                raise ValueError(
+                    "Expected one of GATEWAY_JWT_JWKS_URL and GATEWAY_JWT_JWKS_FILE with "
+                    "GATEWAY_AUTH=jwt, received "
+                    + ("both." if self.jwt_jwks_url is not None else "neither.")
+                )
+            if not self.jwt_issuer or not self.jwt_audience:
+                raise ValueError(
+                    "Expected GATEWAY_JWT_ISSUER and GATEWAY_JWT_AUDIENCE with GATEWAY_AUTH=jwt, "
+                    "received "
+                    + ("neither." if not (self.jwt_issuer or self.jwt_audience) else "only one.")
+                )
+        if "api-key" in parts and self.api_keys_file is None:
+            raise ValueError(
+                "Expected GATEWAY_API_KEYS_FILE with GATEWAY_AUTH=api-key, received none."
             )
         return self
 

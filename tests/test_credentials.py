@@ -44,6 +44,7 @@ def test_cloud_credentials_are_used_with_or_without_an_endpoint(endpoint: str | 
             access_key_secret=SecretStr(CLOUD_SECRET),
             security_token=SecretStr(CLOUD_TOKEN),
             mps_endpoint=endpoint,
+            auth="none",
         )
     )
     assert chosen == Credentials("LTAIcloud", CLOUD_SECRET, CLOUD_TOKEN)

@@ -24,15 +24,18 @@ from dataclasses import asdict, dataclass
 from typing import Final
 
 from cachetools import LRUCache
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.answers.requests import PUBLIC, AnswerKey, read_get, read_post
+from gateway.answers.requests import AnswerKey, read_get, read_post
 from gateway.answers.shared import SharedAnswers
 from gateway.answers.store import Answer, AnswerStore
 from gateway.api.cacheability import Cacheability
 from gateway.api.observer import NO_OBSERVER, ApiObserver
-from gateway.callers.caller import Caller
-from gateway.callers.caller import Scope as CallerScope
+from gateway.callers.authenticator import Authenticator
+from gateway.callers.caller import UNAUTHENTICATED_OPERATOR, Caller
+from gateway.callers.rate import TenantRateLimit
+from gateway.errors import RateLimited, Unauthenticated
 from gateway.jobs.cache import UNCOUNTED, Lookups
 from gateway.observe.requests import current_request
 
@@ -40,8 +43,8 @@ __all__ = ["CALLER_SCOPE_KEY", "SCOPE_KEY", "AnswerCache", "KeptAnswers", "calle
 
 #: Where a request's `Cacheability` travels in the ASGI scope.
 SCOPE_KEY: Final = "gateway.cacheability"
-#: Where authentication leaves the request's `Caller` in the ASGI scope, for this middleware
-#: (which runs before the GraphQL context is made) to read.
+#: Where this middleware leaves the request's `Caller` in the ASGI scope, for the view to take
+#: instead of authenticating the request again.
 CALLER_SCOPE_KEY: Final = "gateway.caller"
 
 _NO_STORE: Final = (b"cache-control", b"no-store")
@@ -75,24 +78,11 @@ class KeptAnswers:
         return report
 
 
-def caller_visibility(scope: Scope) -> tuple[str, bool]:
-    """Who may see the answer: a name of what the caller may see (part of the key), and
-    whether the answer depends on the caller (then it is private to HTTP caches).
-
-    The caller is the one authentication left in the scope (`CALLER_SCOPE_KEY`), or, where
-    none did (`GATEWAY_AUTH=none`, the only mode until authentication lands), the
-    unauthenticated operator, who sees everything, as everyone then does. Two callers share
-    kept answers only when they see the same jobs: all of them (`jobs:read:all`), or one
-    tenant's (`jobs:read`).
-    """
-    caller = scope.get(CALLER_SCOPE_KEY)
-    if not isinstance(caller, Caller) or caller.method == "none":
-        return PUBLIC, False
-    if caller.may(CallerScope.READ_ALL):
-        return "all", True
-    if caller.may(CallerScope.READ) and caller.tenant is not None:
-        return f"tenant:{caller.tenant}", True
-    return "nothing", True
+def caller_visibility(caller: Caller) -> tuple[str, bool]:
+    """Who may see the answer: what `caller` may see (`Caller.visibility`, part of the key), and
+    whether the answer depends on the caller (an authenticated one: then it is private to HTTP
+    caches). Two callers share kept answers only when they see the same jobs."""
+    return caller.visibility, caller.method != "none"
 
 
 class AnswerCache:
@@ -101,7 +91,9 @@ class AnswerCache:
     (the finished-snapshot ttl). `observer` is told of each operation a kept answer answers,
     `memory` and `redis` count the lookups of each tier. `hashes` False: a request naming its
     document by hash alone is never answered here (persisted queries are off: the view refuses
-    it)."""
+    it). `authenticator` finds the caller before anything is looked up (a request it refuses
+    goes to the view, which answers 401), and a kept answer takes its operation from
+    `rate_limit` as the view would (over the rate, the view answers)."""
 
     def __init__(
         self,
@@ -115,6 +107,8 @@ class AnswerCache:
         memory: Lookups = UNCOUNTED,
         redis: Lookups = UNCOUNTED,
         hashes: bool = True,
+        authenticator: Authenticator | None = None,
+        rate_limit: TenantRateLimit | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.app = app
@@ -124,6 +118,8 @@ class AnswerCache:
         self.path = path
         self.observer = observer
         self.hashes = hashes
+        self.authenticator = authenticator
+        self.rate_limit = rate_limit
         self._memory = memory
         self._redis = redis
         self._clock = clock
@@ -151,7 +147,11 @@ class AnswerCache:
         if raw is None or len(raw) > MAX_KEYED_BYTES:
             await self.app(scope, receive, _no_store(send))
             return
-        visibility, private = caller_visibility(scope)
+        caller = await self._caller(scope)
+        if caller is None:  # no credential the gateway accepts: the view answers 401
+            await self.app(scope, receive, _no_store(send))
+            return
+        visibility, private = caller_visibility(caller)
         alias = (method, visibility, raw)
         key = self._aliases.get(alias)
         if key is None:
@@ -168,6 +168,10 @@ class AnswerCache:
             (self._redis.misses if answer is None else self._redis.hits).inc()
             if answer is not None:
                 self.kept.store.adopt(key.digest, answer)
+        if answer is not None and not self._within_rate(caller):
+            # Over the tenant's rate: the view says so (RATE_LIMITED), as for any operation.
+            await self.app(scope, receive, _no_store(send))
+            return
         if answer is not None:
             if len(raw) <= MAX_ALIASED_BYTES:
                 self._aliases[alias] = key
@@ -181,6 +185,29 @@ class AnswerCache:
         verdict = Cacheability(self.lifetime)
         scope[SCOPE_KEY] = verdict
         await self.app(scope, receive, self._keeping(scope, key, verdict, private, send))
+
+    async def _caller(self, scope: Scope) -> Caller | None:
+        """The request's caller, left in the scope for the view (`CALLER_SCOPE_KEY`), so
+        that it authenticates once; None when its credentials are refused or missing."""
+        if self.authenticator is None or not self.authenticator.enabled:
+            return UNAUTHENTICATED_OPERATOR
+        try:
+            caller = await self.authenticator.caller(Headers(scope=scope))
+        except Unauthenticated:
+            return None
+        scope[CALLER_SCOPE_KEY] = caller
+        return caller
+
+    def _within_rate(self, caller: Caller) -> bool:
+        """Takes one operation from the caller's tenant's rate, as the view does; False when
+        none is left."""
+        if self.rate_limit is None:
+            return True
+        try:
+            self.rate_limit.check(caller)
+        except RateLimited:
+            return False
+        return True
 
     def _keeping(
         self, scope: Scope, key: AnswerKey, verdict: Cacheability, private: bool, send: Send

@@ -19,13 +19,9 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Final
 from urllib.parse import parse_qsl
 
 __all__ = ["AnswerKey", "read_get", "read_post"]
-
-#: The visibility of every caller while the gateway has no callers of its own: all see the same.
-PUBLIC: Final = "public"
 
 
 @dataclass(frozen=True, slots=True)

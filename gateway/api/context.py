@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING
 from gateway import model
 from gateway.api.cacheability import Cacheability
 from gateway.api.observer import NO_OBSERVER, ApiObserver
-from gateway.callers.caller import UNAUTHENTICATED_OPERATOR, Caller
+from gateway.callers.caller import UNAUTHENTICATED_OPERATOR, Caller, Scope
+from gateway.callers.rate import TenantRateLimit
+from gateway.errors import Forbidden
 from gateway.jobs.fetcher import JobFetcher
 from gateway.jobs.loader import JobLoader
 from gateway.oss import OssPresigner
@@ -43,13 +45,19 @@ class Context:
     presigner: OssPresigner | None = None
     #: Whether several operations share this context (a WebSocket connection's).
     per_connection: bool = False
-    #: How the operation reaches the client: `websocket` or `http`.
+    #: How the operation reaches the client: `websocket`, `sse` (an event stream) or `http`.
     transport: str = "http"
     #: Told of the subscriptions served (metrics).
     observer: ApiObserver = NO_OBSERVER
     #: Who is asking (authentication sets it; with `GATEWAY_AUTH=none`, an operator that may
     #: do everything).
     caller: Caller = UNAUTHENTICATED_OPERATOR
+    #: The tenant owning jobs submitted outside the gateway (`GATEWAY_DEFAULT_TENANT`).
+    default_tenant: str | None = None
+    #: The per-tenant cap on operations (`GATEWAY_TENANT_QPS`); None: no cap.
+    rate_limit: TenantRateLimit | None = None
+    #: A WebSocket's `connection_init` payload (Strawberry sets it), read for credentials.
+    connection_params: dict[str, object] | None = None
     #: The process-wide submitter of submitJob; None where nothing may be submitted.
     submitter: JobSubmitter | None = None
     #: The request's `Idempotency-Key` header, as sent (submitJob checks it).
@@ -96,5 +104,25 @@ class Context:
         """The request's loader, made on first use: a request that needs none (a cached
         finished job, introspection) does not pay for one."""
         if self._jobs is None:
-            self._jobs = JobLoader(self.fetcher, self.deadline)
+            self._jobs = JobLoader(self.fetcher, self.deadline, requester=self.requester)
         return self._jobs
+
+    @property
+    def requester(self) -> object:
+        """This request's key in the budget's round-robin: its caller's tenant (so that one
+        tenant sending many ids or requests cannot starve the others), or, with no
+        authentication, a key of its own."""
+        key = self.caller.fairness_key
+        return object() if key is None else key
+
+    def require_read(self) -> None:
+        """FORBIDDEN unless the caller may read jobs at all (checked before any upstream
+        call)."""
+        if not self.caller.may_read:
+            raise Forbidden(Scope.READ.value, "read jobs")
+
+    def visible(self, job: model.Job) -> bool:
+        """Whether the caller may see `job`: a job it may not see is answered as a missing
+        one."""
+        owner = job.owner if job.owner is not None else self.default_tenant
+        return self.caller.sees(owner)

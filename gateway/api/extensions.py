@@ -159,6 +159,10 @@ class OperationPolicy(MaskErrors):
         context = self.execution_context
         if self.cost is not None and context.graphql_document is not None:
             self.cost.check(context.graphql_document, context.operation_name, context.variables)
+        request = context.context
+        if isinstance(request, Context) and request.rate_limit is not None:
+            # After the cost check: an operation refused unrun costs its tenant nothing.
+            request.rate_limit.check(request.caller)
         yield
 
     def anonymise_error(self, error: GraphQLError) -> GraphQLError:

@@ -48,7 +48,7 @@ class ApiObserver(Protocol):
         ...
 
     def subscription(self, transport: str) -> AbstractContextManager[object]:
-        """Entered while a subscription is served over `transport` (websocket, http)."""
+        """Entered while a subscription is served over `transport` (websocket, sse, http)."""
         ...
 
 

@@ -37,9 +37,10 @@ class Subscription:
     @strawberry.subscription(
         description="The job now, then each time it changes, until it finishes (the last "
         "event has isFinished true, then the subscription completes). A job that does not "
-        "exist gives one null event. Polls that fail for a passing reason (throttling, budget, "
-        "an unavailable upstream) are retried at the next interval for about one request "
-        "deadline; then, and on any other failure, the subscription ends with the error."
+        "exist, or that the caller may not see, gives one null event. Polls that fail for a "
+        "passing reason (throttling, budget, an unavailable upstream) are retried at the next "
+        "interval for about one request deadline; then, and on any other failure, the "
+        "subscription ends with the error."
     )
     async def job_updates(
         self,
@@ -56,12 +57,14 @@ class Subscription:
         context = info.context
         # Checked before the first poll: a refused subscription costs no upstream call.
         interval = INTERVAL.check("intervalSeconds", interval_seconds)
+        context.require_read()
         last: Mapping[str, str] | None = None
         # Passing failures are retried quietly for about one request deadline, then reported:
         # a job that keeps failing must not be polled in silence forever.
         failures_allowed = max(MIN_FAILURES, math.ceil(context.timeout / interval))
         failures = 0
-        requester = object()  # one fair-queue key for all polls of this subscription
+        # One fair-queue key for all polls of this subscription: its caller's tenant.
+        requester = context.requester
         # Counted while it runs, however it ends (finished, failed, or the client left).
         with context.observer.subscription(context.transport):
             while True:
@@ -76,7 +79,8 @@ class Subscription:
                 failures = 0
                 if isinstance(outcome, Exception):
                     raise outcome
-                if outcome is None:
+                if outcome is None or not context.visible(outcome):
+                    # Another tenant's job ends as a missing one does: one null.
                     yield None
                     return
                 fingerprint = _fingerprint(outcome)

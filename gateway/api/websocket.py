@@ -14,7 +14,9 @@ Whatever a client sends:
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Mapping
 
@@ -26,6 +28,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
 )
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
+    ConnectionInitMessage,
     Message,
     SubscribeMessage,
 )
@@ -90,6 +93,11 @@ def protocol_violation(message: object) -> str | None:
     return None
 
 
+#: Close code of a socket whose caller is refused at `connection_init`, or whose token expired
+#: (the protocol's "Forbidden").
+FORBIDDEN_CLOSE = 4403
+
+
 def _names_persisted_query(payload: Mapping[str, object]) -> bool:
     """Whether a subscribe payload names its document by hash (`extensions.persistedQuery`):
     its query may then be left out."""
@@ -98,7 +106,29 @@ def _names_persisted_query(payload: Mapping[str, object]) -> bool:
 
 
 class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
-    """Strawberry's `graphql-transport-ws` handler, answering every frame as the module says."""
+    """Strawberry's `graphql-transport-ws` handler, answering every frame as the module says.
+
+    A connection authenticated with a credential that expires (a JWT) is closed with 4403 when
+    it does: its operations end with it, and the client reconnects with a fresh token.
+    """
+
+    _expiry: asyncio.Task[None] | None = None
+
+    async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
+        await super().handle_connection_init(message)
+        expires_at = self.context.caller.expires_at
+        if self.connection_acknowledged and expires_at is not None and self._expiry is None:
+            self._expiry = asyncio.create_task(self._close_at(expires_at))
+
+    async def _close_at(self, expires_at: float) -> None:
+        await asyncio.sleep(max(0.0, expires_at - time.time()))
+        logger.debug("WebSocket closed: its caller's token expired")
+        await self.websocket.close(FORBIDDEN_CLOSE, "Token expired")
+
+    async def shutdown(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+        await super().shutdown()
 
     async def handle_message(self, message: Message) -> None:
         problem = protocol_violation(message)

@@ -8,6 +8,7 @@ binds the event loop when a loader is made.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Hashable
 from typing import TYPE_CHECKING
 
 from aiodataloader import DataLoader
@@ -36,22 +37,28 @@ class JobLoader(DataLoader[str, Job | None]):
     - within the request, a key is loaded once and its outcome memoized (a repeated `load(id)`
       gets the same answer, which keeps one GraphQL response consistent).
 
-    All loads of one request share `deadline` (on the fetcher's clock) and one budget key (a
-    token of this loader), so the budget shares its slots fairly between requests, whatever
-    the number of ids each asks for. When every load of a batch has been cancelled (the
-    request went away), the batch stops waiting, so the fetches it started may be dropped
-    before they spend budget.
+    All loads of one request share `deadline` (on the fetcher's clock) and one budget key
+    (`requester`: the caller's tenant, or a token of this loader), so the budget shares its
+    slots fairly between tenants (or requests), whatever the number of ids each asks for.
+    When every load of a batch has been cancelled (the request went away), the batch stops
+    waiting, so the fetches it started may be dropped before they spend budget.
     """
 
     def __init__(
-        self, fetcher: JobFetcher, deadline: float, *, max_batch_size: int = MAX_BATCH_SIZE
+        self,
+        fetcher: JobFetcher,
+        deadline: float,
+        *,
+        max_batch_size: int = MAX_BATCH_SIZE,
+        requester: Hashable | None = None,
     ) -> None:
         # The running loop, explicitly: made outside a loop, this fails here rather than later.
         super().__init__(max_batch_size=max_batch_size, loop=asyncio.get_running_loop())
         self._fetcher = fetcher
         self.deadline = deadline
-        #: This request's key in the budget's round-robin (identity only, never shown).
-        self.requester = object()
+        #: This request's key in the budget's round-robin (never shown): the caller's tenant
+        #: when given, else a token of this loader.
+        self.requester: Hashable = object() if requester is None else requester
 
     def load(self, key: str) -> Future[Job | None]:
         """`DataLoader.load`, answering at once, without a batch, for a job whose final snapshot

@@ -178,7 +178,7 @@ class Metrics:
         )
         self.subscriptions_active = Gauge(
             "mpsgw_subscriptions_active",
-            "Subscriptions being served, by transport (websocket, http).",
+            "Subscriptions being served, by transport (websocket, sse, http).",
             ["transport"],
             registry=own,
             multiprocess_mode="livesum",

@@ -31,3 +31,18 @@ def test_an_operator_sees_every_job() -> None:
 
 def test_a_reader_with_no_tenant_sees_no_owned_job_nor_unowned_one() -> None:
     assert not caller(None, Scope.READ).sees(None)
+
+
+def test_visibility_names_what_a_caller_sees() -> None:
+    assert caller("acme", Scope.READ).visibility == "tenant:acme"
+    assert caller("acme", Scope.READ, Scope.READ_ALL).visibility == "all"
+    assert caller(None, Scope.READ).visibility == "none"
+    assert caller("acme", Scope.SUBMIT).visibility == "none"
+    assert UNAUTHENTICATED_OPERATOR.visibility == "all"
+
+
+def test_expiry() -> None:
+    timed = Caller(name="c", tenant="t", scopes=frozenset(), method="jwt", expires_at=100.0)
+    assert not timed.expired(99.9)
+    assert timed.expired(100.0)
+    assert not UNAUTHENTICATED_OPERATOR.expired(1e12)
