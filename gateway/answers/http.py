@@ -32,6 +32,7 @@ from gateway.answers.shared import SharedAnswers
 from gateway.answers.store import Answer, AnswerStore
 from gateway.api.cacheability import Cacheability
 from gateway.api.observer import NO_OBSERVER, ApiObserver
+from gateway.api.sse import accepts_json
 from gateway.callers.authenticator import Authenticator
 from gateway.callers.caller import UNAUTHENTICATED_OPERATOR, Caller
 from gateway.callers.rate import TenantRateLimit
@@ -48,6 +49,8 @@ SCOPE_KEY: Final = "gateway.cacheability"
 CALLER_SCOPE_KEY: Final = "gateway.caller"
 
 _NO_STORE: Final = (b"cache-control", b"no-store")
+#: Content types of answers that may be kept.
+_JSON_TYPES: Final = (b"application/json", b"application/graphql-response+json")
 #: Requests remembered by their bytes, and the longest remembered (at most 8 MiB together).
 MAX_ALIASES: Final = 4096
 #: Requests longer than this are not looked up nor kept: reading their key would double the
@@ -144,6 +147,11 @@ class AnswerCache:
                 await self.app(scope, receive, send)  # GraphiQL's page, with its own headers
                 return
             raw = scope["query_string"]
+        accept = _header(scope, b"accept").lower()
+        if b"text/event-stream" in accept and not accepts_json(accept.decode("latin-1")):
+            # An event stream (graphql-sse) whatever the operation: the view's own answer.
+            await self.app(scope, receive, send)
+            return
         if raw is None or len(raw) > MAX_KEYED_BYTES:
             await self.app(scope, receive, _no_store(send))
             return
@@ -220,11 +228,13 @@ class AnswerCache:
             nonlocal held, content_type
             kind = message["type"]
             if kind == "http.response.start":
-                if message["status"] == 200 and verdict.cacheable:
+                for name, value in message.get("headers", ()):
+                    if name.lower() == b"content-type":
+                        content_type = bytes(value)
+                # Only a JSON answer is kept (a stream, say a subscription's over SSE, never).
+                is_json = content_type.startswith(_JSON_TYPES)
+                if message["status"] == 200 and verdict.cacheable and is_json:
                     held = []  # sent whole once the body is complete, with its headers
-                    for name, value in message.get("headers", ()):
-                        if name.lower() == b"content-type":
-                            content_type = bytes(value)
                     return
                 await send(_with_no_store(message))
                 return

@@ -362,3 +362,26 @@ async def test_a_hash_is_refused_as_the_view_refuses_it_even_when_its_answer_is_
     assert mismatched.status_code == 400
     assert mismatched.json()["errors"][0]["extensions"]["code"] == "PERSISTED_QUERY_HASH_MISMATCH"
     assert stats["hits"] == 1
+
+
+async def test_an_event_stream_client_gets_its_stream_whatever_is_kept(
+    simulator: SimulatorServer, gateway: GatewayServer, http: httpx.AsyncClient
+) -> None:
+    job_id = plant(simulator, "a11ce00000000000000000000000000e")
+    for _ in range(2):
+        await post(http, gateway, FINISHED, id=job_id)  # kept
+    body = {"query": FINISHED, "variables": {"id": job_id}}
+    streamed = await http.post(
+        gateway.graphql_url, json=body, headers={"accept": "text/event-stream"}
+    )
+    both = await http.post(
+        gateway.graphql_url,
+        json=body,
+        headers={"accept": "text/event-stream, application/graphql-response+json"},
+    )
+    stats = await kept(http, gateway)
+    assert streamed.headers["content-type"].startswith("text/event-stream")
+    assert "event: next" in streamed.text
+    assert both.headers["content-type"] == "application/json"
+    assert both.json()["data"]["job"]["id"] == job_id
+    assert (stats["admitted"], stats["hits"]) == (1, 1)  # the stream was neither kept nor a hit
