@@ -462,7 +462,8 @@ def report(
         print("FAILED: " + "; ".join(problems))
     print(
         f"RESULT {NAME} reduction={reduction:.1f} baseline_calls={baseline} upstream_calls={calls} "
-        f"polls_sent={polls.sent} polls_intended={polls.intended} p50_ms={ms[0.5]:.1f} "
+        f"polls_sent={polls.sent} polls_intended={polls.intended} sent_pct={100 * kept:.1f} "
+        f"p50_ms={ms[0.5]:.1f} "
         f"p95_ms={ms[0.95]:.1f} p99_ms={ms[0.99]:.1f} errors={errors} throttled={throttled} "
         f"peak_window={peak} budget={budget} failovers={failovers} "
         f"valid={'no' if problems else 'yes'}"

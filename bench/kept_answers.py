@@ -37,6 +37,7 @@ if not __package__:  # run as `python bench/kept_answers.py`: make `bench` impor
 from bench.cached_job import QUERY_TEMPLATE, Measurement, check_client, describe, shape_difference
 from bench.loadgen import Exchange, closed_loop, get_request, post_request, run
 from bench.processes import HOST, Server, ServerGroup, cpu_seconds, scrub_environment
+from bench.readouts import readiness
 from gateway.settings import GatewaySettings, SimulatorSettings
 from gateway.simulator.demo import demo_job_ids
 
@@ -174,12 +175,6 @@ def measure(
     if before is not None and after is not None:
         cores = (after - before) / (args.warmup + args.seconds)
     return Measurement(server.name, number, load, cores)
-
-
-def readiness(server: Server) -> dict[str, object]:
-    with httpx.Client(timeout=10.0, trust_env=False) as client:
-        body: dict[str, object] = client.get(f"{server.url}/readyz").json()
-    return body
 
 
 @dataclass(slots=True)

@@ -32,6 +32,11 @@ from tests.support.processes import listens
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 
+#: The GATEWAY_ADMIN_TOKEN every gateway the benchmarks start is given, so that they can read
+#: `/readyz`'s detailed report (`ADMIN_HEADERS`). A benchmark value, no secret.
+ADMIN_TOKEN = "bench-admin-token-not-a-secret"
+ADMIN_HEADERS = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+
 #: Variables that would change what the servers do (credentials, endpoint, limits, TTLs, faults).
 #: The benchmarks remove them from their own environment, so children inherit known defaults
 #: and set only what each benchmark sets on purpose.
@@ -198,7 +203,7 @@ class ServerGroup:
         scheme: str = "http",
     ) -> Server:
         log_path = self._folder / f"{name}.log"
-        child_env = {**os.environ, **(env or {})}
+        child_env = {**os.environ, "GATEWAY_ADMIN_TOKEN": ADMIN_TOKEN, **(env or {})}
         with log_path.open("wb") as log:
             process = subprocess.Popen(
                 command,

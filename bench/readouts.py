@@ -16,21 +16,25 @@ from typing import Any
 import httpx
 import redis
 
-from bench.processes import HOST, Server
+from bench.processes import ADMIN_HEADERS, HOST, Server
 
 
 def fetcher_stats(gateway: Server) -> dict[str, int]:
     """The fetcher counters of `GET /readyz`, with snake_case names (`upstream_calls`) whether
     the gateway writes them so or in camelCase (`upstreamCalls`)."""
     with httpx.Client(timeout=10.0, trust_env=False) as client:
-        fetcher: dict[str, int] = client.get(f"{gateway.url}/readyz").json()["fetcher"]
+        fetcher: dict[str, int] = client.get(f"{gateway.url}/readyz", headers=ADMIN_HEADERS).json()[
+            "fetcher"
+        ]
     return {re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower(): value for name, value in fetcher.items()}
 
 
 def kept_answer_hits(gateway: Server) -> int | None:
     """The gateway's hits of kept answers (`/readyz`'s `answers.hits`; None when it has none)."""
     with httpx.Client(timeout=10.0, trust_env=False) as client:
-        answers = client.get(f"{gateway.url}/readyz").json().get("answers") or {}
+        answers = (
+            client.get(f"{gateway.url}/readyz", headers=ADMIN_HEADERS).json().get("answers") or {}
+        )
     hits = answers.get("hits")
     return hits if isinstance(hits, int) else None
 
@@ -47,7 +51,7 @@ def simulator_action_stats(simulator: Server, action: str) -> dict[str, int]:
 def readiness(gateway: Server) -> dict[str, Any]:
     """The whole `GET /readyz` answer (status, redis, budget, cache, fetcher), as sent."""
     with httpx.Client(timeout=10.0, trust_env=False) as client:
-        answer: dict[str, Any] = client.get(f"{gateway.url}/readyz").json()
+        answer: dict[str, Any] = client.get(f"{gateway.url}/readyz", headers=ADMIN_HEADERS).json()
     return answer
 
 

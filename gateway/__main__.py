@@ -12,29 +12,50 @@ from collections.abc import Sequence
 
 import strawberry
 import uvicorn
-from pydantic import ValidationError
 
+from gateway.banner import announce
 from gateway.callers.caller import Scope
 from gateway.observe.logs import LogFormat, configure_logging
-from gateway.settings import GatewaySettings, SimulatorSettings, UpstreamKind
+from gateway.settings import GatewaySettings, SimulatorSettings
+from gateway.startup import settings_or_exit
+from gateway.usage import settings_epilog
 
 logger = logging.getLogger("gateway")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line: `serve` (the default), `simulator`, `export-schema`."""
+    """The command line: `serve` (the default), `simulator`, `export-schema`, `hash-api-key`."""
     parser = argparse.ArgumentParser(
         prog="mps-gateway",
-        description="GraphQL gateway over Alibaba Cloud MPS smart-production jobs.",
+        description="GraphQL gateway over Alibaba Cloud MPS smart-production jobs. "
+        "`mps-gateway COMMAND --help` tells more of each command.",
     )
-    commands = parser.add_subparsers(dest="command")
-    serve = commands.add_parser("serve", help="run the gateway (the default)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    simulator = commands.add_parser("simulator", help="run the MPS simulator alone")
-    simulator.add_argument("--host", default="127.0.0.1")
-    simulator.add_argument("--port", type=int, default=9000)
-    commands.add_parser("export-schema", help="print the GraphQL schema (SDL)")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    serve = commands.add_parser(
+        "serve",
+        help="run the gateway (the default command)",
+        description="Run the gateway. Everything but the address is set by environment "
+        "variables, listed below with their defaults.",
+        epilog=settings_epilog(GatewaySettings),
+        formatter_class=_HelpFormatter,
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on")
+    simulator = commands.add_parser(
+        "simulator",
+        help="run the MPS simulator alone",
+        description="Run the MPS simulator (API 2014-06-18) alone, for gateways to call "
+        "over HTTP (GATEWAY_MPS_ENDPOINT).",
+        epilog=settings_epilog(SimulatorSettings),
+        formatter_class=_HelpFormatter,
+    )
+    simulator.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    simulator.add_argument("--port", type=int, default=9000, help="port to listen on")
+    commands.add_parser(
+        "export-schema",
+        help="print the GraphQL schema (SDL)",
+        description="Print the GraphQL schema (SDL), as schema.graphql holds it.",
+    )
     hash_key = commands.add_parser(
         "hash-api-key",
         help="make a new API key: prints the key (give it to the caller) and the entry to add "
@@ -56,13 +77,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Each option's default after its help; the epilog (the settings) as written."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     if args.command == "export-schema":
         from gateway.api.schema import build_schema
 
-        sys.stdout.write(export_schema(build_schema(GatewaySettings())))
+        sys.stdout.write(export_schema(build_schema(settings_or_exit(GatewaySettings))))
         return 0
     if args.command == "simulator":
         return run_simulator(args.host, args.port)
@@ -99,15 +124,7 @@ def run_gateway(host: str, port: int) -> int:
     from gateway.persisted import ManifestError
     from gateway.server import server_options
 
-    try:
-        settings = GatewaySettings()
-    except ValidationError as refused:
-        # One line per refused setting, never its value. (Until the start-up module that says
-        # this for every setting lands: then it says it.)
-        for error in refused.errors(include_input=False, include_url=False):
-            message = str(error["msg"]).removeprefix("Value error, ")
-            print(f"mps-gateway: bad settings: {message}", file=sys.stderr, flush=True)
-        return 2
+    settings = settings_or_exit(GatewaySettings)
     _configure_logging(settings.log_level, settings.log_format)
     try:
         app = create_app(settings)
@@ -124,9 +141,7 @@ def run_gateway(host: str, port: int) -> int:
     # thousands of objects that can never be garbage (it cut a full pass from ~45 to ~5 ms).
     gc.collect()
     gc.freeze()
-    if settings.log_format == "text":
-        # For people; a log pipeline reading JSON lines gets the "Gateway started" line instead.
-        print(_banner(settings, host, port), flush=True)
+    announce(settings, f"http://{host}:{port}/graphql")
     uvicorn.run(
         app,
         host=host,
@@ -148,7 +163,7 @@ def run_simulator(host: str, port: int) -> int:
         moving_demo_job_id,
     )
 
-    settings = SimulatorSettings()
+    settings = settings_or_exit(SimulatorSettings, program="mps-gateway simulator")
     _configure_logging("INFO")
     print(
         "MPS simulator (API 2014-06-18) on "
@@ -166,60 +181,6 @@ def run_simulator(host: str, port: int) -> int:
     logging.getLogger("uvicorn.error").addFilter(DroppedConnectionLogFilter())
     uvicorn.run(create_simulator_app(settings), host=host, port=port, log_level="warning")
     return 0
-
-
-def _banner(settings: GatewaySettings, host: str, port: int) -> str:
-    url = f"http://{host}:{port}/graphql"
-    lines = [f"mps-gateway: GraphiQL and the GraphQL endpoint at {url}"]
-    kind = settings.upstream_kind
-    if kind is UpstreamKind.EMBEDDED_SIMULATOR:
-        from gateway.graphiql.page import demo_query, demo_subscription
-        from gateway.simulator import demo_job_ids, moving_demo_job_id
-
-        simulator = SimulatorSettings()
-        ids = demo_job_ids(simulator)[:3]
-        moving = moving_demo_job_id(simulator.seed)
-        phase = f"{simulator.demo_phase_seconds:g}"
-        period = f"{3 * simulator.demo_phase_seconds:g}"
-        bar = "!" * 78
-        lines += [
-            bar,
-            "!! No ALIBABA_CLOUD_ACCESS_KEY_ID/SECRET and no GATEWAY_MPS_ENDPOINT are set:",
-            "!! serving the EMBEDDED MPS SIMULATOR, not the cloud. Its jobs are demo data.",
-            bar,
-            "Try this query in GraphiQL (it opens with it, and with the subscription below):",
-            *(f"  {line}" for line in demo_query(ids).splitlines()),
-            f"or: curl -s {url} -H 'content-type: application/json' -d '{_curl_body(ids[0])}'",
-            "",
-            f"A demo job that moves: {moving} is QUEUING from now, ANALYSING after {phase} s,",
-            f"SUCCESS after {2 * simulator.demo_phase_seconds:g} s. Follow it in GraphiQL "
-            "(over WebSocket):",
-            *(f"  {line}" for line in demo_subscription(moving).splitlines()),
-            f"Each run is a new job (a finished job never changes): the next starts {period} s "
-            "after this one,",
-            "named by its userData.nextJobId; the latest runs are listed at "
-            f"http://{host}:{port}/_simulator/jobs",
-        ]
-    else:
-        lines.append(f"upstream: {settings.upstream_url} ({kind.value})")
-    lines.append(callers_line(settings))
-    return "\n".join(lines)
-
-
-def callers_line(settings: GatewaySettings) -> str:
-    """What the banner says of callers: how they authenticate, or that nobody is asked."""
-    methods = settings.auth_methods
-    if not methods:
-        return (
-            "callers: NO AUTHENTICATION (GATEWAY_AUTH=none): whoever reaches this port reads "
-            "every job"
-        )
-    return f"callers: authenticated by {', '.join(sorted(methods))} (GATEWAY_AUTH)"
-
-
-def _curl_body(job_id: str) -> str:
-    query = f'{{ job(id: "{job_id}") {{ id state result {{ files {{ url }} }} }} }}'
-    return json.dumps({"query": query})
 
 
 def _configure_logging(level: str, fmt: LogFormat = "text") -> None:

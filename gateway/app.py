@@ -29,7 +29,7 @@ from cross_web import AsyncHTTPRequestAdapter, HTTPException
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
@@ -51,21 +51,26 @@ from gateway.api.schema import build_schema
 from gateway.api.sse import SseStreams
 from gateway.api.views import JobViews
 from gateway.api.websocket import GatewayWebSocketAdapter, TransportWSHandler, close_quietly
+from gateway.banner import announce
+from gateway.callers.api_keys import ApiKeysFileError
 from gateway.callers.authenticator import Authenticator, credential_headers
 from gateway.callers.caller import NOBODY, UNAUTHENTICATED_OPERATOR, Caller
+from gateway.callers.jwks import KeySetError
 from gateway.callers.rate import TenantRateLimit
 from gateway.errors import Unauthenticated
 from gateway.graphiql import FILES_ROUTE, GraphiQL
+from gateway.health import Health, ServeHealth
 from gateway.http_errors import BAD_REQUEST, CODE_OF_STATUS, ErrorResponse
 from gateway.instruments import Instruments
 from gateway.middleware import BodyReadTimeout, BodySizeLimit, BrowserCORS
-from gateway.observe.exposition import MetricsListener, ServeMetrics
+from gateway.observe.exposition import MetricsListener, ServeMetrics, health_report
 from gateway.observe.metrics import Metrics
 from gateway.observe.requests import REQUEST_ID_HEADER, RequestObserver
 from gateway.observe.tracing import tracing_from_env
-from gateway.persisted import load_manifest
+from gateway.persisted import ManifestError, load_manifest
 from gateway.services import Services
 from gateway.settings import GatewaySettings
+from gateway.startup import refuse, settings_or_exit
 from gateway.upstream import embedded_simulator
 
 if TYPE_CHECKING:
@@ -82,19 +87,6 @@ _ANSWERED_AS_STREAM: ContextVar[bool] = ContextVar("answered_as_stream", default
 #: Header a client may send to give its request less time than the gateway's default deadline.
 TIMEOUT_HEADER = "x-request-timeout"
 IDEMPOTENCY_HEADER = "idempotency-key"
-
-
-def _camel_keys(value: object) -> object:
-    """`value` with every dict key in camelCase (`in_flight` -> `inFlight`), as the rest of
-    what the gateway answers (GraphQL fields, error extensions) is spelled."""
-    if isinstance(value, dict):
-        return {_camel(str(key)): _camel_keys(item) for key, item in value.items()}
-    return value
-
-
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(word.capitalize() for word in rest)
 
 
 class GatewayGraphQL(GraphQL[Context, None]):
@@ -402,23 +394,49 @@ async def _sample_every(metrics: Metrics, interval: float) -> None:
         await asyncio.sleep(interval)
 
 
-def _on_sigterm(action: Callable[[], None]) -> Callable[[], None]:
-    """Run `action` on the event loop when the process gets SIGTERM, before the server's own
-    handler (which stops accepting and waits for requests under way); returns what undoes it.
+def _on_sigterm(
+    drain: Callable[[], None], action: Callable[[], None], grace: float
+) -> Callable[[], None]:
+    """On SIGTERM, `drain()` at once, then after `grace` seconds `action()` and the server's
+    own handler (which stops accepting and waits for requests under way); a second SIGTERM
+    skips what is left of the grace. Returns what undoes it.
 
-    The server waits for every request before it shuts the app down, so requests waiting for a
-    budget slot would otherwise run to their deadline: `action` answers them at once. Only the
-    main thread can take signals (a server run in a thread, as tests do, gets nothing).
+    `drain` turns /readyz to `stopping`, so that load balancers stop sending requests while the
+    process still serves them (a rolling restart loses none). The server waits for every request
+    before it shuts the app down, so requests waiting for a budget slot would otherwise run to
+    their deadline: `action` answers them at once. Only the main thread can take signals (a
+    server run in a thread, as tests do, gets nothing).
     """
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
     loop = asyncio.get_running_loop()
     previous = signal.getsignal(signal.SIGTERM)
+    grace_timer: asyncio.TimerHandle | None = None
+    stopped = False
 
-    def handle(signum: int, frame: FrameType | None) -> None:
-        loop.call_soon_threadsafe(action)
+    def stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal grace_timer, stopped
+        if grace_timer is not None:
+            grace_timer.cancel()
+            grace_timer = None
+        if not stopped:
+            stopped = True
+            action()
         if callable(previous):
             previous(signum, frame)
+
+    def begin(signum: int, frame: FrameType | None) -> None:
+        nonlocal grace_timer
+        drain()
+        if stopped or grace_timer is not None or grace <= 0:
+            stop(signum, frame)
+            return
+        logger.info("SIGTERM: draining for %g s (GATEWAY_SHUTDOWN_GRACE) before stopping", grace)
+        grace_timer = loop.call_later(grace, stop, signum, frame)
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        # A signal handler may interrupt the loop anywhere: it only hands the work to the loop.
+        loop.call_soon_threadsafe(begin, signum, frame)
 
     def restore() -> None:
         signal.signal(signal.SIGTERM, previous)
@@ -471,9 +489,22 @@ def create_app(
     at `/_simulator/...`; any other upstream serves no such route, and a `simulator` given with
     it is a ValueError. It traces into `tracing` when one is given, else as the OTEL_*
     variables say (`gateway.observe.tracing`)."""
-    settings = settings or GatewaySettings()
+    if settings is None:
+        # Started by `uvicorn --factory gateway.app:create_app` (each worker calls it): the
+        # same refusal of a bad setting, the same banner and warnings as `serve`.
+        settings = settings_or_exit(GatewaySettings)
+        try:
+            app = create_app(settings, simulator=simulator, tracing=tracing)
+        except (KeySetError, ApiKeysFileError) as exc:
+            # A key set or API keys file that cannot be used: one line, never its content.
+            refuse([f"bad settings: {exc}"])
+        except ManifestError as exc:
+            refuse([str(exc)])
+        announce(settings, None)
+        return app
     simulator = embedded_simulator(settings, simulator)
     state = _AppState()
+    health = Health(settings, lambda: state.services if state.started else None)
     tracing = tracing if tracing is not None else tracing_from_env()
     metrics = Metrics()
     instruments = Instruments(metrics, tracing)
@@ -497,12 +528,20 @@ def create_app(
             settings, simulator=simulator, instruments=instruments
         )
         kept.shared = services.answers
+        services.kept = kept if kept.store.enabled else None
         sampling = asyncio.create_task(_sample_every(metrics, SAMPLE_INTERVAL))
         listener = None
         if settings.metrics_port is not None:
-            listener = MetricsListener(metrics, settings.metrics_host, settings.metrics_port)
+            listener = MetricsListener(
+                metrics,
+                settings.metrics_host,
+                settings.metrics_port,
+                report=health_report(health.answer, asyncio.get_running_loop()),
+            )
             logger.info("Metrics at http://%s:%d/metrics", settings.metrics_host, listener.port)
-        restore = _on_sigterm(services.begin_shutdown)
+        restore = _on_sigterm(
+            health.begin_draining, services.begin_shutdown, settings.shutdown_grace
+        )
         logger.info(
             "Gateway started: upstream %s (%s), budget %d calls/s, callers %s",
             settings.upstream_kind.value,
@@ -541,32 +580,6 @@ def create_app(
                 metrics.close()
                 if tracing is not None:
                     tracing.shutdown()
-
-    async def healthz(request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
-
-    async def readyz(request: Request) -> Response:
-        if not state.started:
-            return JSONResponse({"status": "starting"}, status_code=503)
-        services = state.services
-        configured = services.redis is not None
-        reachable = await services.probe_redis()
-        # Degraded still serves (HTTP 200): each process on its own budget share and cache.
-        degraded = configured and (not reachable or services.degraded)
-        report = services.report()
-        redis_report = report.pop("redis")
-        assert isinstance(redis_report, dict)
-        return JSONResponse(
-            _camel_keys(
-                {
-                    "status": "degraded" if degraded else "ready",
-                    "upstream": settings.upstream_kind.value,
-                    "redis": {**redis_report, "reachable": reachable},
-                    **report,
-                    "answers": kept.report(),
-                }
-            )
-        )
 
     middleware = [
         Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes),
@@ -612,10 +625,12 @@ def create_app(
                 max_age=600,
             ),
         )
-    # Outermost first: /metrics answered before anything else (no CORS, no request id); then
+    # Outermost first: /metrics, /healthz and /readyz answered before anything else (no CORS,
+    # no request id, no access line for every probe of an orchestrator); then
     # the trace's server span, so that everything below runs inside it; then the request id,
     # so that every line the rest logs carries it.
     middleware[:0] = [
+        Middleware(ServeHealth, health=health),
         *([] if settings.metrics_port is not None else [Middleware(ServeMetrics, metrics=metrics)]),
         *([] if tracing is None else [tracing.middleware()]),
         Middleware(
@@ -629,8 +644,6 @@ def create_app(
             # Every method: the view answers those it does not serve with a coded 405.
             Route("/graphql", graphql, methods=None),
             WebSocketRoute("/graphql", graphql),
-            Route("/healthz", healthz),
-            Route("/readyz", readyz),
             # The files GraphiQL's page loads (none while GraphiQL is off).
             *([Route(FILES_ROUTE, graphiql.file)] if graphiql else []),
             *_simulator_admin(simulator),

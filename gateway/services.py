@@ -17,6 +17,7 @@ import redis.asyncio
 import redis.exceptions
 from starlette.applications import Starlette
 
+from gateway.answers.http import KeptAnswers
 from gateway.answers.shared import SharedAnswers
 from gateway.budget import QUERY_JOB, SUBMIT_JOB, Budget, LocalBudget, shared_budget
 from gateway.budget import protocol as budget_protocol
@@ -73,6 +74,9 @@ class Services:
     switch: BackendSwitch | None = None
     #: Kept answers shared by the fleet (`gateway.answers`); None without Redis.
     answers: SharedAnswers | None = None
+    #: The app's kept answers (it serves them before any service is reached), reported with
+    #: the rest; None when it keeps none.
+    kept: KeptAnswers | None = None
 
     @classmethod
     def build(
@@ -249,6 +253,7 @@ class Services:
             "cache": {"shared": shared},
             "claims": {"shared": shared},
             "fetcher": asdict(self.fetcher.stats()),
+            **({} if self.kept is None else {"answers": self.kept.report()}),
         }
 
 

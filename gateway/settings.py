@@ -12,13 +12,17 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: The demo key pair the simulator accepts unless told otherwise. Public on purpose: it guards
 #: nothing but a local stand-in, and lets the gateway sign requests as it does for the cloud.
 SIMULATOR_DEMO_ACCESS_KEY_ID = "LTAI5tSimulatorDemoKey"
 SIMULATOR_DEMO_ACCESS_KEY_SECRET = "simulator-demo-secret-not-a-real-one"
+
+
+#: The logging levels GATEWAY_LOG_LEVEL may name.
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 class UpstreamKind(enum.Enum):
@@ -264,7 +268,10 @@ class GatewaySettings(BaseSettings):
     )
 
     # --- process ----------------------------------------------------------------------------
-    log_level: str = Field(default="INFO", description="Python logging level.")
+    log_level: str = Field(
+        default="INFO",
+        description="Python logging level: DEBUG, INFO, WARNING, ERROR or CRITICAL.",
+    )
     log_format: Literal["text", "json"] = Field(
         default="text",
         description="How log lines are written: text, or json (one JSON object a line).",
@@ -281,6 +288,21 @@ class GatewaySettings(BaseSettings):
         le=65535,
         description="Serve /metrics on this port only (a private listener), not on the main "
         "one (0: a port the system picks, named in the log); unset: /metrics on the main port.",
+    )
+    admin_token: SecretStr | None = Field(
+        default=None,
+        min_length=16,
+        description="Bearer token that unlocks the detailed report of /readyz on the main port "
+        "(Authorization: Bearer <token>; at least 16 characters); unset: the main port answers "
+        "the status alone, and the report is on the metrics port only (GATEWAY_METRICS_PORT).",
+    )
+    shutdown_grace: float = Field(
+        default=0.0,
+        ge=0,
+        le=3600,
+        description="Seconds a process keeps serving after SIGTERM while /readyz answers "
+        "'stopping' (503), so that load balancers stop sending it requests before it closes; "
+        "then it finishes the requests under way and exits. A second SIGTERM cuts it short.",
     )
     metrics_host: str = Field(
         default="127.0.0.1",
@@ -379,6 +401,15 @@ class GatewaySettings(BaseSettings):
         except ValueError:
             port = None
         return f"{parts.hostname or 'localhost'}:{port or 6379}"
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        # An unknown level would otherwise fail later, in logging, with a traceback.
+        level = value.strip().upper()
+        if level not in LOG_LEVELS:
+            raise ValueError(f"Expected one of {', '.join(LOG_LEVELS)}.")
+        return level
 
     @model_validator(mode="after")
     def _whole_key_pair(self) -> GatewaySettings:

@@ -6,6 +6,7 @@ import httpx
 from starlette.applications import Starlette
 
 from gateway.credentials import Credentials, account_credentials
+from gateway.mps.pool import upstream_transport
 from gateway.mps.signing import RpcSignatureV1
 from gateway.settings import GatewaySettings, SimulatorSettings, UpstreamKind
 
@@ -44,7 +45,6 @@ def open_upstream_http(
     `account_credentials(settings)`, the choice every signer of the gateway shares."""
     timeout = httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout)
     embedded = embedded_simulator(settings, simulator)
-    transport = None if embedded is None else httpx.ASGITransport(app=embedded)
     credentials = credentials or account_credentials(settings)
     auth = RpcSignatureV1(
         credentials.access_key_id, credentials.access_key_secret, credentials.security_token
@@ -55,6 +55,9 @@ def open_upstream_http(
         max_connections=settings.upstream_concurrency,
         max_keepalive_connections=settings.upstream_concurrency,
         keepalive_expiry=30.0,
+    )
+    transport: httpx.AsyncBaseTransport = (
+        upstream_transport(limits) if embedded is None else httpx.ASGITransport(app=embedded)
     )
     return httpx.AsyncClient(
         base_url=settings.upstream_url,

@@ -6,15 +6,16 @@ wall-clock time, which a busy machine stretches (a test never asserts a duration
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from hypothesis import HealthCheck, settings
 
 from gateway.settings import SimulatorSettings
+from gateway.shared.backend import RedisClient
 from gateway.simulator import create_simulator_app
 from tests.servers import SimulatorServer, run_asgi_server
-from tests.support.redis import RedisServer
+from tests.support.redis import SHARED_BACKENDS, RedisCluster, RedisServer, connect_backend
 
 # Loaded here, before any test module is imported: a test's own `@settings(...)` starts from it.
 settings.register_profile(
@@ -40,3 +41,22 @@ def redis_server() -> Iterator[RedisServer]:
     same port, pause and resume (see `tests.support.redis`)."""
     with RedisServer() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """A private three-node Redis Cluster, started once for the whole session by the first test
+    that asks for it (see `tests.support.redis.RedisCluster`); tests share it by key prefixes."""
+    with RedisCluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture(params=SHARED_BACKENDS)
+async def shared_redis(request: pytest.FixtureRequest) -> AsyncIterator[RedisClient]:
+    """A client of the shared backend the test runs on: the shared Redis, then the Redis
+    Cluster (every test that takes it runs on both)."""
+    client = await connect_backend(request, request.param)
+    try:
+        yield client
+    finally:
+        await client.aclose()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import SecretStr, ValidationError
 
+from gateway import startup
 from gateway.settings import GatewaySettings
 
 
@@ -104,3 +105,65 @@ def test_a_refused_setting_never_shows_the_secret() -> None:
     with pytest.raises(ValidationError) as refused:
         GatewaySettings.model_validate({"access_key_secret": "topsecret123", "upstream_qps": 0})
     assert "topsecret123" not in str(refused.value)
+
+
+def test_the_admin_token_is_long_enough_and_never_shown() -> None:
+    with pytest.raises(ValidationError):
+        GatewaySettings(admin_token=SecretStr("too-short"))
+    settings = GatewaySettings(admin_token=SecretStr("a-token-of-sixteen+"))
+    assert "a-token-of-sixteen+" not in repr(settings)
+    assert GatewaySettings().admin_token is None
+
+
+@pytest.mark.parametrize("grace", [-1, 3601])
+def test_a_shutdown_grace_out_of_range_is_refused(grace: float) -> None:
+    with pytest.raises(ValidationError):
+        GatewaySettings(shutdown_grace=grace)
+
+
+def test_no_shutdown_grace_by_default() -> None:
+    assert GatewaySettings().shutdown_grace == 0
+
+
+@pytest.mark.parametrize(("given", "level"), [("info", "INFO"), (" Warning ", "WARNING")])
+def test_log_levels_are_read_in_any_case(given: str, level: str) -> None:
+    assert GatewaySettings(log_level=given).log_level == level
+
+
+def test_an_unknown_log_level_is_refused_at_start_not_in_logging() -> None:
+    with pytest.raises(ValidationError, match="Expected one of DEBUG, INFO, WARNING"):
+        GatewaySettings(log_level="loud")
+
+
+@pytest.mark.parametrize(
+    ("field", "requirement"),
+    [
+        ("upstream_qps", "an integer of at least 1"),
+        ("request_deadline", "a number over 0"),
+        ("graphiql", "true or false"),
+        ("log_format", "one of text, json"),
+        ("metrics_port", "an integer of at least 0 and of at most 65535, or unset"),
+        ("redis_prefix", r"text of at least 1 character(s) and matching ^\S+$"),
+        ("admin_token", "text of at least 16 character(s), or unset"),
+    ],
+)
+def test_each_setting_says_what_it_must_be(field: str, requirement: str) -> None:
+    assert startup.requirement(GatewaySettings.model_fields[field]) == requirement
+
+
+def test_every_setting_names_its_variable_and_requirement() -> None:
+    for name, info in GatewaySettings.model_fields.items():
+        variable = startup.environment_variable(GatewaySettings, name, info)
+        assert variable.startswith(("GATEWAY_", "ALIBABA_CLOUD_")), variable
+        assert startup.requirement(info), name
+
+
+def test_a_refused_setting_line_never_shows_the_value() -> None:
+    with pytest.raises(ValidationError) as refused:
+        GatewaySettings(admin_token=SecretStr("0123456789"), upstream_qps="hunter2")  # type: ignore[arg-type]
+    lines = startup.bad_setting_lines(refused.value, GatewaySettings)
+    assert [line.split(":")[0] for line in lines] == [
+        "bad setting GATEWAY_UPSTREAM_QPS",
+        "bad setting GATEWAY_ADMIN_TOKEN",
+    ]
+    assert not [line for line in lines if "hunter2" in line or "0123456789" in line]

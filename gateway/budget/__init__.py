@@ -58,4 +58,6 @@ def shared_budget(
         # (up to the Redis timeout) when Redis came back; then its local slots expire.
         both_window=switch.probe_interval + settings.redis_timeout + window,
     )
-    return SlotBudget(ledger, max_in_flight=settings.upstream_concurrency, observer=observer)
+    return SlotBudget(
+        ledger, max_in_flight=settings.upstream_concurrency, observer=observer, paced=True
+    )

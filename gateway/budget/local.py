@@ -211,6 +211,7 @@ class LocalBudget(SlotBudget[None]):
         clock: Callable[[], float] = time.monotonic,
         call_later: CallLater | None = None,
         observer: BudgetObserver = NO_OBSERVER,
+        paced: bool = False,
     ) -> None:
         ledger = LocalLedger(
             limit,
@@ -227,6 +228,7 @@ class LocalBudget(SlotBudget[None]):
             clock=clock,
             call_later=call_later,
             observer=observer,
+            paced=paced,
         )
 
     @classmethod
@@ -241,7 +243,7 @@ class LocalBudget(SlotBudget[None]):
     ) -> LocalBudget:
         """The budget of `operation` (QueryIProductionJob: `upstream_qps`, SubmitIProductionJob:
         `submit_qps`) calls per (1 s + margin), at most `upstream_concurrency` of them in
-        flight."""
+        flight, paced (`gateway.budget.pacing`)."""
         return cls(
             limit_of(settings, operation),
             settings.upstream_window,
@@ -249,4 +251,5 @@ class LocalBudget(SlotBudget[None]):
             clock=clock,
             call_later=call_later,
             observer=observer,
+            paced=True,
         )

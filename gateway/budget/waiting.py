@@ -28,6 +28,7 @@ from typing import Any, Generic, TypeVar
 from gateway import errors
 from gateway.budget.fair_queue import FairQueue, Ticket
 from gateway.budget.ledger import Ledger
+from gateway.budget.pacing import GrantPacer
 from gateway.budget.protocol import NO_OBSERVER, BudgetObserver, BudgetStatus
 from gateway.budget.timers import CallLater, TimerHandle, schedule
 from gateway.shared.backend import BackendUnavailable
@@ -66,7 +67,8 @@ class SlotBudget(Generic[T]):
 
     `clock` is the clock of the deadlines and of the ledger; `call_later` schedules on it
     (None: the running loop's). `max_in_flight` bounds this process's calls in flight.
-    `observer` is told how each wait ended and of each throttle.
+    `observer` is told how each wait ended and of each throttle. With `paced`, grants are
+    spread once demand exceeds the budget (`gateway.budget.pacing`).
     """
 
     def __init__(
@@ -78,6 +80,7 @@ class SlotBudget(Generic[T]):
         call_later: CallLater | None = None,
         batch: int = 32,
         observer: BudgetObserver = NO_OBSERVER,
+        paced: bool = False,
     ) -> None:
         if max_in_flight < 1:
             raise ValueError(
@@ -89,6 +92,7 @@ class SlotBudget(Generic[T]):
         self._call_later = call_later
         self._batch = batch
         self._observer = observer
+        self._pacer = GrantPacer(ledger.limit, ledger.window, now=clock()) if paced else None
         self._queue: FairQueue[_Waiter[T]] = FairQueue()
         # Calls granted and not completed; slots being asked for (counted against
         # max_in_flight while the ledger answers).
@@ -225,7 +229,18 @@ class SlotBudget(Generic[T]):
             while not self._closed:
                 want = min(len(self._queue), self._room(), self._batch)
                 if want <= 0:
+                    if self._pacer is not None and not self._queue:
+                        self._pacer.idle()
                     return
+                held_back = False
+                if self._pacer is not None:
+                    now = self._clock()
+                    paced = min(want, self._pacer.allowed(now))
+                    if paced <= 0:
+                        self._pacer.held_back()
+                        await self._nap_till(self._pacer.next_token_at(now))
+                        continue
+                    held_back, want = paced < want, paced
                 self._asking = want
                 try:
                     taken = await self._ledger.take(want)
@@ -233,6 +248,10 @@ class SlotBudget(Generic[T]):
                     self._asking = 0
                 self._in_flight += len(taken.tokens)
                 self._hand_out(taken.tokens)
+                if self._pacer is not None:
+                    self._pacer.spend(len(taken.tokens), self._clock())
+                    if held_back or len(taken.tokens) < want:
+                        self._pacer.held_back()
                 if len(taken.tokens) < want:
                     await self._nap_till(taken.retry_at)
         except Exception as exc:  # (cancellation is a BaseException: it goes on up)

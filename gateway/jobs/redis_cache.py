@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Final
 
-from cachetools import LRUCache, TLRUCache
+from cachetools import Cache, LRUCache, TLRUCache
 from redis.asyncio.cluster import RedisCluster
 
 from gateway.jobs.cache import UNCOUNTED, CacheEntry, CacheTtls, Lookups
@@ -222,7 +222,11 @@ class RedisSnapshotCache:
     # --- the in-process memo of terminal snapshots ------------------------------------------
 
     def _recall(self, job_id: str) -> Job | None:
-        return None if self._memo is None else self._memo.get(job_id)
+        memo = self._memo
+        # An empty memo answers at once: cachetools' miss raises and catches a KeyError under a
+        # timer context, a few microseconds that every running job polled paid two or three
+        # times per request. (Cache.__len__: the timed caches' own len() expires entries first.)
+        return memo.get(job_id) if memo is not None and Cache.__len__(memo) else None
 
     def _remember(self, job: Job) -> None:
         if self._memo is None or not job.state.is_terminal:

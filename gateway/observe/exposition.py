@@ -8,10 +8,14 @@ any other middleware of the app: a browser page of another origin gets nothing t
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import json
 import socket
 import threading
+from collections.abc import Callable, Coroutine, Iterable
 from socketserver import ThreadingMixIn
-from typing import Any
+from typing import TYPE_CHECKING, Any, Final
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import make_asgi_app, make_wsgi_app
@@ -19,7 +23,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.observe.metrics import Metrics
 
-__all__ = ["METRICS_PATH", "MetricsListener", "ServeMetrics"]
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+__all__ = ["METRICS_PATH", "MetricsListener", "ServeMetrics", "health_report"]
 
 METRICS_PATH = "/metrics"
 
@@ -42,6 +49,21 @@ class ServeMetrics:
         await self.app(scope, receive, send)
 
 
+def _with_report(metrics_app: WSGIApplication, report: Report | None) -> WSGIApplication:
+    if report is None:
+        return metrics_app
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") not in REPORT_PATHS:
+            return metrics_app(environ, start_response)
+        status, body = report()
+        reason = "OK" if status == 200 else "Service Unavailable"
+        start_response(f"{status} {reason}", [("Content-Type", "application/json")])
+        return [json.dumps(body).encode()]
+
+    return app
+
+
 class _QuietHandler(WSGIRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass  # a scrape every few seconds is no news
@@ -54,15 +76,53 @@ class _Server(ThreadingMixIn, WSGIServer):
     allow_reuse_port = hasattr(socket, "SO_REUSEPORT")
 
 
-class MetricsListener:
-    """/metrics (any path, in fact) on `host`:`port`, in a thread of its own: it answers even
-    while the event loop is busy, which is when one most wants to look. Its gauges are the
-    ones the app's sampler set last (at most a few seconds old)."""
+#: What the private listener answers on `/healthz` and `/readyz`: an HTTP status and a JSON
+#: body (`gateway.health`'s detailed report, the listener being private).
+Report = Callable[[], tuple[int, dict[str, Any]]]
 
-    def __init__(self, metrics: Metrics, host: str, port: int) -> None:
+#: Paths the private listener answers with the report rather than the metrics.
+REPORT_PATHS: Final = ("/healthz", "/readyz")
+
+
+def health_report(
+    make: Callable[[], Coroutine[Any, Any, tuple[int, dict[str, Any]]]],
+    loop: asyncio.AbstractEventLoop,
+) -> Report:
+    """The listener's report: `make()` (`gateway.health.Health.answer`) run on the app's event
+    loop (where the services live), from the listener's thread. A loop that does not answer
+    within `REPORT_TIMEOUT` is reported as such (503), never waited for."""
+
+    def report() -> tuple[int, dict[str, Any]]:
+        future = asyncio.run_coroutine_threadsafe(make(), loop)
+        try:
+            return future.result(REPORT_TIMEOUT)
+        except (concurrent.futures.TimeoutError, RuntimeError):
+            future.cancel()
+            return 503, {"status": "unresponsive"}
+
+    return report
+
+
+#: Seconds the listener waits for the event loop to make the report.
+REPORT_TIMEOUT: Final = 10.0
+
+
+class MetricsListener:
+    """/metrics (any path but `REPORT_PATHS`, in fact) on `host`:`port`, in a thread of its
+    own: it answers even while the event loop is busy, which is when one most wants to look.
+    Its gauges are the ones the app's sampler set last (at most a few seconds old). With a
+    `report`, `/healthz` and `/readyz` answer the detailed report."""
+
+    def __init__(
+        self, metrics: Metrics, host: str, port: int, *, report: Report | None = None
+    ) -> None:
         _Server.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._server = make_server(
-            host, port, make_wsgi_app(metrics.registry), _Server, handler_class=_QuietHandler
+            host,
+            port,
+            _with_report(make_wsgi_app(metrics.registry), report),
+            _Server,
+            handler_class=_QuietHandler,
         )
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="metrics listener", daemon=True

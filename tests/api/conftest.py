@@ -22,6 +22,7 @@ from gateway.settings import (
     GatewaySettings,
 )
 from tests.servers import SimulatorServer, run_asgi_server
+from tests.support.gateway import ADMIN_TOKEN
 
 
 def gateway_settings(simulator: SimulatorServer, **overrides: Any) -> GatewaySettings:
@@ -32,6 +33,7 @@ def gateway_settings(simulator: SimulatorServer, **overrides: Any) -> GatewaySet
         "access_key_secret": SIMULATOR_DEMO_ACCESS_KEY_SECRET,
         "retry_base_delay": 0.01,
         "retry_max_delay": 0.05,
+        "admin_token": ADMIN_TOKEN,
         **overrides,
     }
     return GatewaySettings(**values)

@@ -20,6 +20,7 @@ import redis
 from tests.api.conftest import GatewayServer, StartGateway
 from tests.api.test_shared_cache import planted, prefix, sharing
 from tests.servers import SimulatorServer
+from tests.support.gateway import ADMIN_HEADERS
 from tests.support.ports import candidate_port
 from tests.support.redis import REDIS_URL
 from tests.support.waiting import eventually
@@ -51,7 +52,7 @@ async def get(
 
 
 async def kept(http: httpx.AsyncClient, gateway: GatewayServer) -> dict[str, Any]:
-    response = await http.get(f"{gateway.url}/readyz")
+    response = await http.get(f"{gateway.url}/readyz", headers=ADMIN_HEADERS)
     report: dict[str, Any] = response.json()
     return {"fetcher": report["fetcher"], **report["answers"]}
 
@@ -302,7 +303,7 @@ async def test_without_redis_answers_are_still_kept_in_memory(
     with start_gateway(redis_url=nobody, redis_timeout=0.2) as gateway:
         bodies = [(await post(http, gateway, FINISHED, id=job_id)).content for _ in range(3)]
         stats = await kept(http, gateway)
-        ready = (await http.get(f"{gateway.url}/readyz")).json()
+        ready = (await http.get(f"{gateway.url}/readyz", headers=ADMIN_HEADERS)).json()
     assert len(set(bodies)) == 1
     assert json.loads(bodies[0])["data"]["job"]["state"] == "SUCCESS"
     assert (stats["admitted"], stats["hits"]) == (1, 1)

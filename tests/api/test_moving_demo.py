@@ -16,9 +16,9 @@ import pytest
 from graphql import parse, validate
 from starlette.applications import Starlette
 
-from gateway.__main__ import _banner
 from gateway.api.schema import build_schema
 from gateway.app import create_app
+from gateway.banner import banner
 from gateway.server import server_options
 from gateway.settings import SimulatorSettings
 from gateway.simulator import Simulator, create_simulator_app, moving_demo_job_id
@@ -42,21 +42,21 @@ def banner_subscription(banner: str) -> str:
 
 def test_the_banner_names_the_moving_job_and_a_subscription_that_runs() -> None:
     settings = embedded_settings()
-    banner = _banner(settings, "127.0.0.1", 8000)
-    subscription = banner_subscription(banner)
+    text = banner(settings, "http://127.0.0.1:8000/graphql")
+    subscription = banner_subscription(text)
 
     moving = moving_demo_job_id(SEED)
     assert subscription == (
         f'subscription {{\n  jobUpdates(id: "{moving}") {{\n    {SELECTION}\n  }}\n}}'
     )
     assert validate(build_schema(settings)._schema, parse(subscription)) == []
-    assert f"A demo job that moves: {moving} is QUEUING from now" in banner
-    assert "listed at http://127.0.0.1:8000/_simulator/jobs" in banner
+    assert f"A demo job that moves: {moving} is QUEUING from now" in text
+    assert "listed at http://127.0.0.1:8000/_simulator/jobs" in text
 
 
 def test_the_readme_names_the_same_job_and_subscription() -> None:
     readme = (ROOT / "README.md").read_text()
-    subscription = banner_subscription(_banner(embedded_settings(), "127.0.0.1", 8000))
+    subscription = banner_subscription(banner(embedded_settings(), "http://127.0.0.1:8000/graphql"))
 
     assert subscription in readme
 

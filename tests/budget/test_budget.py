@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import pytest
-import redis.asyncio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -27,8 +26,10 @@ from gateway import errors
 from gateway.budget import QUERY_JOB, Budget, LocalBudget, RedisBudget
 from gateway.budget.aimd import DEFAULT_CEILING_RECOVERY_TIME, DEFAULT_RECOVERY_RATE
 from gateway.settings import GatewaySettings
+from gateway.shared.backend import RedisClient
 from tests.jobs.jobfakes import FOREVER, ManualClock, settle
-from tests.jobs.redisutil import connect, delete_prefix, unique_prefix
+from tests.jobs.redisutil import delete_prefix, unique_prefix
+from tests.support.redis import SHARED_BACKENDS, connect_backend
 
 
 class Harness(Protocol):
@@ -118,7 +119,7 @@ class RedisHarness:
     tolerance = 0.05
     long_stretch = 20  # 4 s
 
-    def __init__(self, client: redis.asyncio.Redis) -> None:
+    def __init__(self, client: RedisClient) -> None:
         self.client = client
         self.budgets: list[RedisBudget] = []
         self.prefixes: list[str] = []
@@ -189,12 +190,12 @@ def clock() -> ManualClock:
     return ManualClock()
 
 
-@pytest.fixture(params=["local", "redis"])
+@pytest.fixture(params=["local", *SHARED_BACKENDS])
 async def harness(request: pytest.FixtureRequest, clock: ManualClock) -> AsyncIterator[Harness]:
     if request.param == "local":
         yield ManualHarness(clock)
         return
-    client = await connect()
+    client = await connect_backend(request, request.param)
     redis_harness = RedisHarness(client)
     try:
         yield redis_harness

@@ -24,7 +24,7 @@ from gateway.settings import GatewaySettings
 from gateway.shared.backend import BackendUnavailable, open_redis
 from tests.budget.test_budget import max_arrivals_in_any_window
 from tests.jobs.jobfakes import FOREVER
-from tests.jobs.redisutil import connect, delete_prefix, private_redis, unique_prefix, wait_until_up
+from tests.jobs.redisutil import delete_prefix, private_redis, unique_prefix, wait_until_up
 from tests.support.redis import key_names, scored_members, server_seconds
 
 
@@ -38,12 +38,9 @@ async def until(condition: Callable[[], bool], what: str, patience: float = 30.0
 
 
 @pytest.fixture
-async def client() -> AsyncIterator[redis.asyncio.Redis]:
-    client = await connect()
-    try:
-        yield client
-    finally:
-        await client.aclose()
+def client(shared_redis: redis.asyncio.Redis) -> redis.asyncio.Redis:
+    """One Redis, or a Redis Cluster: every test that takes it runs on both."""
+    return shared_redis
 
 
 @pytest.fixture

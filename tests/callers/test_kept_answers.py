@@ -24,6 +24,7 @@ from tests.callers.test_isolation import (  # noqa: F401 (fixtures)
     gateway,
     jobs,
 )
+from tests.support.gateway import ADMIN_HEADERS
 from tests.support.redis import REDIS_URL
 from tests.support.waiting import eventually
 
@@ -45,7 +46,8 @@ async def ask(
 
 
 async def hits(http: httpx.AsyncClient, gateway: GatewayServer) -> int:  # noqa: F811
-    answers: dict[str, Any] = (await http.get(f"{gateway.url}/readyz")).json()["answers"]
+    response = await http.get(f"{gateway.url}/readyz", headers=ADMIN_HEADERS)
+    answers: dict[str, Any] = response.json()["answers"]
     return int(answers["hits"])
 
 
@@ -104,7 +106,9 @@ async def test_a_kept_answer_takes_from_the_tenants_rate(
         limited = sharing(prefix, **credentials.settings, tenant_qps=0.001)
         with start_gateway(**limited) as server:
             answers = [await ask(http, server, acme) for _ in range(3)]
-            report = (await http.get(f"{server.url}/readyz")).json()["answers"]
+            report = (await http.get(f"{server.url}/readyz", headers=ADMIN_HEADERS)).json()[
+                "answers"
+            ]
     finally:
         shared.close()
     codes = [(r.json().get("errors") or [{}])[0].get("extensions", {}).get("code") for r in answers]

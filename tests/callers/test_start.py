@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.__main__ import callers_line
+from gateway.banner import callers_line
 from gateway.settings import GatewaySettings
 from tests.support.gateway import gateway_environment
 

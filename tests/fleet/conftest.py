@@ -10,15 +10,16 @@ from contextlib import ExitStack, contextmanager
 from gateway.settings import SIMULATOR_DEMO_ACCESS_KEY_ID, SIMULATOR_DEMO_ACCESS_KEY_SECRET
 from tests.servers import SimulatorServer
 from tests.support.gateway import GatewayProcess
-from tests.support.redis import CLIENT_TIMEOUT, RedisServer
+from tests.support.redis import CLIENT_TIMEOUT, RedisCluster, RedisServer
 
 
 @contextmanager
 def fleet(
-    simulator: SimulatorServer, redis: RedisServer, size: int, **settings: str
+    simulator: SimulatorServer, redis: RedisServer | RedisCluster, size: int, **settings: str
 ) -> Iterator[list[GatewayProcess]]:
-    """`size` gateway processes sharing one budget and cache in `redis`, each started (and
-    answering) before the block begins, all stopped when it ends."""
+    """`size` gateway processes sharing one budget and cache in `redis` (a cluster needs
+    `GATEWAY_REDIS_CLUSTER="true"` among `settings`), each started (and answering) before the
+    block begins, all stopped when it ends."""
     variables = {
         "GATEWAY_MPS_ENDPOINT": simulator.url,
         "ALIBABA_CLOUD_ACCESS_KEY_ID": SIMULATOR_DEMO_ACCESS_KEY_ID,

@@ -14,6 +14,7 @@ import redis.asyncio
 
 from tests.fleet.conftest import fleet
 from tests.servers import SimulatorServer
+from tests.support.gateway import GatewayProcess
 from tests.support.redis import RedisServer, scored_members
 from tests.support.waiting import eventually
 
@@ -76,3 +77,36 @@ async def test_sigterm_answers_the_waiting_requests_and_releases_everything(
         assert all(expiry / 1e6 <= now + 1.01 for _, expiry in slots), (slots, now)
     finally:
         await client.aclose()
+
+
+@pytest.mark.slow
+async def test_a_grace_drains_then_ends_by_itself() -> None:
+    variables = {"GATEWAY_SHUTDOWN_GRACE": "1", "GATEWAY_LOG_LEVEL": "INFO"}
+    with GatewayProcess(variables) as gateway:
+        os.kill(gateway.pid, signal.SIGTERM)
+        # No second signal: the grace ends, then the process stops on its own.
+        await eventually(lambda: not gateway.running, "the gateway's exit after its grace")
+        output = gateway.output()
+    assert "SIGTERM: draining for 1 s (GATEWAY_SHUTDOWN_GRACE) before stopping" in output
+    assert output.index("draining") < output.index("Shutting down")
+
+
+@pytest.mark.slow
+async def test_while_draining_it_says_stopping_and_still_serves() -> None:
+    with GatewayProcess({"GATEWAY_SHUTDOWN_GRACE": "120"}) as gateway:
+        async with httpx.AsyncClient(timeout=30) as http:
+            os.kill(gateway.pid, signal.SIGTERM)
+
+            async def stopping() -> bool:
+                response = await http.get(f"{gateway.url}/readyz")
+                return response.status_code == 503
+
+            await eventually(stopping, "/readyz answering 503")
+            public = (await http.get(f"{gateway.url}/readyz")).json()
+            healthy = await http.get(f"{gateway.url}/healthz")
+            answer = await http.post(gateway.graphql_url, json={"query": "{ __typename }"})
+            os.kill(gateway.pid, signal.SIGTERM)  # the second ends the grace
+            await eventually(lambda: not gateway.running, "the gateway's exit")
+    assert public == {"status": "stopping"}
+    assert healthy.status_code == 200  # alive: an orchestrator must not kill it for draining
+    assert answer.json() == {"data": {"__typename": "Query"}}

@@ -25,7 +25,6 @@ from gateway.shared.switch import BackendSwitch
 from tests.support.redis import (
     CLIENT_TIMEOUT,
     REDIS_URL,
-    connect,
     counting_client,
     delete_prefix,
     unique_prefix,
@@ -36,12 +35,9 @@ from .jobfakes import NO_RETRY, FakeSource, ManualClock
 
 
 @pytest.fixture
-async def client() -> AsyncIterator[redis.asyncio.Redis]:
-    client = await connect()
-    try:
-        yield client
-    finally:
-        await client.aclose()
+def client(shared_redis: redis.asyncio.Redis) -> redis.asyncio.Redis:
+    """One Redis, or a Redis Cluster: every test that takes it runs on both."""
+    return shared_redis
 
 
 @pytest.fixture

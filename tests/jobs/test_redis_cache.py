@@ -23,7 +23,6 @@ from gateway.shared.backend import BackendUnavailable, open_redis
 from tests.support.redis import (
     CLIENT_TIMEOUT,
     REDIS_URL,
-    connect,
     counting_client,
     delete_prefix,
     ttl_given,
@@ -58,12 +57,9 @@ def upstream_job(job_id: str, state: str, *, fetched_at: float = FETCHED_AT) -> 
 
 
 @pytest.fixture
-async def client() -> AsyncIterator[redis.asyncio.Redis]:
-    client = await connect()
-    try:
-        yield client
-    finally:
-        await client.aclose()
+def client(shared_redis: redis.asyncio.Redis) -> redis.asyncio.Redis:
+    """One Redis, or a Redis Cluster: every test that takes it runs on both."""
+    return shared_redis
 
 
 @pytest.fixture

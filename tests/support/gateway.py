@@ -12,7 +12,12 @@ import httpx
 from tests.support.ports import HOST
 from tests.support.processes import ServerProcess
 
-__all__ = ["GatewayProcess", "gateway_environment"]
+__all__ = ["ADMIN_HEADERS", "ADMIN_TOKEN", "GatewayProcess", "gateway_environment"]
+
+#: The GATEWAY_ADMIN_TOKEN of the tests' gateways (processes and in-process servers alike), so
+#: that a test can read /readyz's detailed report; `ADMIN_HEADERS` send it. A test value, no secret.
+ADMIN_TOKEN: Final = "test-admin-token-not-a-secret"
+ADMIN_HEADERS: Final = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 
 #: Variables that would change what a gateway does (credentials, endpoint, limits, faults).
 _SCRUBBED_PREFIXES: Final = ("ALIBABA_CLOUD_", "GATEWAY_", "SIMULATOR_")
@@ -24,7 +29,7 @@ def gateway_environment(variables: Mapping[str, str] | None = None) -> dict[str,
     inherited = {
         name: value for name, value in os.environ.items() if not name.startswith(_SCRUBBED_PREFIXES)
     }
-    return {**inherited, **(variables or {})}
+    return {**inherited, "GATEWAY_ADMIN_TOKEN": ADMIN_TOKEN, **(variables or {})}
 
 
 class GatewayProcess(ServerProcess):
@@ -46,8 +51,9 @@ class GatewayProcess(ServerProcess):
         return f"{self.url}/graphql"
 
     def readyz(self) -> dict[str, Any]:
-        """The body of `GET /readyz`."""
-        body: dict[str, Any] = httpx.get(f"{self.url}/readyz", timeout=10).json()
+        """The body of `GET /readyz`: the detailed report (it sends the admin token)."""
+        response = httpx.get(f"{self.url}/readyz", headers=ADMIN_HEADERS, timeout=10)
+        body: dict[str, Any] = response.json()
         return body
 
 

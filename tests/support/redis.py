@@ -8,6 +8,11 @@ the test (never skips it) and says how to start it.
 `RedisServer` is a private redis-server process of one test, which the test may kill, restart
 on the same port, pause and resume: outages the shared server must never see. It saves nothing
 (`--save ""`, no append-only file), so it leaves no file behind and comes back empty.
+
+`RedisCluster` is a private three-node Redis Cluster (no replicas), started once per session by
+the `redis_cluster` fixture (tests/conftest.py) when a test asks for it: the shared budget, cache
+and claims tests run on it as well as on one Redis (their `client` fixture is parametrized by
+`backend`), so that every key a script or a pipeline touches is proven to share a hash slot.
 """
 
 from __future__ import annotations
@@ -15,29 +20,41 @@ from __future__ import annotations
 import math
 import shutil
 import socket
+import subprocess
+import tempfile
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
 from typing import Any, Final, TypeVar, cast
 
 import pytest
 import redis.asyncio
 import redis.exceptions
 
-from gateway.shared.backend import open_redis
-from tests.support.ports import HOST
+from gateway.shared.backend import RedisClient, open_redis
+from tests.support.ports import HOST, candidate_port
 from tests.support.processes import ServerProcess
+from tests.support.waiting import wait_until
 
 __all__ = [
     "CLIENT_TIMEOUT",
+    "CLUSTER_NODES",
     "REDIS_URL",
+    "SHARED_BACKENDS",
     "START_REDIS",
     "CountingRedis",
+    "RedisCluster",
     "RedisServer",
     "connect",
+    "connect_backend",
+    "connect_cluster",
     "counting_client",
     "delete_prefix",
+    "key_names",
     "private_redis",
+    "scored_members",
+    "server_seconds",
     "ttl_given",
     "unique_prefix",
 ]
@@ -69,16 +86,38 @@ async def connect(url: str = REDIS_URL) -> redis.asyncio.Redis:
     return client
 
 
+async def connect_cluster(url: str) -> RedisClient:
+    """A cluster client (`open_redis(cluster=True)`, `CLIENT_TIMEOUT`) of the Redis Cluster
+    that the node at `url` belongs to, which has answered a PING. Close it with `aclose()`."""
+    client = open_redis(url, timeout=CLIENT_TIMEOUT, cluster=True)
+    await client.ping()
+    return client
+
+
+#: The shared backends the budget, cache and claims tests run on: one Redis, and a Redis Cluster
+#: (slow: its session fixture starts three servers). Parametrize a fixture with it and connect
+#: with `connect_backend`.
+SHARED_BACKENDS: Final = ("redis", pytest.param("cluster", marks=pytest.mark.slow))
+
+
+async def connect_backend(request: pytest.FixtureRequest, backend: str) -> RedisClient:
+    """A client of `backend` (of `SHARED_BACKENDS`): the shared Redis (`connect`), or the
+    session's private Redis Cluster (the `redis_cluster` fixture, started on first use)."""
+    if backend == "cluster":
+        cluster: RedisCluster = request.getfixturevalue("redis_cluster")
+        return await connect_cluster(cluster.url)
+    return await connect()
+
+
 def unique_prefix() -> str:
     """A key prefix no other test (or run) uses: `test-` and 12 random hex digits."""
     return f"test-{uuid.uuid4().hex[:12]}"
 
 
-async def delete_prefix(client: redis.asyncio.Redis, prefix: str) -> None:
-    """Delete every key under `prefix:`."""
-    keys = [key async for key in client.scan_iter(match=f"{prefix}:*")]
-    if keys:
-        await client.delete(*keys)
+async def delete_prefix(client: RedisClient, prefix: str) -> None:
+    """Delete every key under `prefix:` (on a cluster, one key at a time: each its own slot)."""
+    for key in await key_names(client, f"{prefix}:*"):
+        await client.delete(key)
 
 
 async def scored_members(client: redis.asyncio.Redis, key: str) -> list[tuple[str, float]]:
@@ -87,8 +126,9 @@ async def scored_members(client: redis.asyncio.Redis, key: str) -> list[tuple[st
     return [(_text(member), float(score)) for member, score in entries]
 
 
-async def key_names(client: redis.asyncio.Redis, pattern: str) -> list[str]:
-    """The names of the keys matching `pattern`, sorted."""
+async def key_names(client: RedisClient, pattern: str) -> list[str]:
+    """The names of the keys matching `pattern`, sorted; on a cluster, of every node (`KEYS`
+    would ask one)."""
     names = [_text(key) async for key in client.scan_iter(match=pattern)]
     return sorted(names)
 
@@ -164,19 +204,119 @@ class RedisServer(ServerProcess):
 
     Fails the test when redis-server is not installed (CI installs it)."""
 
-    def __init__(self, name: str = "redis-server") -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.fail(f"redis-server is not installed (CI installs it: {START_REDIS}).")
+    def __init__(
+        self, name: str = "redis-server", *, options: Callable[[int], list[str]] | None = None
+    ) -> None:
+        binary = _binary("redis-server")
 
         def command(port: int) -> list[str]:
-            return [binary, "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no"]
+            extra = options(port) if options is not None else []
+            return [
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                HOST,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                *extra,
+            ]
 
         super().__init__(name, command, answers_ping)
 
     @property
     def url(self) -> str:
         return f"redis://{HOST}:{self.port}/0"
+
+
+def _binary(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is not installed (CI installs it: {START_REDIS}).")
+    return path
+
+
+#: Primaries of a `RedisCluster`: the fewest Redis Cluster accepts.
+CLUSTER_NODES: Final = 3
+#: Primaries only, and no question asked.
+CREATE_OPTIONS: Final = ("--cluster-replicas", "0", "--cluster-yes")
+
+
+class RedisCluster:
+    """A private Redis Cluster of `CLUSTER_NODES` primaries and no replicas, each a
+    `RedisServer` with `--cluster-enabled yes` on a free port (its cluster bus on another free
+    port: port + 10000 may lie beyond 65535), joined by `redis-cli --cluster create`.
+
+    `start()` returns once every node says `cluster_state:ok`; `url` is one node's URL, from
+    which a cluster client discovers the others. `close()` stops every node and deletes their
+    logs and cluster configuration files."""
+
+    def __init__(self) -> None:
+        self._directory = Path(tempfile.mkdtemp(prefix="test-redis-cluster-"))
+        self._stack = ExitStack()
+        self.nodes: list[RedisServer] = []
+
+    @property
+    def url(self) -> str:
+        return self.nodes[0].url
+
+    def start(self) -> None:
+        for index in range(CLUSTER_NODES):
+            node = RedisServer(f"redis-cluster-node-{index}", options=self._cluster_options)
+            self._stack.enter_context(node)
+            self.nodes.append(node)
+        addresses = [f"{HOST}:{node.port}" for node in self.nodes]
+        subprocess.run(
+            [_binary("redis-cli"), "--cluster", "create", *addresses, *CREATE_OPTIONS],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        for node in self.nodes:
+            wait_until(
+                lambda node=node: _cluster_ok(node.port),  # type: ignore[misc]
+                f"the cluster node on port {node.port} saying cluster_state:ok",
+                ignore=(OSError,),
+            )
+
+    def _cluster_options(self, port: int) -> list[str]:
+        # A bus port taken meanwhile makes the node exit saying "Address already in use", and
+        # the start is tried again on other ports, as for the client port.
+        return [
+            "--cluster-enabled", "yes",
+            "--cluster-port", str(candidate_port()),
+            "--cluster-config-file", str(self._directory / f"nodes-{port}.conf"),
+            "--dir", str(self._directory),
+        ]  # fmt: skip
+
+    def close(self) -> None:
+        self._stack.close()
+        shutil.rmtree(self._directory, ignore_errors=True)
+
+    def __enter__(self) -> RedisCluster:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _cluster_ok(port: int) -> bool:
+    with socket.create_connection((HOST, port), timeout=1.0) as connection:
+        connection.sendall(b"CLUSTER INFO\r\n")
+        answer = b""
+        while b"cluster_state:" not in answer or not answer.endswith(b"\r\n"):
+            chunk = connection.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+        return b"cluster_state:ok" in answer
 
 
 @contextmanager
