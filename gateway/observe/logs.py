@@ -11,6 +11,7 @@ handler reach them all, and the request id travels in a `contextvars` variable e
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
@@ -93,27 +94,37 @@ class LineHandler(logging.StreamHandler[TextIO]):
     does, but access lines (`AccessLine`s from `RequestObserver`) gathered and written in
     batches: no record, no formatter call, no write and flush per request, which made the
     access log cost a sizeable share of a kept answer. The request's path only appends the
-    line's facts; a daemon thread renders and writes what gathered every `interval` seconds
-    (in one write), as does any other record before it is written (so lines stay in the order
-    they happened), a flush or close (at exit), and, should the thread not keep up, the
-    request that brings the gathered lines to `most`. A process killed outright loses at most
-    `interval` seconds of access lines.
+    line's facts; what gathered is rendered and written in one write `interval` seconds after
+    the first of them, by a timer of the event loop that gathered it (in that thread: a
+    writer thread measured dearer, the interpreter's lock passing between the two), as it is
+    before any other record is written (so lines stay in the order they happened), at a flush
+    or close (at exit), by the request that brings the gathered lines to `most`, and, for
+    lines gathered outside an event loop, by a daemon thread every `backstop` seconds. A
+    process killed outright loses at most `interval` seconds of access lines.
 
     Each access line reads exactly as the formatter would write the record `gateway.access`
     makes of it (`access_text`, `access_json`).
     """
 
     def __init__(
-        self, stream: TextIO, fmt: LogFormat = "text", *, interval: float = 0.05, most: int = 8192
+        self,
+        stream: TextIO,
+        fmt: LogFormat = "text",
+        *,
+        interval: float = 0.05,
+        most: int = 8192,
+        backstop: float = 1.0,
     ) -> None:
         super().__init__(stream)
         self._json = fmt == "json"
         self._most = most
         self._pending: list[AccessLine] = []
         self._clock = _SecondsCache()
+        self._interval = interval
+        self._timer: asyncio.TimerHandle | None = None
         self._closed = threading.Event()
         self._flusher = threading.Thread(
-            target=self._flush_every, args=(interval,), name="access-log", daemon=True
+            target=self._flush_every, args=(backstop,), name="access-log", daemon=True
         )
         self._flusher.start()
 
@@ -121,12 +132,23 @@ class LineHandler(logging.StreamHandler[TextIO]):
         """Take one access line (under the lock: the flusher thread takes the list away)."""
         with self.lock:  # type: ignore[union-attr]
             self._pending.append(line)
+            if self._timer is None:
+                try:
+                    loop = asyncio.get_running_loop()
+                except RuntimeError:
+                    loop = None  # the backstop thread writes it
+                if loop is not None:
+                    self._timer = loop.call_later(self._interval, self._write_timed)
             if len(self._pending) < self._most:
                 return
             # The writer thread is not keeping up (a stalled stream): write here, so that the
             # lines waiting stay bounded.
             self._write_pending()
             self.stream.flush()
+
+    def _write_timed(self) -> None:
+        self._timer = None
+        self.write_access()
 
     def write_access(self) -> None:
         """Write the access lines gathered so far, in one write."""

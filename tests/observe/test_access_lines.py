@@ -26,7 +26,7 @@ from gateway.observe.requests import (
     access_logger,
     access_sink,
 )
-from tests.support.waiting import wait_until
+from tests.support.waiting import eventually, wait_until
 
 LINE = AccessLine(1_764_650_000.0456, "req-1", "POST", "/graphql", 200, 3.4, "query Q")
 
@@ -40,7 +40,7 @@ def handlers() -> Iterator[list[LineHandler]]:
 
 
 def line_handler(made: list[LineHandler], fmt: LogFormat, interval: float = 60.0) -> LineHandler:
-    handler = LineHandler(io.StringIO(), fmt, interval=interval)
+    handler = LineHandler(io.StringIO(), fmt, interval=interval, backstop=interval)
     handler.addFilter(RequestIdFilter())
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     made.append(handler)
@@ -118,10 +118,23 @@ def test_access_lines_come_before_a_later_line_and_after_an_earlier_one(
     assert messages == ["first", "POST /graphql 200 3.4 ms query Q", "second"]
 
 
-def test_gathered_lines_are_written_without_any_other_line(handlers: list[LineHandler]) -> None:
+def test_lines_gathered_outside_a_loop_are_written_by_the_backstop_thread(
+    handlers: list[LineHandler],
+) -> None:
     handler = line_handler(handlers, "text", interval=0.01)
     handler.access(LINE)
-    wait_until(lambda: "req-1" in written(handler), "the writer thread's write")
+    wait_until(lambda: "req-1" in written(handler), "the backstop thread's write")
+
+
+async def test_lines_gathered_on_a_loop_are_written_by_its_timer(
+    handlers: list[LineHandler],
+) -> None:
+    handler = LineHandler(io.StringIO(), "text", interval=0.01, backstop=3600.0)
+    handlers.append(handler)
+    handler.access(LINE)
+    handler.access(LINE._replace(request_id="req-2"))
+    await eventually(lambda: "req-2" in written(handler), "the loop timer's write")
+    assert [line.split(" ")[4] for line in written(handler).splitlines()] == ["[req-1]", "[req-2]"]
 
 
 def test_the_request_path_hands_the_line_over_when_the_gateway_configured_logging() -> None:
