@@ -34,11 +34,13 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
-from strawberry.exceptions import ConnectionRejectionError
-from strawberry.http import GraphQLRequestData
+from strawberry.exceptions import ConnectionRejectionError, MissingQueryError
+from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.http.base import BaseRequestProtocol
 from strawberry.http.streaming import HTTPStreamTransport
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.subscriptions import GRAPHQL_SSE_PROTOCOL, GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.types import ExecutionResult
 from strawberry.types.unset import UnsetType
 
 from gateway.answers.http import CALLER_SCOPE_KEY, SCOPE_KEY, AnswerCache, KeptAnswers
@@ -46,6 +48,16 @@ from gateway.answers.store import AnswerStore
 from gateway.api import client_json
 from gateway.api.cacheability import Cacheability
 from gateway.api.context import Context
+from gateway.api.http import (
+    BATCH_REFUSAL,
+    JSON,
+    PLAIN_HTTP_OPERATIONS,
+    answer,
+    body_type_refusal,
+    method_refusal,
+    operation_type_refusal,
+    response_media_type,
+)
 from gateway.api.persisted import PersistedQueries, PersistedQueryError
 from gateway.api.schema import build_schema
 from gateway.api.sse import SseStreams
@@ -57,15 +69,16 @@ from gateway.callers.authenticator import Authenticator, credential_headers
 from gateway.callers.caller import NOBODY, UNAUTHENTICATED_OPERATOR, Caller
 from gateway.callers.jwks import KeySetError
 from gateway.callers.rate import TenantRateLimit
+from gateway.cors import browser_origins, cors_middleware
 from gateway.errors import Unauthenticated
 from gateway.graphiql import FILES_ROUTE, GraphiQL
 from gateway.health import Health, ServeHealth
-from gateway.http_errors import BAD_REQUEST, CODE_OF_STATUS, ErrorResponse
+from gateway.http_errors import BAD_REQUEST, CODE_OF_STATUS, ErrorResponse, HttpRefusal
 from gateway.instruments import Instruments
-from gateway.middleware import BodyReadTimeout, BodySizeLimit, BrowserCORS
+from gateway.middleware import BodyReadTimeout, BodySizeLimit
 from gateway.observe.exposition import MetricsListener, ServeMetrics, health_report
 from gateway.observe.metrics import Metrics
-from gateway.observe.requests import REQUEST_ID_HEADER, RequestObserver
+from gateway.observe.requests import RequestObserver
 from gateway.observe.tracing import tracing_from_env
 from gateway.persisted import ManifestError, load_manifest
 from gateway.services import Services
@@ -122,6 +135,9 @@ class GatewayGraphQL(GraphQL[Context, None]):
             schema,
             graphql_ide="graphiql" if graphiql is not None else None,
             subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_SSE_PROTOCOL),
+            # Pages of other origins open WebSockets as they call over HTTP: the origins CORS
+            # admits (Strawberry refuses every cross-origin handshake otherwise).
+            allowed_origins=browser_origins(settings),
         )
         self._settings = settings
         self._state = state
@@ -184,6 +200,12 @@ class GatewayGraphQL(GraphQL[Context, None]):
             await self._serve_websocket(WebSocket(scope, receive=receive, send=send))
             return
         request = Request(scope, receive=receive)
+        if request.method not in PLAIN_HTTP_OPERATIONS:
+            refusal = method_refusal(request.method)
+            await refusal.response(response_media_type(request.headers.get("accept")))(
+                scope, receive, send
+            )
+            return
         try:
             stream = await self._sse.wants_stream(request)
         except ClientDisconnect:
@@ -201,8 +223,11 @@ class GatewayGraphQL(GraphQL[Context, None]):
 
     async def _serve_http(self, request: Request, send: Send) -> None:
         scope, receive = request.scope, request.receive
+        accept = request.headers.get("accept")
         try:
             response = await self.run(request)
+        except HttpRefusal as refused:
+            response = refused.response(response_media_type(accept))
         except Unauthenticated as refused:
             # RFC 6750: a 401 names the schemes the client may use.
             response = ErrorResponse(
@@ -210,17 +235,23 @@ class GatewayGraphQL(GraphQL[Context, None]):
                 refused.message,
                 refused.code,
                 headers={"www-authenticate": self._authenticator.challenge},
+                media_type=response_media_type(accept),
             )
         except PersistedQueryError as refused:
             response = ErrorResponse(
-                refused.status, refused.message, refused.code, headers=refused.headers
+                refused.status,
+                refused.message,
+                refused.code,
+                headers=refused.headers,
+                media_type=response_media_type(accept),
             )
         except HTTPException as refused:
-            # Strawberry's refusals (a body that is no GraphQL request, a method, GraphiQL
-            # turned off), answered as GraphQL errors instead of plain text.
-            allow = {"allow": "GET, POST"} if refused.status_code == 405 else None
+            # Strawberry's other refusals (GraphiQL turned off, a multipart body), answered as
+            # GraphQL errors instead of plain text.
             code = CODE_OF_STATUS.get(refused.status_code, BAD_REQUEST)
-            response = ErrorResponse(refused.status_code, refused.reason, code, headers=allow)
+            response = ErrorResponse(
+                refused.status_code, refused.reason, code, media_type=response_media_type(accept)
+            )
         except ClientDisconnect:
             logger.debug("HTTP client left before its request body arrived")
             return
@@ -244,22 +275,13 @@ class GatewayGraphQL(GraphQL[Context, None]):
             request
         )
 
-    async def parse_http_body(
-        self, request: AsyncHTTPRequestAdapter
-    ) -> GraphQLRequestData | list[GraphQLRequestData]:
-        # The request's document: its text, or the persisted one its extensions name.
-        data = await super().parse_http_body(request)
-        if isinstance(data, GraphQLRequestData):
-            data.query = await self.persisted_queries.resolve(data.query, data.extensions)
-        return data
-
     def decode_json(self, data: str | bytes) -> object:
         # HTTP bodies, GET parameters and WebSocket frames alike.
         return client_json.decode(data)
 
     def parse_json(self, data: str | bytes) -> object:
         """A request body, or a GET request's `variables` or `extensions`: a JSON object (an
-        array is a batch, which Strawberry refuses with its own message)."""
+        array is a batch, refused by `_validate_batch_request`)."""
         try:
             value = self.decode_json(data)
         except client_json.MalformedJson as exc:
@@ -269,6 +291,90 @@ class GatewayGraphQL(GraphQL[Context, None]):
                 400, f"Expected a JSON object, received {client_json.describe(value)}."
             )
         return value
+
+    async def parse_http_body(
+        self, request: AsyncHTTPRequestAdapter
+    ) -> GraphQLRequestData | list[GraphQLRequestData]:
+        if request.method == "POST":
+            refusal = body_type_refusal(request.headers.get("content-type"))
+            if refusal is not None:
+                raise refusal
+        data = await super().parse_http_body(request)
+        if isinstance(data, GraphQLRequestData):
+            if not isinstance(data.operation_name, str | None):
+                raise HttpRefusal(
+                    400,
+                    "Expected the GraphQL request's `operationName` to be a string or null, "
+                    f"received {client_json.describe(data.operation_name)}.",
+                    BAD_REQUEST,
+                )
+            # The request's document: its text, or the persisted one its extensions name.
+            data.query = await self.persisted_queries.resolve(data.query, data.extensions)
+        return data
+
+    def _validate_batch_request(
+        self, request_data: list[GraphQLRequestData], protocol: str = "http"
+    ) -> None:
+        # Strawberry's check of a JSON array body; batches are off, so it always refuses.
+        raise HttpRefusal(400, BATCH_REFUSAL, BAD_REQUEST)
+
+    async def execute_single(
+        self,
+        request: Request,
+        request_adapter: AsyncHTTPRequestAdapter,
+        sub_response: Response,
+        context: Context,
+        root_value: None,
+        request_data: GraphQLRequestData,
+    ) -> ExecutionResult:
+        # Strawberry's, with the operations plain HTTP serves (no subscription: it needs a
+        # transport that streams) and coded refusals.
+        method = request_adapter.method
+        try:
+            return await self.schema.execute(
+                request_data.query,
+                root_value=root_value,
+                variable_values=request_data.variables,
+                context_value=context,
+                operation_name=request_data.operation_name,
+                allowed_operation_types=PLAIN_HTTP_OPERATIONS[method],
+                operation_extensions=request_data.extensions,
+            )
+        except InvalidOperationTypeError as refused:
+            raise operation_type_refusal(refused.operation_type, method) from refused
+        except CannotGetOperationTypeError as refused:
+            raise HttpRefusal(
+                400,
+                "Expected a document with an operation to run, received none.",
+                BAD_REQUEST,
+            ) from refused
+        except MissingQueryError as refused:
+            raise HttpRefusal(
+                400, "Expected a GraphQL request with a `query`, received none.", BAD_REQUEST
+            ) from refused
+
+    async def get_sub_response(self, request: Request | WebSocket) -> Response:
+        sub_response = await super().get_sub_response(request)
+        sub_response.media_type = response_media_type(request.headers.get("accept"))
+        return sub_response
+
+    def create_response(
+        self,
+        response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse],
+        sub_response: Response,
+    ) -> Response:
+        # Strawberry's, with the media type the client accepts and the status the
+        # GraphQL-over-HTTP rules give it (`gateway.api.http`). Batches are refused earlier.
+        assert not isinstance(response_data, list)
+        media_type = sub_response.media_type or JSON
+        status, body = answer(response_data, media_type)
+        response = Response(self.encode_json(body), status_code=status, media_type=media_type)
+        response.headers.raw.extend(sub_response.headers.raw)
+        if sub_response.background:
+            response.background = sub_response.background
+        if sub_response.status_code:
+            response.status_code = sub_response.status_code
+        return response
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket
@@ -604,27 +710,9 @@ def create_app(
             )
         )
         metrics.add_sampler(lambda: metrics.answer_bytes.set(kept.store.bytes))
-    origins = [origin.strip() for origin in settings.cors_origins.split(",") if origin.strip()]
-    if origins:
-        middleware.insert(
-            0,
-            Middleware(
-                BrowserCORS,
-                allow_origins=origins,
-                allow_methods=["GET", "POST", "OPTIONS"],
-                allow_headers=[
-                    "content-type",
-                    "authorization",
-                    TIMEOUT_HEADER,
-                    IDEMPOTENCY_HEADER,
-                    REQUEST_ID_HEADER,
-                    "traceparent",
-                    "tracestate",
-                ],
-                expose_headers=[REQUEST_ID_HEADER],
-                max_age=600,
-            ),
-        )
+    cors = cors_middleware(settings)
+    if cors is not None:
+        middleware.insert(0, cors)
     # Outermost first: /metrics, /healthz and /readyz answered before anything else (no CORS,
     # no request id, no access line for every probe of an orchestrator); then
     # the trace's server span, so that everything below runs inside it; then the request id,

@@ -6,6 +6,8 @@
     ├── InvalidArgument          INVALID_ARGUMENT      a field argument outside its documented range
     ├── BudgetExhausted          BUDGET_EXHAUSTED      no upstream call slot before the deadline
     ├── QueryTooComplex          QUERY_TOO_COMPLEX     an operation estimated to cost over the limit
+    ├── OperationNameRequired    OPERATION_NAME_REQUIRED  several operations and no operationName
+    ├── UnknownOperationName     UNKNOWN_OPERATION_NAME   an operationName the document lacks
     ├── DeadlineExceeded         DEADLINE_EXCEEDED     the request's deadline passed mid-answer
     ├── ShuttingDown             SHUTTING_DOWN         the process is stopping; another will answer
     ├── Unauthenticated          UNAUTHENTICATED       no credential, or one the gateway refuses
@@ -150,6 +152,47 @@ class QueryTooComplex(GatewayError):
 
     def context(self) -> dict[str, Any]:
         return {"cost": self.cost, "limit": self.limit}
+
+
+class OperationNameRequired(GatewayError):
+    """A document of several operations, sent without `operationName`: running the first one
+    would answer a question the client may not have asked."""
+
+    code = "OPERATION_NAME_REQUIRED"
+
+    def __init__(self, names: list[str | None]) -> None:
+        shown = ", ".join("(anonymous)" if name is None else name for name in names[:10])
+        more = ", ..." if len(names) > 10 else ""
+        super().__init__(
+            f"Expected an operationName naming one of the document's {len(names)} operations "
+            f"({shown}{more}), received none."
+        )
+        self.names = names
+
+    def context(self) -> dict[str, Any]:
+        return {"operations": [name for name in self.names[:10] if name is not None]}
+
+
+class UnknownOperationName(GatewayError):
+    """An `operationName` that names no operation of the document."""
+
+    code = "UNKNOWN_OPERATION_NAME"
+
+    def __init__(self, name: str, names: list[str | None]) -> None:
+        known = [known for known in names[:10] if known is not None]
+        expected = (
+            f"one of {', '.join(known)}{', ...' if len(names) > 10 else ''}"
+            if known
+            else "none (the document's operations have no name)"
+        )
+        super().__init__(
+            f"Expected an operationName naming an operation of the document, {expected}; "
+            f"received {name[:_LONGEST_SHOWN]!r}."
+        )
+        self.name = name
+
+    def context(self) -> dict[str, Any]:
+        return {"operationName": self.name[:_LONGEST_SHOWN]}
 
 
 class DeadlineExceeded(GatewayError):

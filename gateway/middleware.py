@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.http_errors import REQUEST_TIMEOUT, REQUEST_TOO_LARGE, ErrorResponse
@@ -142,22 +141,6 @@ class BodyReadTimeout:
                     limit=self.timeout,
                 )
                 await refusal(scope, receive, send)
-
-
-class BrowserCORS(CORSMiddleware):
-    """Starlette's CORS middleware, for the requests CORS is about: those with an `Origin`.
-
-    Browsers send `Origin` on every cross-origin request (and on every POST); a request without
-    it comes from a server, a script or curl, which CORS headers do not concern. Skipping the
-    middleware for them changes no answer a browser sees, and spares the hot path a header
-    parse and a wrapped `send` per request.
-    """
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and _header(scope, b"origin") is None:
-            await self.app(scope, receive, send)
-            return
-        await super().__call__(scope, receive, send)
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:

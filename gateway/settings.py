@@ -191,6 +191,22 @@ class GatewaySettings(BaseSettings):
         default="*",
         description="Comma-separated origins browsers may call from; empty turns CORS off.",
     )
+    cors_headers: str = Field(
+        default="",
+        description="Comma-separated request headers browsers may send, added to those the "
+        "gateway allows anyway (gateway/cors.py: what Apollo Client, urql, OpenTelemetry and "
+        "Sentry send); * allows any.",
+    )
+    cors_expose_headers: str = Field(
+        default="",
+        description="Comma-separated response headers browser scripts may read, added to those "
+        "exposed anyway (x-request-id, etag, retry-after, www-authenticate).",
+    )
+    cors_max_age: int = Field(
+        default=7200,
+        ge=0,
+        description="Seconds a browser may cache a preflight's answer (Chromium caps it at 7200).",
+    )
 
     # --- persisted queries ------------------------------------------------------------------
     apq: bool = Field(

@@ -31,8 +31,8 @@ from gateway.answers.requests import AnswerKey, read_get, read_post
 from gateway.answers.shared import SharedAnswers
 from gateway.answers.store import Answer, AnswerStore
 from gateway.api.cacheability import Cacheability
+from gateway.api.http import accepts_json, response_media_type
 from gateway.api.observer import NO_OBSERVER, ApiObserver
-from gateway.api.sse import accepts_json
 from gateway.callers.authenticator import Authenticator
 from gateway.callers.caller import UNAUTHENTICATED_OPERATOR, Caller
 from gateway.callers.rate import TenantRateLimit
@@ -160,6 +160,10 @@ class AnswerCache:
             await self.app(scope, receive, _no_store(send))
             return
         visibility, private = caller_visibility(caller)
+        # The answer's media type follows Accept (and with it, the status of some answers):
+        # answers of different media types are different answers.
+        media_type = response_media_type(accept.decode("latin-1") or None)
+        visibility = f"{visibility} {media_type}"
         alias = (method, visibility, raw)
         key = self._aliases.get(alias)
         if key is None:

@@ -23,6 +23,8 @@ from graphql import ASTValidationRule, DocumentNode, GraphQLError, GraphQLSchema
 from strawberry.extensions import SchemaExtension
 from strawberry.schema.schema import validate_document
 
+from gateway.api.operations import select_operation
+
 #: Documents longer than this (characters) are parsed and validated in a worker thread.
 THREAD_CHARS = 4096
 
@@ -84,6 +86,9 @@ class DocumentCache(SchemaExtension):
         context = self.execution_context
         if context.query is not None:
             context.graphql_document = await self.documents.parse(context.query)
+            # Before Strawberry picks the operation (it would run the first of several). The
+            # name as the client gave it: `operation_name` falls back to the first operation's.
+            select_operation(context.graphql_document, context._provided_operation_name)
         yield
 
     async def on_validate(self) -> AsyncIterator[None]:

@@ -24,6 +24,8 @@ CLIENT_CODES: Final = frozenset(
         "INVALID_ARGUMENT",
         "QUERY_TOO_COMPLEX",
         "TOO_MANY_OPERATIONS",
+        "OPERATION_NAME_REQUIRED",
+        "UNKNOWN_OPERATION_NAME",
     }
 )
 

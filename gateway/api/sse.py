@@ -37,6 +37,7 @@ from starlette.types import Message, Receive, Scope, Send
 from strawberry.http.streaming import HTTPStreamTransport, SSETransport
 
 from gateway.api import client_json
+from gateway.api.http import accepts_json
 from gateway.api.persisted import PersistedQueryError
 from gateway.http_errors import ErrorResponse
 
@@ -50,41 +51,6 @@ ABORT_EXTENSION = "gateway.abort"
 
 #: Seconds a refused client is told to wait before it tries again (`Retry-After`).
 RETRY_AFTER = 1
-
-#: Media types of an `Accept` under which a JSON answer is acceptable.
-_JSON_RANGES = frozenset(
-    {"application/json", "application/graphql-response+json", "application/*", "*/*"}
-)
-
-
-def _media_ranges(accept: str) -> list[tuple[str, str]]:
-    """Each media range of an `Accept` header (lowercase), with its parameters as written."""
-    ranges = []
-    for part in accept.split(","):
-        media, _, parameters = part.partition(";")
-        if media.strip():
-            ranges.append((media.strip().lower(), parameters))
-    return ranges
-
-
-def _acceptable(parameters: str) -> bool:
-    """False for a media range the client refuses (`q=0`)."""
-    for parameter in parameters.split(";"):
-        name, _, value = parameter.partition("=")
-        if name.strip().lower() == "q":
-            try:
-                return float(value) > 0
-            except ValueError:
-                return True
-    return True
-
-
-def accepts_json(accept: str) -> bool:
-    return any(
-        media in _JSON_RANGES and _acceptable(parameters)
-        for media, parameters in _media_ranges(accept)
-    )
-
 
 #: The document a request runs, from its `query` and `extensions` (a persisted query's hash
 #: names one); raises `PersistedQueryError` for a request that runs none.

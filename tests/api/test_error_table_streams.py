@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import tempfile
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
@@ -22,6 +21,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from tests.api.conftest import GatewayServer, StartGateway
+from tests.api.error_table import error_table
 from tests.api.test_submit import SUBMIT, job_input
 from tests.api.test_subscriptions import planted
 from tests.api.test_websocket import receive, socket_to
@@ -30,22 +30,6 @@ from tests.support.sse import EVENT_STREAM, operation_over_sse, stream_items
 
 ROOT = Path(__file__).resolve().parents[2]
 TRANSPORTS = ("websocket", "sse")
-
-
-def error_table() -> dict[str, tuple[list[str], bool]]:
-    """Each code of the README's error table: the extra fields its row names, and whether they
-    are conditional (the row says when they are there)."""
-    readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("### Error codes (`errors[].extensions.code`)") :]
-    rows = {}
-    for line in section.splitlines()[4:]:
-        if not line.startswith("| `"):
-            break
-        codes, _, extras = (cell.strip() for cell in line.strip("|").split(" | "))
-        names = re.findall(r"`(\w+)`", extras)
-        for code in re.findall(r"`([A-Z_]+)`", codes):
-            rows[code] = (names, " when " in extras)
-    return rows
 
 
 # --- how each code is made to happen -----------------------------------------------------------
@@ -201,6 +185,18 @@ async def too_large(gateway: GatewayServer, transport: str) -> Errors:
     return errors
 
 
+async def unsupported_media_type(gateway: GatewayServer, transport: str) -> Errors:
+    async with httpx.AsyncClient(timeout=30) as http:
+        response = await http.post(
+            gateway.graphql_url,
+            content=json.dumps({"query": TYPENAME}),
+            headers={"accept": EVENT_STREAM, "content-type": "text/plain"},
+        )
+    assert response.status_code == 415
+    errors: Errors = response.json()["errors"]
+    return errors
+
+
 async def method_not_allowed(gateway: GatewayServer, transport: str) -> Errors:
     async with httpx.AsyncClient(timeout=30) as http:
         response = await http.put(gateway.graphql_url, headers={"accept": EVENT_STREAM})
@@ -260,6 +256,9 @@ WALKS: dict[str, Walk] = {
     ),
     "REQUEST_TOO_LARGE": Walk(run=too_large, settings={"max_body_bytes": 1024}),
     "METHOD_NOT_ALLOWED": Walk(run=method_not_allowed),
+    "UNSUPPORTED_MEDIA_TYPE": Walk(run=unsupported_media_type),
+    "OPERATION_NAME_REQUIRED": Walk({"query": "query A { __typename } query B { __typename }"}),
+    "UNKNOWN_OPERATION_NAME": Walk({"query": TYPENAME, "operationName": "Missing"}),
 }
 
 #: BAD_REQUEST differs by transport: an empty query over WebSocket, a query that is no string
@@ -275,6 +274,7 @@ ELSEWHERE: dict[str, dict[str, str]] = {
     "TOO_MANY_STREAMS": {"websocket": "a socket carries operations, bounded per connection"},
     "REQUEST_TOO_LARGE": {"websocket": "a frame over the limit closes the socket with 1009"},
     "METHOD_NOT_ALLOWED": {"websocket": "a WebSocket has no method but its GET handshake"},
+    "UNSUPPORTED_MEDIA_TYPE": {"websocket": "frames are JSON by the protocol; no content type"},
 }
 
 #: Codes neither transport can be made to show by a request alone, and why; each is shown
@@ -294,6 +294,10 @@ NOT_BY_A_REQUEST = {
     "WebSocket close (4403): tests/callers/test_isolation.py",
     "RATE_LIMITED": "needs authentication and GATEWAY_TENANT_QPS: tests/callers/test_isolation.py",
     "SUBMIT_OUTCOME_UNKNOWN": "needs the upstream's answer to a submission lost (test_submit)",
+    "SUBSCRIPTION_TRANSPORT_REQUIRED": "plain HTTP only: both transports serve subscriptions "
+    "(tests/api/test_error_table.py walks it over HTTP)",
+    "CORS_PREFLIGHT_REFUSED": "a browser's OPTIONS preflight, before any transport "
+    "(tests/api/test_error_table.py walks it over HTTP)",
 }
 
 

@@ -383,6 +383,25 @@ async def test_an_event_stream_client_gets_its_stream_whatever_is_kept(
     stats = await kept(http, gateway)
     assert streamed.headers["content-type"].startswith("text/event-stream")
     assert "event: next" in streamed.text
-    assert both.headers["content-type"] == "application/json"
+    # A client that takes either gets JSON of its own media type (another key: not a hit).
+    assert both.headers["content-type"] == "application/graphql-response+json"
     assert both.json()["data"]["job"]["id"] == job_id
-    assert (stats["admitted"], stats["hits"]) == (1, 1)  # the stream was neither kept nor a hit
+    assert (stats["admitted"], stats["hits"]) == (1, 0)  # the stream was neither kept nor a hit
+
+
+async def test_answers_of_another_media_type_are_other_answers(
+    simulator: SimulatorServer, gateway: GatewayServer, http: httpx.AsyncClient
+) -> None:
+    job_id = plant(simulator, "a11ce00000000000000000000000000f")
+    for _ in range(3):
+        await post(http, gateway, FINISHED, id=job_id)  # kept as application/json
+    body = {"query": FINISHED, "variables": {"id": job_id}}
+    newer = await http.post(
+        gateway.graphql_url,
+        json=body,
+        headers={"accept": "application/graphql-response+json"},
+    )
+    stats = await kept(http, gateway)
+    assert newer.headers["content-type"].startswith("application/graphql-response+json")
+    assert newer.json()["data"]["job"]["id"] == job_id
+    assert stats["hits"] == 1  # the third POST only

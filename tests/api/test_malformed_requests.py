@@ -147,23 +147,37 @@ async def test_text_that_is_not_json(gateway: GatewayServer, http: httpx.AsyncCl
 async def test_strawberry_refusals_are_coded_errors(
     gateway: GatewayServer, http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # They used to be plain text.
+    # They used to be plain text, then 400 BAD_REQUEST for an unsupported content type.
+    response = await post(http, gateway, b"query=x", "text/plain")
     assert_refused(
-        await post(http, gateway, b"query=x", "text/plain"),
-        400,
-        refusal("Unsupported content type"),
+        response,
+        415,
+        refusal(
+            "Expected a body of Content-Type application/json (UTF-8), received Content-Type "
+            "text/plain.",
+            "UNSUPPORTED_MEDIA_TYPE",
+        ),
     )
+    assert response.headers["accept-post"] == "application/json"
     assert_refused(
         await post(http, gateway, b'{"query": 1}'),
         400,
         refusal("The GraphQL operation's `query` must be a string or null, if provided."),
     )
-    assert_refused(await post(http, gateway, b"[]"), 400, refusal("Batching is not enabled"))
+    assert_refused(
+        await post(http, gateway, b"[]"),
+        400,
+        refusal(
+            "Expected one GraphQL request (a JSON object), received a batch (a JSON array): the "
+            "gateway answers one operation per request; send each on its own, or list the jobs "
+            "of several in one jobs(ids:)."
+        ),
+    )
     response = await http.put(gateway.graphql_url, json={"query": QUERY})
     assert_refused(
         response,
         405,
-        refusal("GraphQL only supports GET and POST requests.", "METHOD_NOT_ALLOWED"),
+        refusal("Expected GET or POST, received PUT.", "METHOD_NOT_ALLOWED"),
     )
     assert response.headers["allow"] == "GET, POST"
     assert warnings_and_errors(caplog) == []

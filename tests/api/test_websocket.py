@@ -281,8 +281,10 @@ INTERVAL = (
         ({"query": UPDATES}, "BAD_USER_INPUT"),
         ({"query": "subscription {"}, "GRAPHQL_PARSE_FAILED"),
         # Strawberry closed the socket for these (4400), or masked them as INTERNAL_ERROR.
-        ({"query": "{ __typename }", "operationName": "Missing"}, "BAD_REQUEST"),
+        ({"query": "{ __typename }", "operationName": "Missing"}, "UNKNOWN_OPERATION_NAME"),
         ({"query": ""}, "BAD_REQUEST"),
+        # The first operation used to run.
+        ({"query": "query A { __typename } query B { __typename }"}, "OPERATION_NAME_REQUIRED"),
         ({"query": INTERVAL, "variables": {"interval": float("nan")}}, "BAD_USER_INPUT"),
         ({"query": INTERVAL, "variables": {"interval": float("inf")}}, "BAD_USER_INPUT"),
         ({"query": 'subscription { jobUpdates(id: "ab") { id } __typename }'},
@@ -290,7 +292,7 @@ INTERVAL = (
     ],
     ids=[
         "validation", "variable", "missing-variable", "syntax", "operation-name", "no-query",
-        "nan", "infinity", "two-root-fields",
+        "two-operations", "nan", "infinity", "two-root-fields",
     ],
 )  # fmt: skip
 async def test_an_operation_failing_before_it_runs_gets_one_coded_error(
