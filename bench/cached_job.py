@@ -36,7 +36,7 @@ from bench.processes import (
     cpu_seconds,
     scrub_environment,
 )
-from bench.readouts import fetcher_stats
+from bench.readouts import fetcher_stats, kept_answer_hits
 from gateway.settings import GatewaySettings, SimulatorSettings
 from gateway.simulator.demo import demo_job_ids
 
@@ -118,6 +118,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
             check_client(group, expected["gateway"], args.connections)
 
         stats_before = fetcher_stats(gateway)
+        kept_before = kept_answer_hits(gateway)
         measurements: list[Measurement] = []
         for number in range(1, args.rounds + 1):
             # A B, B A, A B...: a linear drift over the run weighs on both servers alike.
@@ -129,6 +130,12 @@ def run_benchmark(args: argparse.Namespace) -> int:
                 measurements.append(measurement)
                 print(describe(measurement))
         stats_after = fetcher_stats(gateway)
+        kept_after = kept_answer_hits(gateway)
+        if kept_before is not None and kept_after is not None:
+            stats_before["kept_answer_hits"], stats_after["kept_answer_hits"] = (
+                kept_before,
+                kept_after,
+            )
 
     return report(measurements, stats_before, stats_after)
 
@@ -256,13 +263,15 @@ def report(measurements: list[Measurement], before: dict[str, int], after: dict[
     # None when /readyz does not report the counter: then it cannot void the run either.
     upstream = _delta(before, after, "upstream_calls")
     hits = _delta(before, after, "cache_hits")
+    kept = _delta(before, after, "kept_answer_hits")
     print(
         f"median: gateway {gateway_rps:,.0f} req/s, bare {bare_rps:,.0f} req/s; "
         f"ratio per round: {', '.join(f'{_round_ratio(measurements, n):.3f}' for n in rounds)}"
     )
     print(
-        f"gateway during the run: {_known(hits)} cache hits, {_known(upstream)} upstream calls "
-        "(expected 0: every answer from the cache)"
+        f"gateway during the run: {_known(kept)} kept answers, {_known(hits)} snapshot cache "
+        f"hits, {_known(upstream)} upstream calls "
+        "(expected 0: every answer kept, or from the snapshot cache)"
     )
     valid = not failures and not upstream
     verdict = "meets" if ratio >= GOAL else "MISSES"

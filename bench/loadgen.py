@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
+from urllib.parse import urlencode
 
 T = TypeVar("T")
 
@@ -40,6 +41,17 @@ def post_request(
         "\r\n"
     )
     return head.encode("ascii") + body
+
+
+def get_request(host: str, port: int, path: str, params: Mapping[str, str]) -> bytes:
+    """The bytes of one keep-alive GET of a GraphQL query in its query string."""
+    head = (
+        f"GET {path}?{urlencode(params)} HTTP/1.1\r\n"
+        f"host: {host}:{port}\r\n"
+        "accept: application/json\r\n"
+        "\r\n"
+    )
+    return head.encode("ascii")
 
 
 def run(main: Callable[[], Coroutine[Any, Any, T]]) -> T:

@@ -29,6 +29,16 @@ def fetcher_stats(gateway: Server) -> dict[str, int]:
     return {re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower(): value for name, value in fetcher.items()}
 
 
+def kept_answer_hits(gateway: Server) -> int | None:
+    """The gateway's hits of kept answers (`/readyz`'s `answers.hits`; None when it has none)."""
+    with httpx.Client(timeout=10.0, trust_env=False) as client:
+        answers = (
+            client.get(f"{gateway.url}/readyz", headers=ADMIN_HEADERS).json().get("answers") or {}
+        )
+    hits = answers.get("hits")
+    return hits if isinstance(hits, int) else None
+
+
 def simulator_action_stats(simulator: Server, action: str) -> dict[str, int]:
     """`calls`, `throttled` and `peakWindow` of one action, from `GET /_simulator/stats`."""
     with httpx.Client(timeout=10.0, trust_env=False) as client:

@@ -10,6 +10,8 @@ traces (`gateway.observe`).
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import importlib.metadata
 import logging
 import signal
 import threading
@@ -48,7 +50,10 @@ from gateway.admission import (
     deadline_of,
     request_timeout,
 )
+from gateway.answers.http import CALLER_SCOPE_KEY, SCOPE_KEY, AnswerCache, KeptAnswers
+from gateway.answers.store import AnswerStore
 from gateway.api import client_json
+from gateway.api.cacheability import Cacheability
 from gateway.api.context import Context
 from gateway.api.http import (
     BATCH_REFUSAL,
@@ -195,6 +200,11 @@ class GatewayGraphQL(GraphQL[Context, None]):
     def sse(self) -> SseStreams:
         """The process's event streams."""
         return self._sse
+
+    @property
+    def rate_limit(self) -> TenantRateLimit | None:
+        """Operations per second per tenant (None: unlimited); kept answers take from it too."""
+        return self._rate_limit
 
     async def render_graphql_ide(self, request: Request) -> Response:
         # Our page, not Strawberry's (which loads its files from a CDN). Strawberry calls this
@@ -418,12 +428,16 @@ class GatewayGraphQL(GraphQL[Context, None]):
             submitter=services.submitter,
             idempotency_key=request.headers.get(IDEMPOTENCY_HEADER),
             region=self._settings.region_id,
+            cacheability=_cacheability(request),
         )
 
     async def _http_caller(self, request: Request) -> Caller:
         """The caller of an HTTP request (SSE included), or Unauthenticated (a 401). A browser
         opening GraphiQL's page sends no credential (its Headers tab sends them with each
         query): the page is served to anyone, and runs nothing."""
+        known = request.scope.get(CALLER_SCOPE_KEY)
+        if isinstance(known, Caller):
+            return known  # authenticated already, by the kept answers' lookup
         try:
             return await self._authenticator.caller(request.headers)
         except Unauthenticated:
@@ -458,6 +472,43 @@ class GatewayGraphQL(GraphQL[Context, None]):
                 logger.debug("WebSocket refused at connection_init: %s", refused.reason)
                 raise ConnectionRejectionError from None
         return await super().on_ws_connect(context)
+
+
+def _cacheability(request: Request | WebSocket) -> Cacheability | None:
+    """The verdict `AnswerCache` left in the scope for this request, if it would keep it."""
+    verdict = request.scope.get(SCOPE_KEY)
+    return verdict if isinstance(verdict, Cacheability) else None
+
+
+def answers_fingerprint(
+    schema_text: str, settings: GatewaySettings, trusted: Mapping[str, str] | None
+) -> str:
+    """What shapes an answer besides the request: the schema, the settings answers depend on
+    (persisted queries and the trusted documents included: what may run at all), and the
+    gateway's version. Kept answers (and Redis's, across a rolling deploy) are keyed by it, so
+    a gateway that would answer otherwise never serves another's."""
+    try:
+        version = importlib.metadata.version("mps-gateway")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    parts = [
+        ANSWER_FORMAT,
+        version,
+        schema_text,
+        str(settings.max_page_size),
+        str(settings.max_ids),
+        str(settings.max_cost),
+        settings.region_id,
+        str(settings.apq),
+        # Whose jobs submitted outside the gateway are: who sees them.
+        str(settings.default_tenant),
+        "any" if trusted is None else ",".join(sorted(trusted)),
+    ]
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
+
+
+#: Bump when the gateway answers the same request differently with the same schema.
+ANSWER_FORMAT = "answers-1"
 
 
 async def _sample_every(metrics: Metrics, interval: float) -> None:
@@ -590,12 +641,19 @@ def create_app(
     graphql = GatewayGraphQL(
         settings, state, instruments, graphiql, trusted, authenticator=authenticator
     )
+    kept = KeptAnswers(
+        AnswerStore(
+            settings.answer_cache_bytes, max_answer_bytes=settings.answer_cache_max_answer_bytes
+        )
+    )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         state.services = services = Services.build(
             settings, simulator=simulator, instruments=instruments
         )
+        kept.shared = services.answers
+        services.kept = kept if kept.store.enabled else None
         sampling = asyncio.create_task(_sample_every(metrics, SAMPLE_INTERVAL))
         listener = None
         if settings.metrics_port is not None:
@@ -636,6 +694,7 @@ def create_app(
         finally:
             restore()
             state.services = None
+            kept.shared = None
             sampling.cancel()
             await authenticator.aclose()
             try:
@@ -668,6 +727,25 @@ def create_app(
         Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes),
         Middleware(BodyReadTimeout, timeout=settings.body_timeout),
     ]
+    if kept.store.enabled:
+        # Inside the body's limits (it reads bodies), outside everything GraphQL: a repeat is
+        # answered before any of it runs.
+        middleware.append(
+            Middleware(
+                AnswerCache,
+                kept=kept,
+                fingerprint=answers_fingerprint(graphql.schema.as_str(), settings, trusted),
+                # A hash alone names a document only where persisted queries run.
+                hashes=settings.apq or trusted is not None,
+                authenticator=authenticator,
+                rate_limit=graphql.rate_limit,
+                lifetime=settings.cache_terminal_ttl,
+                observer=instruments.api,
+                memory=instruments.answers("memory"),
+                redis=instruments.answers("redis"),
+            )
+        )
+        metrics.add_sampler(lambda: metrics.answer_bytes.set(kept.store.bytes))
     cors = cors_middleware(settings)
     if cors is not None:
         middleware.insert(0, cors)

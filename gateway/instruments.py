@@ -107,6 +107,11 @@ class Instruments:
         lookups = self.metrics.cache_lookups
         return Lookups(hits=lookups.labels(tier, "hit"), misses=lookups.labels(tier, "miss"))
 
+    def answers(self, tier: str) -> Lookups:
+        """Where the kept answers' tier `tier` (memory, redis) counts its lookups."""
+        lookups = self.metrics.answer_lookups
+        return Lookups(hits=lookups.labels(tier, "hit"), misses=lookups.labels(tier, "miss"))
+
     def watch_budget(self, action: str, budget: Budget) -> None:
         """Sample the limits and the queue of `budget` (of `action`) into their gauges."""
         metrics = self.metrics

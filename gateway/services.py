@@ -17,6 +17,8 @@ import redis.asyncio
 import redis.exceptions
 from starlette.applications import Starlette
 
+from gateway.answers.http import KeptAnswers
+from gateway.answers.shared import SharedAnswers
 from gateway.budget import QUERY_JOB, SUBMIT_JOB, Budget, LocalBudget, shared_budget
 from gateway.budget import protocol as budget_protocol
 from gateway.budget.protocol import BudgetObserver
@@ -70,6 +72,11 @@ class Services:
     redis: RedisClient | None = None
     #: Whether Redis serves (shared by the budget, the cache and the claims); None without it.
     switch: BackendSwitch | None = None
+    #: Kept answers shared by the fleet (`gateway.answers`); None without Redis.
+    answers: SharedAnswers | None = None
+    #: The app's kept answers (it serves them before any service is reached), reported with
+    #: the rest; None when it keeps none.
+    kept: KeptAnswers | None = None
 
     @classmethod
     def build(
@@ -94,6 +101,7 @@ class Services:
         cache: SnapshotCache
         store: IdempotencyStore
         claims: FailoverClaims | None = None
+        answers: SharedAnswers | None = None
         local_store = LocalIdempotencyStore(settings.idempotency_ttl)
         if settings.redis_url is None:
             budget = LocalBudget.from_settings(settings, observer=watch.budget)
@@ -142,6 +150,7 @@ class Services:
             claims = FailoverClaims(
                 RedisFetchClaims.from_settings(shared, shared_cache, settings), switch
             )
+            answers = SharedAnswers(shared, switch, prefix=settings.redis_prefix)
         memory = LocalDocumentStore(max_bytes=settings.apq_memory_bytes, ttl=settings.apq_ttl)
         documents: LocalDocumentStore | FailoverDocumentStore = memory
         if shared is not None and switch is not None:
@@ -184,6 +193,7 @@ class Services:
             documents=documents,
             redis=shared,
             switch=switch,
+            answers=answers,
         )
 
     def begin_shutdown(self) -> None:
@@ -203,6 +213,8 @@ class Services:
             await self.budget.aclose()
             await self.submit_budget.aclose()
             await self.http.aclose()
+            if self.answers is not None:
+                await self.answers.aclose()
         finally:
             if self.redis is not None:
                 await self.redis.aclose()
@@ -241,6 +253,7 @@ class Services:
             "cache": {"shared": shared},
             "claims": {"shared": shared},
             "fetcher": asdict(self.fetcher.stats()),
+            **({} if self.kept is None else {"answers": self.kept.report()}),
         }
 
 

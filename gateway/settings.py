@@ -119,6 +119,19 @@ class GatewaySettings(BaseSettings):
         default=100_000, ge=1, description="Snapshots kept in memory (least recently used go)."
     )
 
+    # --- response cache ---------------------------------------------------------------------
+    answer_cache_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=0,
+        description="Bytes of kept answers (queries of finished jobs only, as sent) one process "
+        "holds in memory; 0 keeps none and turns the HTTP caching headers off.",
+    )
+    answer_cache_max_answer_bytes: int = Field(
+        default=256 * 1024,
+        ge=0,
+        description="Longest answer body kept; longer answers are made anew each time.",
+    )
+
     # --- shared state (several processes) ---------------------------------------------------
     redis_url: SecretStr | None = Field(
         default=None,

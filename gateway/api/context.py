@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from gateway import model
+from gateway.api.cacheability import Cacheability
 from gateway.api.observer import NO_OBSERVER, ApiObserver
 from gateway.callers.caller import UNAUTHENTICATED_OPERATOR, Caller, Scope
 from gateway.callers.rate import TenantRateLimit
@@ -63,6 +64,9 @@ class Context:
     idempotency_key: str | None = None
     #: The MPS region the gateway serves: submitted OSS URLs must be in it.
     region: str = "cn-hangzhou"
+    #: Told what the operation touched, when its answer may be kept (`gateway.answers`); None
+    #: when nobody would keep it (a WebSocket operation, or a request with no key).
+    cacheability: Cacheability | None = None
     _jobs: JobLoader | None = field(default=None, repr=False)
 
     def for_operation(self) -> Context:
@@ -70,8 +74,30 @@ class Context:
         that a long-lived connection neither times out its later queries nor serves them from
         its first answers."""
         return dataclasses.replace(
-            self, deadline=time.monotonic() + self.timeout, per_connection=False, _jobs=None
+            self,
+            deadline=time.monotonic() + self.timeout,
+            per_connection=False,
+            cacheability=None,
+            _jobs=None,
         )
+
+    def moves(self, reason: str) -> None:
+        """The answer depends on something that moves (a running job, the clock): it is not
+        to be kept."""
+        if self.cacheability is not None:
+            self.cacheability.forbid(reason)
+
+    def touched(self, job: object) -> None:
+        """The answer shows `job` (a snapshot, None for no such job, an error): it may be kept
+        only when that is a finished job."""
+        if self.cacheability is None:
+            return
+        if job is None:
+            self.cacheability.forbid("a job that does not exist (yet)")
+        elif not isinstance(job, model.Job):
+            self.cacheability.forbid("a job that failed to load")
+        elif not job.state.is_terminal:
+            self.cacheability.forbid("a running job")
 
     @property
     def jobs(self) -> JobLoader:

@@ -121,10 +121,14 @@ class OperationPolicy(MaskErrors):
         operation_type = self._operation_type()
         seconds = None if operation_type == "subscription" else time.perf_counter() - started
         self.observer.operation(operation_type, outcome_of(errors), seconds)
+        described = describe_operation(operation_type, self._operation_name())
         info = current_request()
         if info is not None:
             info.counted = True
-            info.operation = describe_operation(operation_type, self._operation_name())
+            info.operation = described
+        context = self.execution_context.context
+        if isinstance(context, Context) and context.cacheability is not None:
+            context.cacheability.ended(operation_type, described, len(errors))
 
     def _operation_type(self) -> str:
         document = self.execution_context.graphql_document

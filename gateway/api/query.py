@@ -19,7 +19,9 @@ async def _load(context: Context, job_id: str) -> Job | None:
     # Another tenant's job is answered as a missing one: null, after the same lookup (the
     # snapshot is fetched and cached whoever asks), so neither the answer nor its timing
     # tells that it exists.
-    return context.views.of(job) if job is not None and context.visible(job) else None
+    visible = job if job is not None and context.visible(job) else None
+    context.touched(visible)
+    return context.views.of(visible) if visible is not None else None
 
 
 @strawberry.type(description="Read smart-production jobs of the MPS account behind this gateway.")
@@ -73,12 +75,17 @@ class Query:
         outcomes = await asyncio.gather(
             *(loader.load(job_id) for job_id in ids), return_exceptions=True
         )
-        # None stays None (no such job), and graphql-core turns an Exception in a list into an
-        # error at that entry's path alone: hence the cast.
+        # None stays None (no such job, or one the caller may not see), and graphql-core turns
+        # an Exception in a list into an error at that entry's path alone: hence the cast.
         entries = [
-            (context.views.of(outcome) if context.visible(outcome) else None)
+            (outcome if context.visible(outcome) else None)
             if isinstance(outcome, model.Job)
             else outcome
             for outcome in outcomes
         ]
-        return cast(list[Job | None], entries)
+        for entry in entries:
+            context.touched(entry)
+        return cast(
+            list[Job | None],
+            [context.views.of(e) if isinstance(e, model.Job) else e for e in entries],
+        )

@@ -87,6 +87,8 @@ _SIGNED_URL = (
     "gateway's STS token expires, if sooner). Computed locally: costs no upstream call."
 )
 EXPIRES_RANGE = Range(MIN_EXPIRES_SECONDS, MAX_EXPIRES_SECONDS, unit="seconds", note="7 days")
+#: The share of a signed URL's validity an answer holding it may be kept for.
+SIGNED_URL_KEEP_SHARE = 0.1
 _EXPIRES_IN = (
     f"How long the URL stays valid, {EXPIRES_RANGE}; outside that range the field fails with "
     "INVALID_ARGUMENT."
@@ -102,6 +104,10 @@ def _signed_url(
     presigner = info.context.presigner
     if obj is None or presigner is None:
         return None
+    # Kept while the URL has most of the validity asked for left (an answer kept longer would
+    # hand out a URL that expires sooner than the client asked).
+    if info.context.cacheability is not None:
+        info.context.cacheability.keep_at_most(expires_in * SIGNED_URL_KEEP_SHARE)
     return presigner.presign_get(obj, expires_in)
 
 
@@ -378,7 +384,8 @@ class Job(Node):
         )
 
     @strawberry.field(description="How many seconds old this snapshot is.")
-    def age_seconds(self) -> float:
+    def age_seconds(self, info: Info[Context, None]) -> float:
+        info.context.moves("ageSeconds")
         return round(max(0.0, time.time() - self._model.fetched_at), 3)
 
     @strawberry.field(description="The job's input, when it is an OSS object.")

@@ -166,6 +166,21 @@ class Metrics:
             ["tier", "result"],
             registry=own,
         )
+        self.answer_lookups = Counter(
+            "mpsgw_answer_lookups_total",
+            "Lookups of kept answers (queries of finished jobs, answered as first sent) by tier "
+            "(memory: this process; redis: shared) and result; a memory miss goes on to redis "
+            "when there is one.",
+            ["tier", "result"],
+            registry=own,
+        )
+        self.answer_bytes = Gauge(
+            "mpsgw_answer_cache_bytes",
+            "Bytes the kept answers hold in memory (bodies and a fixed overhead each; the sum "
+            "of the processes).",
+            registry=own,
+            multiprocess_mode="livesum",
+        )
         self.fetch_claim_waits = Counter(
             "mpsgw_fetch_claim_waits_total",
             "Fetches that found their job claimed by another process and waited for its answer.",

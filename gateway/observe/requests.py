@@ -7,7 +7,10 @@ carried by every log line written while the request is served (a `contextvars` v
 the tasks a request starts inherit), and by every error the request answers
 (`extensions.requestId`). At the end of each request one access line is logged at INFO on
 `gateway.access`: method, path, status, milliseconds and the GraphQL operation (its type and
-name, as `gateway.api` recorded them here).
+name, as `gateway.api` recorded them here). When the process's logging is the gateway's own
+(`gateway.observe.logs.configure_logging`), the line goes straight to its handler as an
+`AccessLine`, which writes such lines in batches, off the request's path; otherwise (another
+logging set-up, tests) it is a standard record of `gateway.access`.
 """
 
 from __future__ import annotations
@@ -19,17 +22,20 @@ import time
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = [
     "REQUEST_ID_HEADER",
+    "AccessLine",
     "RequestInfo",
     "RequestObserver",
+    "access_sink",
     "current_request",
     "current_request_id",
     "describe_operation",
+    "set_access_sink",
 ]
 
 access_logger = logging.getLogger("gateway.access")
@@ -53,6 +59,37 @@ class RequestInfo:
     #: Whether the request's GraphQL operation was counted in the metrics already.
     counted: bool = False
 
+
+class AccessLine(NamedTuple):
+    """One access line's facts, as `RequestObserver` hands them to an access sink."""
+
+    created: float
+    request_id: str
+    method: str
+    path: str
+    status: int
+    duration_ms: float
+    operation: str | None
+
+
+#: Where access lines go when the gateway configured the process's logging; None: the
+#: `gateway.access` logger, a record per line. Process-wide, as the logging set-up is.
+_access_sink: Callable[[AccessLine], None] | None = None
+
+
+def access_sink() -> Callable[[AccessLine], None] | None:
+    """Where access lines go now (None: the `gateway.access` logger)."""
+    return _access_sink
+
+
+def set_access_sink(sink: Callable[[AccessLine], None] | None) -> None:
+    """Send access lines to `sink` instead of making a record of each (None: records again)."""
+    global _access_sink
+    _access_sink = sink
+
+
+#: The message of an access line: method, path, status, milliseconds, operation (or "-").
+ACCESS_FORMAT: Final = "%s %s %d %.1f ms %s"
 
 _current: ContextVar[RequestInfo | None] = ContextVar("gateway_request", default=None)
 
@@ -145,10 +182,24 @@ class RequestObserver:
     def _log(scope: Scope, status: int, seconds: float, info: RequestInfo) -> None:
         method = scope.get("method", "WEBSOCKET")
         path = _printable(scope["path"], _MAX_PATH)
-        operation = info.operation or "-"
         milliseconds = round(seconds * 1000, 1)
+        sink = _access_sink
+        if sink is not None:
+            sink(
+                AccessLine(
+                    time.time(),
+                    info.request_id,
+                    method,
+                    path,
+                    status,
+                    milliseconds,
+                    info.operation,
+                )
+            )
+            return
+        operation = info.operation or "-"
         access_logger.info(
-            "%s %s %d %.1f ms %s",
+            ACCESS_FORMAT,
             method,
             path,
             status,

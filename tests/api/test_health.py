@@ -17,6 +17,7 @@ from tests.support.ports import candidate_port
 ORIGIN = {"origin": "https://app.example"}
 REPORT_KEYS = {
     *("status", "upstream", "redis", "budget", "submitBudget", "cache", "claims", "fetcher"),
+    "answers",  # the kept answers (gateway.answers)
 }
 
 

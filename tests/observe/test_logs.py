@@ -131,6 +131,7 @@ def test_text_lines_name_the_request_or_a_dash() -> None:
             _current.reset(token)
     finally:
         logging.getLogger().removeHandler(handler)
+        handler.close()
     lines = [line.split(" ", 2)[2] for line in stream.getvalue().splitlines()]
     assert lines == [
         "INFO gateway.test [-] outside a request",

@@ -41,7 +41,10 @@ async def test_one_query_of_each_kind_is_counted_where_it_happened(
         and sample
         and not name.endswith(("_bucket", "_sum", "_created"))
     }
+    # The second query repeats the first: its answer is kept (body and overhead).
+    assert nonzero.pop(("mpsgw_answer_cache_bytes",)) > 256
     assert nonzero == {
+        ("mpsgw_answer_lookups_total", "result=miss", "tier=memory"): 3,
         ("mpsgw_graphql_requests_total", "operation_type=query", "outcome=ok"): 2,
         ("mpsgw_graphql_requests_total", "operation_type=query", "outcome=client_error"): 1,
         ("mpsgw_graphql_requests_total", "operation_type=none", "outcome=client_error"): 1,
@@ -61,6 +64,7 @@ async def test_one_query_of_each_kind_is_counted_where_it_happened(
     assert value(text, "mpsgw_failover_active", part="budget") == 0
     assert value(text, "mpsgw_subscriptions_active", transport="websocket") == 0
     assert value(text, "mpsgw_fetch_claim_waits_total") == 0
+    assert value(text, "mpsgw_answer_lookups_total", tier="redis", result="hit") == 0
     assert {"process_cpu_seconds_total", "process_resident_memory_bytes"} <= sample_names(text)
 
 

@@ -1,0 +1,168 @@
+"""`LineHandler`: access lines gathered and written in batches, exactly as the formatters would
+write their records, in order with every other line."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from gateway.observe.logs import (
+    JsonFormatter,
+    LineHandler,
+    LogFormat,
+    RequestIdFilter,
+    TextFormatter,
+    configure_logging,
+)
+from gateway.observe.requests import (
+    ACCESS_FORMAT,
+    AccessLine,
+    RequestInfo,
+    RequestObserver,
+    access_logger,
+    access_sink,
+)
+from tests.support.waiting import eventually, wait_until
+
+LINE = AccessLine(1_764_650_000.0456, "req-1", "POST", "/graphql", 200, 3.4, "query Q")
+
+
+@pytest.fixture
+def handlers() -> Iterator[list[LineHandler]]:
+    made: list[LineHandler] = []
+    yield made
+    for handler in made:
+        handler.close()
+
+
+def line_handler(made: list[LineHandler], fmt: LogFormat, interval: float = 60.0) -> LineHandler:
+    handler = LineHandler(io.StringIO(), fmt, interval=interval, backstop=interval)
+    handler.addFilter(RequestIdFilter())
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    made.append(handler)
+    return handler
+
+
+def written(handler: LineHandler) -> str:
+    stream = handler.stream
+    assert isinstance(stream, io.StringIO)
+    return stream.getvalue()
+
+
+def as_record(line: AccessLine, formatter: logging.Formatter) -> str:
+    """The line as a standard record of `gateway.access` formatted by `formatter`: what the
+    gateway wrote before access lines were batched."""
+    operation = line.operation or "-"
+    record = access_logger.makeRecord(
+        access_logger.name,
+        logging.INFO,
+        __file__,
+        0,
+        ACCESS_FORMAT,
+        (line.method, line.path, line.status, line.duration_ms, operation),
+        None,
+        extra={
+            "fields": {
+                "method": line.method,
+                "path": line.path,
+                "status": line.status,
+                "duration_ms": line.duration_ms,
+                "operation": line.operation,
+            },
+            "request_id": line.request_id,
+        },
+    )
+    record.created = line.created
+    record.msecs = int((line.created - int(line.created)) * 1000) + 0.0
+    return formatter.format(record)
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_an_access_line_reads_as_the_formatter_writes_its_record(
+    handlers: list[LineHandler], fmt: LogFormat
+) -> None:
+    handler = line_handler(handlers, fmt)
+    handler.access(LINE)
+    handler.access(LINE._replace(operation=None, status=413))
+    handler.flush()
+
+    lines = written(handler).splitlines()
+    assert handler.formatter is not None
+    assert lines == [
+        as_record(LINE, handler.formatter),
+        as_record(LINE._replace(operation=None, status=413), handler.formatter),
+    ]
+    if fmt == "json":
+        assert json.loads(lines[0])["request_id"] == "req-1"
+
+
+def test_access_lines_come_before_a_later_line_and_after_an_earlier_one(
+    handlers: list[LineHandler],
+) -> None:
+    handler = line_handler(handlers, "text")
+    logger = logging.getLogger("gateway.test.order")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        logger.warning("first")
+        handler.access(LINE)
+        logger.warning("second")
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = True
+    messages = [line.split(" ", 5)[5] for line in written(handler).splitlines()]
+    assert messages == ["first", "POST /graphql 200 3.4 ms query Q", "second"]
+
+
+def test_lines_gathered_outside_a_loop_are_written_by_the_backstop_thread(
+    handlers: list[LineHandler],
+) -> None:
+    handler = line_handler(handlers, "text", interval=0.01)
+    handler.access(LINE)
+    wait_until(lambda: "req-1" in written(handler), "the backstop thread's write")
+
+
+async def test_lines_gathered_on_a_loop_are_written_by_its_timer(
+    handlers: list[LineHandler],
+) -> None:
+    handler = LineHandler(io.StringIO(), "text", interval=0.01, backstop=3600.0)
+    handlers.append(handler)
+    handler.access(LINE)
+    handler.access(LINE._replace(request_id="req-2"))
+    await eventually(lambda: "req-2" in written(handler), "the loop timer's write")
+    assert [line.split(" ")[4] for line in written(handler).splitlines()] == ["[req-1]", "[req-2]"]
+
+
+def test_the_request_path_hands_the_line_over_when_the_gateway_configured_logging() -> None:
+    configure_logging("INFO")
+    handler = logging.getLogger().handlers[0]
+    assert isinstance(handler, LineHandler)
+    stream = io.StringIO()
+    handler.setStream(stream)
+    try:
+        assert access_sink() == handler.access
+        RequestObserver._log({"method": "GET", "path": "/graphql"}, 304, 0.0021, RequestInfo("r"))
+        assert stream.getvalue() == ""  # gathered, not written yet
+        handler.flush()
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+    written = stream.getvalue().split(" ", 2)[2]
+    assert written == "INFO gateway.access [r] GET /graphql 304 2.1 ms -\n"
+    assert access_sink() is None  # closed: lines are records again
+
+
+def test_above_info_no_line_is_gathered() -> None:
+    level = logging.getLogger().level
+    configure_logging("WARNING")
+    handler = logging.getLogger().handlers[0]
+    try:
+        assert access_sink() is None
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+        logging.getLogger().setLevel(level)
