@@ -2,11 +2,11 @@
 queries, so that no client can fill the Redis every process shares (its budget and cache keys
 live there too, and they expire, so an eviction policy would not protect them).
 
-Two token buckets, both on an injectable clock: one of registrations (`per_second`, up to
-`burst` at once), one of bytes (`bytes_per_ttl` a `ttl`: the value's UTF-8 bytes plus
-`KEY_OVERHEAD` for its key). A registration takes from both or from neither. As a registration
-lives `ttl` seconds, what one process keeps in the store at any moment is at most twice
-`bytes_per_ttl` (a full bucket spent, and a whole refill spent within the same `ttl`).
+Two token buckets (`gateway.token_bucket`), both on an injectable clock: one of registrations
+(`per_second`, up to `burst` at once), one of bytes (`bytes_per_ttl` a `ttl`: the value's UTF-8
+bytes plus `KEY_OVERHEAD` for its key). A registration takes from both or from neither. As a
+registration lives `ttl` seconds, what one process keeps in the store at any moment is at most
+twice `bytes_per_ttl` (a full bucket spent, and a whole refill spent within the same `ttl`).
 A refused registration is said in a warning at most once a minute, with the count since.
 """
 
@@ -18,8 +18,9 @@ from collections.abc import Callable
 from typing import Final, Literal
 
 from gateway.observe.logs import LogLimiter
+from gateway.token_bucket import TokenBucket
 
-__all__ = ["KEY_OVERHEAD", "RegistrationLimits", "TokenBucket"]
+__all__ = ["KEY_OVERHEAD", "RegistrationLimits"]
 
 logger = logging.getLogger(__name__)
 
@@ -28,32 +29,6 @@ logger = logging.getLogger(__name__)
 KEY_OVERHEAD: Final = 160
 
 Refusal = Literal["rate", "bytes"]
-
-
-class TokenBucket:
-    """Up to `capacity` tokens, refilled at `rate` a second of `clock`; full at the start.
-    By hand because the libraries' limiters wait for tokens, and here nothing may wait: a
-    request either registers now or runs unregistered."""
-
-    def __init__(
-        self, *, rate: float, capacity: float, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self._rate = rate
-        self._capacity = capacity
-        self._clock = clock
-        self._tokens = capacity
-        self._at = clock()
-
-    def has(self, amount: float) -> bool:
-        """Whether `amount` tokens are there now."""
-        now = self._clock()
-        self._tokens = min(self._capacity, self._tokens + (now - self._at) * self._rate)
-        self._at = now
-        return self._tokens >= amount
-
-    def take(self, amount: float) -> None:
-        """Spend `amount` tokens that `has` just said are there."""
-        self._tokens -= amount
 
 
 class RegistrationLimits:

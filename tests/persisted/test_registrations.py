@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from gateway.observe.logs import LogLimiter
-from gateway.persisted.registrations import KEY_OVERHEAD, RegistrationLimits, TokenBucket
+from gateway.persisted.registrations import KEY_OVERHEAD, RegistrationLimits
 
 
 class Clock:
@@ -29,20 +29,6 @@ def limits(
         clock=clock,
         warnings=LogLimiter(interval=60.0, clock=clock),
     )
-
-
-def test_a_bucket_starts_full_and_refills_at_its_rate_up_to_its_capacity() -> None:
-    clock = Clock()
-    bucket = TokenBucket(rate=2.0, capacity=4.0, clock=clock)
-    assert bucket.has(4.0)
-    bucket.take(4.0)
-    assert not bucket.has(1.0)
-    clock.now += 0.5
-    assert bucket.has(1.0)
-    assert not bucket.has(1.5)
-    clock.now += 3600
-    assert bucket.has(4.0)
-    assert not bucket.has(4.5)
 
 
 def test_a_burst_then_the_rate() -> None:
