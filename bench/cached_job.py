@@ -28,13 +28,14 @@ import httpx
 if not __package__:  # run as `python bench/cached_job.py`: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.loadgen import LoadResult, closed_loop, post_request, run
+from bench.loadgen import LoadResult, add_closed_loop_options, closed_loop, post_request, run
 from bench.processes import (
     HOST,
     Server,
     ServerGroup,
     cpu_seconds,
-    scrub_environment,
+    run_main,
+    scrub_environment_and_say,
 )
 from bench.readouts import fetcher_stats, kept_answer_hits
 from gateway.settings import GatewaySettings, SimulatorSettings
@@ -58,30 +59,16 @@ class Measurement:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=5.0, help="measured time per server")
-    parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured load before each")
+    add_closed_loop_options(parser, each="server")
     parser.add_argument(
         "--skip-client-check", action="store_true", help="skip the generator's ceiling check"
     )
     args = parser.parse_args(argv)
-    try:
-        return run_benchmark(args)
-    except RuntimeError as exc:  # a server failed to start or answered wrongly: no figures
-        print(f"SETUP FAILED: {exc}")
-        print("RESULT cached_job valid=no reason=setup")
-        return 2
-    except KeyboardInterrupt:
-        # ServerGroup has stopped every server by the time the interrupt gets here.
-        print("interrupted: no result", file=sys.stderr)
-        return 130
+    return run_main("cached_job", lambda: run_benchmark(args))
 
 
 def run_benchmark(args: argparse.Namespace) -> int:
-    removed = scrub_environment()
-    if removed:
-        print(f"ignoring (removed from the children's environment): {', '.join(removed)}")
+    scrub_environment_and_say()
     job_id = demo_job_ids(SimulatorSettings())[0]
     query = QUERY_TEMPLATE % job_id
     payload = json.dumps({"query": query}).encode()
@@ -124,9 +111,8 @@ def run_benchmark(args: argparse.Namespace) -> int:
             # A B, B A, A B...: a linear drift over the run weighs on both servers alike.
             order = (gateway, bare) if number % 2 else (bare, gateway)
             for server in order:
-                measurement = measure(
-                    server, number, payload, expected[server.name], args.connections, args
-                )
+                request = post_request(HOST, server.port, "/graphql", payload)
+                measurement = measure(server, number, request, expected[server.name], args)
                 measurements.append(measurement)
                 print(describe(measurement))
         stats_after = fetcher_stats(gateway)
@@ -209,14 +195,10 @@ def check_client(group: ServerGroup, body: bytes, connections: int) -> None:
 
 
 def measure(
-    server: Server,
-    number: int,
-    payload: bytes,
-    expected: bytes,
-    connections: int,
-    args: argparse.Namespace,
+    server: Server, number: int, request: bytes, expected: bytes, args: argparse.Namespace
 ) -> Measurement:
-    request = post_request(HOST, server.port, "/graphql", payload)
+    """`request` sent on `args.connections` connections for `args.warmup`, then measured for
+    `args.seconds`; every answer must be `expected`."""
     pid = server.process.pid
     before = cpu_seconds(pid)
     load = run(
@@ -225,7 +207,7 @@ def measure(
             server.port,
             request,
             expected,
-            connections=connections,
+            connections=args.connections,
             warmup=args.warmup,
             duration=args.seconds,
         )

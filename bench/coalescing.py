@@ -58,7 +58,8 @@ from bench.processes import (
     ServerGroup,
     cpu_seconds,
     machine_cpu_seconds,
-    scrub_environment,
+    run_main,
+    scrub_environment_and_say,
 )
 from bench.readouts import (
     fetcher_stats,
@@ -117,22 +118,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=20.0, help="how long clients poll")
     parser.add_argument("--poll-timeout", type=float, default=10.0, help="a poll's HTTP timeout")
     args = parser.parse_args(argv)
-    try:
-        return run_benchmark(args)
-    except RuntimeError as exc:  # a server failed to start or answered wrongly: no figures
-        print(f"SETUP FAILED: {exc}")
-        print(f"RESULT {NAME} valid=no reason=setup")
-        return 2
-    except KeyboardInterrupt:
-        # ServerGroup has stopped every server by the time the interrupt gets here.
-        print("interrupted: no result", file=sys.stderr)
-        return 130
+    return run_main(NAME, lambda: run_benchmark(args))
 
 
 def run_benchmark(args: argparse.Namespace) -> int:
-    removed = scrub_environment()
-    if removed:
-        print(f"ignoring (removed from the children's environment): {', '.join(removed)}")
+    scrub_environment_and_say()
     # The default the gateways run with (the benchmark sets no GATEWAY_CACHE_RUNNING_TTL).
     ttl = GatewaySettings().cache_running_ttl
     # 32 hex characters, as the upstream's job ids; made up, so they exist once planted.

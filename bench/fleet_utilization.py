@@ -43,7 +43,7 @@ if not __package__:  # run as `python bench/fleet_utilization.py`: make `bench` 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.fleet import Fleet, start_fleet
-from bench.processes import ServerGroup, scrub_environment
+from bench.processes import ServerGroup, run_main, scrub_environment_and_say
 from bench.readouts import (
     RedisMonitor,
     fetcher_stats,
@@ -75,22 +75,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--qps", type=int, default=100, help="the account's limit (both sides)")
     parser.add_argument("--deadline", type=float, default=120.0, help="GATEWAY_REQUEST_DEADLINE")
     args = parser.parse_args(argv)
-    try:
-        return run_benchmark(args)
-    except RuntimeError as exc:  # a server failed to start or answered wrongly: no figures
-        print(f"SETUP FAILED: {exc}")
-        print(f"RESULT {NAME} valid=no reason=setup")
-        return 2
-    except KeyboardInterrupt:
-        # ServerGroup has stopped every server by the time the interrupt gets here.
-        print("interrupted: no result", file=sys.stderr)
-        return 130
+    return run_main(NAME, lambda: run_benchmark(args))
 
 
 def run_benchmark(args: argparse.Namespace) -> int:
-    removed = scrub_environment()
-    if removed:
-        print(f"ignoring (removed from the children's environment): {', '.join(removed)}")
+    scrub_environment_and_say()
     demo = demo_job_ids(SimulatorSettings())
     ids = make_ids(args.ids, demo)
     known = set(demo)

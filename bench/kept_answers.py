@@ -34,9 +34,28 @@ import httpx
 if not __package__:  # run as `python bench/kept_answers.py`: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.cached_job import QUERY_TEMPLATE, Measurement, check_client, describe, shape_difference
-from bench.loadgen import Exchange, closed_loop, get_request, post_request, run
-from bench.processes import HOST, Server, ServerGroup, cpu_seconds, scrub_environment
+from bench.cached_job import (
+    QUERY_TEMPLATE,
+    Measurement,
+    check_client,
+    describe,
+    measure,
+    shape_difference,
+)
+from bench.loadgen import (
+    Exchange,
+    add_closed_loop_options,
+    get_request,
+    post_request,
+    run,
+)
+from bench.processes import (
+    HOST,
+    Server,
+    ServerGroup,
+    run_main,
+    scrub_environment_and_say,
+)
 from bench.readouts import readiness
 from gateway.settings import GatewaySettings, SimulatorSettings
 from gateway.simulator.demo import demo_job_ids
@@ -51,28 +70,15 @@ MIX_QUERY = "query Mix($id: ID!) { job(id: $id) { id state result { code } fetch
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=5.0, help="measured time per server")
-    parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured load before each")
+    add_closed_loop_options(parser, each="server")
     parser.add_argument("--mix-seconds", type=float, default=10.0)
     parser.add_argument("--skip-client-check", action="store_true")
     args = parser.parse_args(argv)
-    try:
-        return run_benchmark(args)
-    except RuntimeError as exc:
-        print(f"SETUP FAILED: {exc}")
-        print("RESULT kept_answers valid=no reason=setup")
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: no result", file=sys.stderr)
-        return 130
+    return run_main("kept_answers", lambda: run_benchmark(args))
 
 
 def run_benchmark(args: argparse.Namespace) -> int:
-    removed = scrub_environment()
-    if removed:
-        print(f"ignoring (removed from the children's environment): {', '.join(removed)}")
+    scrub_environment_and_say()
     job_id = demo_job_ids(SimulatorSettings())[0]
     query = QUERY_TEMPLATE % job_id
     log_level = GatewaySettings().log_level.lower()
@@ -153,28 +159,6 @@ def settled_body(group: ServerGroup, server: Server, request: bytes) -> bytes:
     if job["state"] != "SUCCESS" or bodies[1] != bodies[2]:
         raise group.fail(server, f"{server.name} did not answer as expected: {bodies[-1]!r}")
     return bodies[-1]
-
-
-def measure(
-    server: Server, number: int, request: bytes, expected: bytes, args: argparse.Namespace
-) -> Measurement:
-    before = cpu_seconds(server.process.pid)
-    load = run(
-        lambda: closed_loop(
-            HOST,
-            server.port,
-            request,
-            expected,
-            connections=args.connections,
-            warmup=args.warmup,
-            duration=args.seconds,
-        )
-    )
-    after = cpu_seconds(server.process.pid)
-    cores = None
-    if before is not None and after is not None:
-        cores = (after - before) / (args.warmup + args.seconds)
-    return Measurement(server.name, number, load, cores)
 
 
 @dataclass(slots=True)

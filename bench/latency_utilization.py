@@ -28,7 +28,7 @@ from pathlib import Path
 if not __package__:  # run as `python bench/latency_utilization.py`: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.processes import HOST, ServerGroup, scrub_environment
+from bench.processes import HOST, ServerGroup, run_main, scrub_environment
 from bench.readouts import simulator_action_stats
 from bench.uncached import invalidities, make_ids, send_all, warm_up
 from gateway.settings import (
@@ -52,15 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--latencies", default="0,50:20,200:100", help="mean[:jitter] ms, comma-separated"
     )
     args = parser.parse_args(argv)
-    try:
-        return run_benchmark(args)
-    except RuntimeError as exc:
-        print(f"SETUP FAILED: {exc}")
-        print("RESULT latency_utilization valid=no reason=setup")
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: no result", file=sys.stderr)
-        return 130
+    return run_main("latency_utilization", lambda: run_benchmark(args))
 
 
 def run_benchmark(args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ caller validates that body once, as JSON). Anything else is a failure, counted b
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import functools
 import statistics
@@ -23,6 +24,15 @@ from typing import Any, TypeVar, cast
 from urllib.parse import urlencode
 
 T = TypeVar("T")
+
+
+def add_closed_loop_options(parser: argparse.ArgumentParser, *, each: str) -> None:
+    """The options of a closed-loop benchmark: `--connections`, `--rounds`, `--seconds` (measured
+    per `each`, e.g. "server") and `--warmup`."""
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=5.0, help=f"measured time per {each}")
+    parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured load before each")
 
 
 def post_request(

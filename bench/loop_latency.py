@@ -44,7 +44,7 @@ if not __package__:  # run as `python bench/loop_latency.py`: make `bench` impor
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.loadgen import Exchange, post_request, run
-from bench.processes import HOST, Server, ServerGroup, scrub_environment
+from bench.processes import HOST, Server, ServerGroup, run_main, scrub_environment_and_say
 from gateway.settings import SIMULATOR_DEMO_ACCESS_KEY_ID, SIMULATOR_DEMO_ACCESS_KEY_SECRET
 from gateway.simulator.jobs import success_result
 
@@ -118,21 +118,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="fragments of the bomb (a gateway without linear limits never ends 40: use ~18)",
     )
     args = parser.parse_args(argv)
-    try:
-        return run_benchmark(args)
-    except RuntimeError as exc:  # a server failed to start or answered wrongly: no figures
-        print(f"SETUP FAILED: {exc}")
-        print(f"RESULT {NAME} valid=no reason=setup")
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: no result", file=sys.stderr)
-        return 130
+    return run_main(NAME, lambda: run_benchmark(args))
 
 
 def run_benchmark(args: argparse.Namespace) -> int:
-    removed = scrub_environment()
-    if removed:
-        print(f"ignoring (removed from the children's environment): {', '.join(removed)}")
+    scrub_environment_and_say()
     heavies = [
         Heavy(
             f"fragment bomb ({args.bomb_levels} levels)",

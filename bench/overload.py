@@ -55,8 +55,9 @@ from bench.processes import (
     Server,
     ServerGroup,
     cpu_seconds,
+    run_main,
     run_queue_seconds,
-    scrub_environment,
+    scrub_environment_and_say,
 )
 from bench.readouts import readiness, simulator_action_stats
 from bench.uncached import warm_up
@@ -112,22 +113,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--probe-interval", type=float, default=0.1, help="seconds between { __typename } probes"
     )
     args = parser.parse_args(argv)
-    try:
-        return run_benchmark(args)
-    except RuntimeError as exc:  # a server failed to start or answered wrongly: no figures
-        print(f"SETUP FAILED: {exc}")
-        print(f"RESULT {NAME} valid=no reason=setup")
-        return 2
-    except KeyboardInterrupt:
-        # ServerGroup has stopped every server by the time the interrupt gets here.
-        print("interrupted: no result", file=sys.stderr)
-        return 130
+    return run_main(NAME, lambda: run_benchmark(args))
 
 
 def run_benchmark(args: argparse.Namespace) -> int:
-    removed = scrub_environment()
-    if removed:
-        print(f"ignoring (removed from the children's environment): {', '.join(removed)}")
+    scrub_environment_and_say()
     deadline = args.deadline
     if args.client_timeout is not None:
         deadline = min(deadline, args.client_timeout)

@@ -31,8 +31,15 @@ if not __package__:  # run as `python bench/persisted_queries.py`: make `bench` 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.cached_job import QUERY_TEMPLATE
-from bench.loadgen import LoadResult, closed_loop, post_request, run
-from bench.processes import HOST, ServerGroup, scrub_environment
+from bench.loadgen import (
+    LoadResult,
+    add_closed_loop_options,
+    closed_loop,
+    get_request,
+    post_request,
+    run,
+)
+from bench.processes import HOST, ServerGroup, run_main, scrub_environment_and_say
 from gateway.settings import SimulatorSettings
 from gateway.simulator.demo import demo_job_ids
 
@@ -42,34 +49,14 @@ JSON = {"content-type": "application/json"}
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=5.0, help="measured time per form")
-    parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured load before each")
+    add_closed_loop_options(parser, each="form")
     parser.add_argument("--redis", action="store_true", help="run the gateway on a private Redis")
     args = parser.parse_args(argv)
-    try:
-        return run_benchmark(args)
-    except RuntimeError as exc:
-        print(f"SETUP FAILED: {exc}")
-        print("RESULT persisted_queries valid=no reason=setup")
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: no result", file=sys.stderr)
-        return 130
-
-
-def get_request(port: int, target: str) -> bytes:
-    """The bytes of one keep-alive GET of `target`."""
-    return (
-        f"GET {target} HTTP/1.1\r\nhost: {HOST}:{port}\r\naccept: application/json\r\n\r\n"
-    ).encode("ascii")
+    return run_main("persisted_queries", lambda: run_benchmark(args))
 
 
 def run_benchmark(args: argparse.Namespace) -> int:
-    removed = scrub_environment()
-    if removed:
-        print(f"ignoring (removed from the children's environment): {', '.join(removed)}")
+    scrub_environment_and_say()
     job_id = demo_job_ids(SimulatorSettings())[0]
     query = QUERY_TEMPLATE % job_id
     extensions = {
@@ -94,8 +81,8 @@ def run_benchmark(args: argparse.Namespace) -> int:
             name: post_request(HOST, gateway.port, "/graphql", body)
             for name, body in bodies.items()
         }
-        get_target = "/graphql?" + urlencode({"extensions": json.dumps(extensions)})
-        requests["hash-get"] = get_request(gateway.port, get_target)
+        get_params = {"extensions": json.dumps(extensions)}
+        requests["hash-get"] = get_request(HOST, gateway.port, "/graphql", get_params)
         with httpx.Client(base_url=gateway.url, timeout=10.0, trust_env=False) as client:
             # Registered, and the job cached: every answer after this is the same bytes.
             registering = {"query": query, "extensions": extensions}
@@ -106,7 +93,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
                 "hash-post": client.post(
                     "/graphql", content=bodies["hash-post"], headers=JSON
                 ).content,
-                "hash-get": client.get(get_target).content,
+                "hash-get": client.get("/graphql?" + urlencode(get_params)).content,
             }
         if any(answer != expected for answer in answers.values()) or b'"SUCCESS"' not in expected:
             print(f"INVALID: the forms do not answer alike: {expected!r} {answers!r}")

@@ -52,6 +52,29 @@ def scrub_environment() -> list[str]:
     return removed
 
 
+def scrub_environment_and_say() -> None:
+    """`scrub_environment`, and print the names it removed (if any)."""
+    removed = scrub_environment()
+    if removed:
+        print(f"ignoring (removed from the children's environment): {', '.join(removed)}")
+
+
+def run_main(name: str, benchmark: Callable[[], int]) -> int:
+    """`benchmark()`'s exit code. A server that failed to start or answered wrongly (a
+    `RuntimeError`) gives no figures: `RESULT <name> valid=no reason=setup` and 2; a Ctrl-C
+    gives no result and 130."""
+    try:
+        return benchmark()
+    except RuntimeError as exc:
+        print(f"SETUP FAILED: {exc}")
+        print(f"RESULT {name} valid=no reason=setup")
+        return 2
+    except KeyboardInterrupt:
+        # ServerGroup has stopped every server by the time the interrupt gets here.
+        print("interrupted: no result", file=sys.stderr)
+        return 130
+
+
 def cpu_seconds(pid: int) -> float | None:
     """User plus system CPU time a process has used, from /proc (None where there is no /proc):
     tells whether a server was saturated while it was measured."""

@@ -53,7 +53,7 @@ from bench.answers import Tally, fresh_id, payload
 from bench.fleet import Fleet, start_fleet
 from bench.loadgen import post_request, run
 from bench.openloop import OpenLoopRun, check_generator, open_loop, percentile
-from bench.processes import HOST, Server, ServerGroup, scrub_environment
+from bench.processes import HOST, Server, ServerGroup, run_main, scrub_environment_and_say
 from bench.readouts import failover_switches, process_failovers, readiness, simulator_action_stats
 from bench.uncached import warm_up
 
@@ -189,22 +189,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--max-late-ms", type=float, default=50.0, help="the generator's p99 lateness allowed"
     )
     args = parser.parse_args(argv)
-    try:
-        return run_benchmark(args)
-    except RuntimeError as exc:  # a server failed to start or answered wrongly: no figures
-        print(f"SETUP FAILED: {exc}")
-        print(f"RESULT {NAME} valid=no reason=setup")
-        return 2
-    except KeyboardInterrupt:
-        # ServerGroup has stopped every server by the time the interrupt gets here.
-        print("interrupted: no result", file=sys.stderr)
-        return 130
+    return run_main(NAME, lambda: run_benchmark(args))
 
 
 def run_benchmark(args: argparse.Namespace) -> int:
-    removed = scrub_environment()
-    if removed:
-        print(f"ignoring (removed from the children's environment): {', '.join(removed)}")
+    scrub_environment_and_say()
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
     rng = random.Random(seed)
     schedule = [(rng.uniform(*args.down), rng.uniform(*args.up)) for _ in range(args.cycles)]

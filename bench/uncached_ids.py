@@ -28,7 +28,7 @@ from pathlib import Path
 if not __package__:  # run as `python bench/uncached_ids.py`: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.processes import HOST, ServerGroup, scrub_environment
+from bench.processes import HOST, ServerGroup, run_main, scrub_environment_and_say
 from bench.readouts import fetcher_stats, simulator_action_stats
 from bench.uncached import (
     Tally,
@@ -57,22 +57,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--qps", type=int, default=100, help="simulator and gateway limit")
     parser.add_argument("--deadline", type=float, default=60.0, help="GATEWAY_REQUEST_DEADLINE")
     args = parser.parse_args(argv)
-    try:
-        return run_benchmark(args)
-    except RuntimeError as exc:  # a server failed to start or answered wrongly: no figures
-        print(f"SETUP FAILED: {exc}")
-        print("RESULT uncached_ids valid=no reason=setup")
-        return 2
-    except KeyboardInterrupt:
-        # ServerGroup has stopped every server by the time the interrupt gets here.
-        print("interrupted: no result", file=sys.stderr)
-        return 130
+    return run_main("uncached_ids", lambda: run_benchmark(args))
 
 
 def run_benchmark(args: argparse.Namespace) -> int:
-    removed = scrub_environment()
-    if removed:
-        print(f"ignoring (removed from the children's environment): {', '.join(removed)}")
+    scrub_environment_and_say()
     demo = demo_job_ids(SimulatorSettings())
     ids = make_ids(args.ids, demo)
     known = set(demo)
