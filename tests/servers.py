@@ -13,7 +13,12 @@ import httpx
 import uvicorn
 from starlette.types import ASGIApp
 
-from gateway.settings import SimulatorSettings
+from gateway.mps.signing import RpcSignatureV1
+from gateway.settings import (
+    SIMULATOR_DEMO_ACCESS_KEY_ID,
+    SIMULATOR_DEMO_ACCESS_KEY_SECRET,
+    SimulatorSettings,
+)
 from gateway.simulator.demo import demo_job_ids
 
 
@@ -100,3 +105,21 @@ class SimulatorServer:
 
     def demo_ids(self) -> list[str]:
         return demo_job_ids(self.settings)
+
+    async def submit_job(self, fields: dict[str, str]) -> str:
+        """The id of a job submitted to the simulator itself (SubmitIProductionJob with the
+        demo keys, as a client of the cloud would), not through a gateway."""
+        auth = RpcSignatureV1(SIMULATOR_DEMO_ACCESS_KEY_ID, SIMULATOR_DEMO_ACCESS_KEY_SECRET)
+        async with httpx.AsyncClient(base_url=self.url, auth=auth) as mps:
+            response = await mps.post(
+                "/",
+                params={
+                    "Action": "SubmitIProductionJob",
+                    "Version": "2014-06-18",
+                    "Format": "JSON",
+                },
+                data=fields,
+            )
+        response.raise_for_status()
+        job_id: str = response.json()["JobId"]
+        return job_id

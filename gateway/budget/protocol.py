@@ -1,15 +1,19 @@
-"""`Budget`: what the fetcher asks of an upstream call budget, `BudgetStatus`, and
-`BudgetObserver`, what a budget tells whoever watches it (metrics, traces)."""
+"""`Budget`: what the fetcher asks of an upstream call budget, `BudgetStatus`,
+`BudgetObserver`, what a budget tells whoever watches it (metrics, traces), and
+`report_throttled`, how a caller of the upstream tells a budget it was throttled."""
 
 from __future__ import annotations
 
 import contextvars
+import logging
 from collections.abc import Hashable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["NO_OBSERVER", "Budget", "BudgetObserver", "BudgetStatus"]
+from gateway.shared.backend import BackendUnavailable
+
+__all__ = ["NO_OBSERVER", "Budget", "BudgetObserver", "BudgetStatus", "report_throttled"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,3 +126,14 @@ class _Unobserved:
 
 #: The observer of a budget nobody watches.
 NO_OBSERVER: BudgetObserver = _Unobserved()
+
+
+async def report_throttled(budget: Budget, log: logging.Logger) -> None:
+    """Tell `budget` that a call in its slot was throttled; a budget that cannot be told (its
+    backend is down) is said in a warning on `log`, never raised. The report is advice:
+    without it the budget keeps its rate, and a retry still goes through the budget. The
+    caller must get the upstream's answer, not this."""
+    try:
+        await budget.throttled()
+    except BackendUnavailable as exc:
+        log.warning("Could not report upstream throttling to the budget: %s", exc.reason)

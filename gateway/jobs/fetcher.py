@@ -33,7 +33,7 @@ from types import TracebackType
 from typing import Protocol, TypeAlias
 
 from gateway import errors
-from gateway.budget.protocol import Budget
+from gateway.budget.protocol import Budget, report_throttled
 from gateway.jobs.cache import CacheEntry, SnapshotCache
 from gateway.jobs.claims import NO_LEASE, ClaimOutcome, FetchClaims, Held, Lease
 from gateway.jobs.ids import validate_job_id
@@ -621,7 +621,7 @@ class JobFetcher:
                 job = await self._source.query_job(fetch.job_id, held=slot)
             except errors.UpstreamThrottled:
                 # The budget held, yet the upstream throttled: someone else uses the account.
-                await self._report_throttled()
+                await report_throttled(self._budget, logger)
                 raise
             except errors.BudgetExhausted:
                 if slot.entered or fetch.deadline <= slot.asked:
@@ -635,14 +635,6 @@ class JobFetcher:
                     "its budget slot, received an answer made outside it."
                 )
             return job
-
-    async def _report_throttled(self) -> None:
-        try:
-            await self._budget.throttled()
-        except BackendUnavailable as exc:
-            # The report is advice: without it the budget keeps its rate, and the retry still
-            # goes through the budget. The caller must get the upstream's answer, not this.
-            logger.warning("Could not report upstream throttling to the budget: %s", exc.reason)
 
 
 class _CallSlot:

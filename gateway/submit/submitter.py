@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from types import TracebackType
 
 from gateway import errors
-from gateway.budget.protocol import Budget
+from gateway.budget.protocol import Budget, report_throttled
 from gateway.jobs.fetcher import JobFetcher
 from gateway.jobs.retry import RetryPolicy
 from gateway.model import Job
@@ -224,7 +224,7 @@ class JobSubmitter:
         try:
             submitted = await self._client.submit_job(submission.request, held=slot)
         except errors.UpstreamThrottled:
-            await self._report_throttled()
+            await report_throttled(self._budget, logger)
             raise
         except (errors.UpstreamAuthFailed, errors.UpstreamRejected):
             raise  # the upstream answered: no job
@@ -264,12 +264,6 @@ class JobSubmitter:
         if isinstance(outcome, Exception):
             raise outcome
         return outcome
-
-    async def _report_throttled(self) -> None:
-        try:
-            await self._budget.throttled()
-        except BackendUnavailable as exc:
-            logger.warning("Could not report upstream throttling to the budget: %s", exc.reason)
 
 
 class _SubmitSlot:

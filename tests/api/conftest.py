@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 
 from gateway.app import create_app
 from gateway.server import server_options
@@ -23,6 +24,7 @@ from gateway.settings import (
 )
 from tests.servers import SimulatorServer, run_asgi_server
 from tests.support.gateway import ADMIN_TOKEN
+from tests.support.redis import REDIS_URL, unique_prefix
 
 
 def gateway_settings(simulator: SimulatorServer, **overrides: Any) -> GatewaySettings:
@@ -145,3 +147,17 @@ def _stripped(errors: list[Any], request_id: str) -> list[Any]:
         assert extensions.pop("requestId", None) == request_id, error
         stripped.append({**error, "extensions": extensions})
     return stripped
+
+
+@pytest.fixture
+def prefix() -> Iterator[str]:
+    """A key prefix of the test's own in the shared Redis (`REDIS_URL`); its keys go after."""
+    prefix = unique_prefix()
+    yield prefix
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}:*"))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -18,23 +17,10 @@ import redis
 from tests.api.conftest import GatewayServer, StartGateway, graphql
 from tests.servers import SimulatorServer
 from tests.support.gateway import ADMIN_HEADERS
-from tests.support.redis import CLIENT_TIMEOUT, REDIS_URL, unique_prefix
+from tests.support.redis import CLIENT_TIMEOUT, REDIS_URL
 
 QUERY = "query($id: ID!) { job(id: $id) { id state fetchedAt requestId } }"
 SUCCESS = json.dumps({"Code": "Success", "Message": "Successful.", "Data": "{}"})
-
-
-@pytest.fixture
-def prefix() -> Iterator[str]:
-    prefix = unique_prefix()
-    yield prefix
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        keys = list(client.scan_iter(match=f"{prefix}:*"))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
 
 
 def sharing(prefix: str, **settings: Any) -> dict[str, Any]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any, cast
 
 import httpx
@@ -30,7 +29,7 @@ from tests.api.conftest import GatewayServer, StartGateway, graphql
 from tests.api.test_subscriptions import UPDATES, graphql_ws, subscribe
 from tests.servers import SimulatorServer
 from tests.support.gateway import GatewayProcess
-from tests.support.redis import CLIENT_TIMEOUT, REDIS_URL, unique_prefix
+from tests.support.redis import CLIENT_TIMEOUT, REDIS_URL
 
 SUBMIT = """
 mutation($input: SubmitJobInput!) {
@@ -256,19 +255,6 @@ async def test_concurrent_duplicates_wait_for_the_first(
     assert len(ids) == 1
     assert sorted(replayed) == [False] + [True] * 7
     assert submit_stats(simulator)["calls"] == 1
-
-
-@pytest.fixture
-def prefix() -> Iterator[str]:
-    prefix = unique_prefix()
-    yield prefix
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        keys = list(client.scan_iter(match=f"{prefix}:*"))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
 
 
 @pytest.mark.slow

@@ -9,14 +9,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from gateway.mps.signing import RpcSignatureV1
 from gateway.settings import (
-    SIMULATOR_DEMO_ACCESS_KEY_ID,
-    SIMULATOR_DEMO_ACCESS_KEY_SECRET,
     SimulatorSettings,
 )
 from tests.api.conftest import GatewayServer, StartGateway, without_request_ids
@@ -165,18 +161,13 @@ async def test_updates_of_a_malformed_id_end_with_its_error(
 async def test_a_submitted_job_is_followed_through_its_real_lifecycle(
     simulator: SimulatorServer, start_gateway: StartGateway
 ) -> None:
-    auth = RpcSignatureV1(SIMULATOR_DEMO_ACCESS_KEY_ID, SIMULATOR_DEMO_ACCESS_KEY_SECRET)
-    async with httpx.AsyncClient(base_url=simulator.url, auth=auth) as mps:
-        response = await mps.post(
-            "/",
-            params={"Action": "SubmitIProductionJob", "Version": "2014-06-18", "Format": "JSON"},
-            data={
-                "FunctionName": "CaptionExtraction",
-                "Input": "oss://demo.oss-cn-shanghai.aliyuncs.com/in/talk.mp4",
-                "Output": "oss://demo.oss-cn-shanghai.aliyuncs.com/out/{source}-{sequenceId}.srt",
-            },
-        )
-    job_id = response.json()["JobId"]
+    job_id = await simulator.submit_job(
+        {
+            "FunctionName": "CaptionExtraction",
+            "Input": "oss://demo.oss-cn-shanghai.aliyuncs.com/in/talk.mp4",
+            "Output": "oss://demo.oss-cn-shanghai.aliyuncs.com/out/{source}-{sequenceId}.srt",
+        }
+    )
     with start_gateway(cache_running_ttl=0.1) as gateway:
         async with graphql_ws(gateway) as socket:
             messages = await subscribe(socket, UPDATES, {"id": job_id, "interval": 0.5})

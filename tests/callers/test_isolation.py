@@ -20,8 +20,6 @@ from websockets.exceptions import ConnectionClosed
 
 from gateway.callers.api_keys import key_hash, new_key
 from gateway.callers.envelope import wrap
-from gateway.mps.signing import RpcSignatureV1
-from gateway.settings import SIMULATOR_DEMO_ACCESS_KEY_ID, SIMULATOR_DEMO_ACCESS_KEY_SECRET
 from gateway.simulator.jobs import success_result
 from tests.api.conftest import (  # noqa: F401 (fixtures)
     GatewayServer,
@@ -268,19 +266,14 @@ async def test_a_job_submitted_for_a_tenant_is_that_tenants(
     credentials: Credentials,
     simulator: SimulatorServer,
 ) -> None:
-    auth = RpcSignatureV1(SIMULATOR_DEMO_ACCESS_KEY_ID, SIMULATOR_DEMO_ACCESS_KEY_SECRET)
-    async with httpx.AsyncClient(base_url=simulator.url, auth=auth) as mps:
-        response = await mps.post(
-            "/",
-            params={"Action": "SubmitIProductionJob", "Version": "2014-06-18", "Format": "JSON"},
-            data={
-                "FunctionName": "CaptionExtraction",
-                "Input": "oss://demo.oss-cn-shanghai.aliyuncs.com/in/talk.mp4",
-                "Output": "oss://demo.oss-cn-shanghai.aliyuncs.com/out/{source}.srt",
-                "UserData": wrap("globex", "mine") or "",
-            },
-        )
-    job_id = response.json()["JobId"]
+    job_id = await simulator.submit_job(
+        {
+            "FunctionName": "CaptionExtraction",
+            "Input": "oss://demo.oss-cn-shanghai.aliyuncs.com/in/talk.mp4",
+            "Output": "oss://demo.oss-cn-shanghai.aliyuncs.com/out/{source}.srt",
+            "UserData": wrap("globex", "mine") or "",
+        }
+    )
     query = "query($id: ID!) { job(id: $id) { id userData } }"
     globex = credentials.bearer(tenant="globex")
     assert await data(http, gateway, query, {"id": job_id}, globex) == {
