@@ -18,14 +18,12 @@ import pytest
 import redis
 
 from tests.api.conftest import GatewayServer, StartGateway
-from tests.api.test_shared_cache import planted, prefix, sharing
+from tests.api.test_shared_cache import planted, sharing
 from tests.servers import SimulatorServer
 from tests.support.gateway import ADMIN_HEADERS
 from tests.support.ports import candidate_port
 from tests.support.redis import REDIS_URL
 from tests.support.waiting import eventually
-
-__all__ = ["prefix"]  # the fixture, used here too
 
 FINISHED = "query Finished($id: ID!) { job(id: $id) { id state result { code } fetchedAt } }"
 

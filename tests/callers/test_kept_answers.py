@@ -14,9 +14,10 @@ from tests.api.conftest import (  # noqa: F401 (fixtures)
     GatewayServer,
     StartGateway,
     http,
+    prefix,
     start_gateway,
 )
-from tests.api.test_shared_cache import prefix, sharing  # noqa: F401 (a fixture)
+from tests.api.test_shared_cache import sharing
 from tests.callers.test_isolation import (  # noqa: F401 (fixtures)
     ACME_JOB,
     Credentials,
