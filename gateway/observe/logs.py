@@ -121,8 +121,11 @@ class LineHandler(logging.StreamHandler[TextIO]):
         self._pending: list[AccessLine] = []
         self._clock = _SecondsCache()
         self._interval = interval
-        self._timer: asyncio.TimerHandle | None = None
-        self._closed = threading.Event()
+        #: The loop whose timer will write what gathered, while one is set (None when none is).
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
+        # Not `_closed`: `logging.Handler.close` sets that one to True, which would leave the
+        # flusher thread calling `True.wait` (an exception in a thread) after a close.
+        self._stopping = threading.Event()
         self._flusher = threading.Thread(
             target=self._flush_every, args=(backstop,), name="access-log", daemon=True
         )
@@ -132,13 +135,16 @@ class LineHandler(logging.StreamHandler[TextIO]):
         """Take one access line (under the lock: the flusher thread takes the list away)."""
         with self.lock:  # type: ignore[union-attr]
             self._pending.append(line)
-            if self._timer is None:
+            timer_loop = self._timer_loop
+            # A timer set on a loop that has closed since will never fire: set another.
+            if timer_loop is None or timer_loop.is_closed():
                 try:
                     loop = asyncio.get_running_loop()
                 except RuntimeError:
                     loop = None  # the backstop thread writes it
                 if loop is not None:
-                    self._timer = loop.call_later(self._interval, self._write_timed)
+                    self._timer_loop = loop
+                    loop.call_later(self._interval, self._write_timed, loop)
             if len(self._pending) < self._most:
                 return
             # The writer thread is not keeping up (a stalled stream): write here, so that the
@@ -146,9 +152,12 @@ class LineHandler(logging.StreamHandler[TextIO]):
             self._write_pending()
             self.stream.flush()
 
-    def _write_timed(self) -> None:
-        self._timer = None
-        self.write_access()
+    def _write_timed(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            if self._timer_loop is loop:  # not a later timer, set after this loop closed
+                self._timer_loop = None
+            self._write_pending()
+            self.stream.flush()
 
     def write_access(self) -> None:
         """Write the access lines gathered so far, in one write."""
@@ -176,12 +185,12 @@ class LineHandler(logging.StreamHandler[TextIO]):
     def close(self) -> None:
         if access_sink() == self.access:
             set_access_sink(None)  # access lines are records again, for whoever handles them
-        self._closed.set()
+        self._stopping.set()
         self.flush()
         super().close()
 
     def _flush_every(self, interval: float) -> None:
-        while not self._closed.wait(interval):
+        while not self._stopping.wait(interval):
             if self._pending:
                 try:
                     self.write_access()

@@ -3,9 +3,11 @@ write their records, in order with every other line."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -26,7 +28,7 @@ from gateway.observe.requests import (
     access_logger,
     access_sink,
 )
-from tests.support.waiting import eventually, wait_until
+from tests.support.waiting import SAFETY_TIMEOUT, eventually, wait_until
 
 LINE = AccessLine(1_764_650_000.0456, "req-1", "POST", "/graphql", 200, 3.4, "query Q")
 
@@ -135,6 +137,44 @@ async def test_lines_gathered_on_a_loop_are_written_by_its_timer(
     handler.access(LINE._replace(request_id="req-2"))
     await eventually(lambda: "req-2" in written(handler), "the loop timer's write")
     assert [line.split(" ")[4] for line in written(handler).splitlines()] == ["[req-1]", "[req-2]"]
+
+
+def test_lines_gathered_after_a_loop_closed_with_its_timer_set_are_written_by_the_next(
+    handlers: list[LineHandler],
+) -> None:
+    handler = LineHandler(io.StringIO(), "text", interval=0.01, backstop=3600.0)
+    handlers.append(handler)
+
+    async def gather() -> None:
+        handler.access(LINE)  # its timer is set on this loop, which closes before it fires
+
+    async def gather_on_another_loop() -> None:
+        handler.access(LINE._replace(request_id="req-2"))
+        await eventually(lambda: "req-2" in written(handler), "the second loop's timer's write")
+
+    asyncio.run(gather())
+    asyncio.run(gather_on_another_loop())
+    assert [line.split(" ")[4] for line in written(handler).splitlines()] == ["[req-1]", "[req-2]"]
+
+
+def test_a_closed_handler_may_be_closed_again_and_its_thread_ends() -> None:
+    # `logging.shutdown` closes every handler again at exit; and `logging.Handler.close` sets
+    # its own `_closed`, which the handler's thread must not take for its stop signal.
+    errors: list[BaseException | None] = []
+    hook = threading.excepthook
+    threading.excepthook = lambda args: errors.append(args.exc_value)
+    try:
+        for _ in range(20):
+            handler = LineHandler(io.StringIO(), "text", interval=0.0005, backstop=0.0005)
+            for _ in range(20):
+                handler.access(LINE)
+            handler.close()
+            handler.close()
+            handler._flusher.join(SAFETY_TIMEOUT)
+            assert not handler._flusher.is_alive()
+    finally:
+        threading.excepthook = hook
+    assert errors == []
 
 
 def test_the_request_path_hands_the_line_over_when_the_gateway_configured_logging() -> None:
