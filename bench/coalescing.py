@@ -63,6 +63,7 @@ from bench.processes import (
 )
 from bench.readouts import (
     fetcher_stats,
+    kept_answer_hits,
     redis_command_calls,
     reset_redis_stats,
     reset_simulator_stats,
@@ -168,7 +169,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
         time.sleep(ttl + 0.2)
         reset_simulator_stats(fleet.simulator)
         reset_redis_stats(fleet.redis)
-        before = {gateway.name: fetcher_stats(gateway) for gateway in fleet.gateways}
+        before = {gateway.name: gateway_stats(gateway) for gateway in fleet.gateways}
         print(
             f"phase 3, run: {args.clients} clients x 1 poll of {len(ids)} ids every "
             f"{args.interval:g} s for {args.seconds:g} s ({polls_per_client} polls each, "
@@ -180,7 +181,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
         polls = run(lambda: poll_all(fleet.gateways, ids, args, polls_per_client))
         cpu = _cpu_use(fleet, cpu_before, _cpu_now(fleet), polls.duration)
         stats = simulator_action_stats(fleet.simulator, ACTION)
-        after = {gateway.name: fetcher_stats(gateway) for gateway in fleet.gateways}
+        after = {gateway.name: gateway_stats(gateway) for gateway in fleet.gateways}
         redis_calls = redis_command_calls(fleet.redis)
         failover_lines, failovers = fleet.failovers()
 
@@ -233,6 +234,11 @@ def _numbered(url: str, number: int) -> str:
     if not slash or not dot:
         return url
     return f"{head}/{stem}-{number:02d}.{extension}"
+
+
+def gateway_stats(gateway: Server) -> dict[str, int]:
+    """The fetcher's counters and the hits of kept answers (`kept_answer_hits`)."""
+    return {**fetcher_stats(gateway), "kept_answer_hits": kept_answer_hits(gateway) or 0}
 
 
 def check_through_gateways(
@@ -406,7 +412,8 @@ def report(
             f"{delta.get('cache_misses', '?')} misses, {delta.get('coalesced', '?')} coalesced "
             f"onto a fetch in flight, {delta.get('upstream_calls', '?')} upstream calls; "
             f"{delta.get('claim_waits', '?')} fetches waited for another process's call, "
-            f"{delta.get('answered_elsewhere', '?')} answered by one"
+            f"{delta.get('answered_elsewhere', '?')} answered by one; "
+            f"{delta.get('kept_answer_hits', '?')} polls answered from kept answers"
         )
     # The shared cache's price: each Redis command is one round trip of some gateway.
     commands = sorted(redis_calls.items(), key=lambda item: -item[1])
