@@ -54,6 +54,7 @@ if not __package__:  # run as `python bench/coalescing.py`: make `bench` importa
 from bench.fleet import Fleet, start_fleet
 from bench.loadgen import Exchange, post_request, run
 from bench.processes import (
+    ADMIN_HEADERS,
     HOST,
     Server,
     ServerGroup,
@@ -63,7 +64,6 @@ from bench.processes import (
 )
 from bench.readouts import (
     fetcher_stats,
-    kept_answer_hits,
     redis_command_calls,
     reset_redis_stats,
     reset_simulator_stats,
@@ -237,8 +237,15 @@ def _numbered(url: str, number: int) -> str:
 
 
 def gateway_stats(gateway: Server) -> dict[str, int]:
-    """The fetcher's counters and the hits of kept answers (`kept_answer_hits`)."""
-    return {**fetcher_stats(gateway), "kept_answer_hits": kept_answer_hits(gateway) or 0}
+    """The fetcher's counters and those of kept answers (`kept_answer_...`)."""
+    with httpx.Client(timeout=10.0, trust_env=False) as client:
+        ready = client.get(f"{gateway.url}/readyz", headers=ADMIN_HEADERS).json()
+    answers = ready.get("answers") or {}
+    kept = {
+        f"kept_answer_{name}": int(answers.get(name) or 0)
+        for name in ("hits", "misses", "admitted", "expired", "outdated", "first_sightings")
+    }
+    return {**fetcher_stats(gateway), **kept}
 
 
 def check_through_gateways(
@@ -413,7 +420,11 @@ def report(
             f"onto a fetch in flight, {delta.get('upstream_calls', '?')} upstream calls; "
             f"{delta.get('claim_waits', '?')} fetches waited for another process's call, "
             f"{delta.get('answered_elsewhere', '?')} answered by one; "
-            f"{delta.get('kept_answer_hits', '?')} polls answered from kept answers"
+            f"{delta.get('kept_answer_hits', '?')} polls answered from kept answers ("
+            f"{delta.get('kept_answer_misses', '?')} misses: "
+            f"{delta.get('kept_answer_expired', '?')} expired, "
+            f"{delta.get('kept_answer_outdated', '?')} outdated; "
+            f"{delta.get('kept_answer_admitted', '?')} admitted)"
         )
     # The shared cache's price: each Redis command is one round trip of some gateway.
     commands = sorted(redis_calls.items(), key=lambda item: -item[1])
