@@ -7,8 +7,9 @@ Shared by `bench.overload` and `bench.redis_outage`: both ask for ids nobody ask
 (null without an error) or *refused* with an error at its path (or an error of the whole query).
 What makes a run invalid (`Tally.invalidities`): an HTTP status other than 200, an answer that
 is not one entry per id, an error without `extensions.code`, a code other than those a gateway
-shedding load may give (`BUDGET_EXHAUSTED`, `DEADLINE_EXCEEDED`), a `BUDGET_EXHAUSTED` without a
-numeric `retryAfter`, a non-null job, and a request that got no answer at all.
+shedding load may give (`BUDGET_EXHAUSTED`, `DEADLINE_EXCEEDED`, `OVERLOADED`), a
+`BUDGET_EXHAUSTED` or `OVERLOADED` without a numeric `retryAfter`, a non-null job, and a
+request that got no answer at all.
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ from bench.openloop import Outcome
 #: One query of several ids, and one of a single id.
 JOBS_QUERY = "query Jobs($ids: [ID!]!) { jobs(ids: $ids) { id } }"
 JOB_QUERY = "query Job($id: ID!) { job(id: $id) { id } }"
-#: The codes of a gateway that sheds load: no slot before the deadline, or a call (its own or
-#: another process's) still under way at the deadline. Anything else is a failure or a bug.
-SHEDDING_CODES = frozenset({"BUDGET_EXHAUSTED", "DEADLINE_EXCEEDED"})
+#: The codes of a gateway that sheds load: no slot before the deadline, a call (its own or
+#: another process's) still under way at the deadline or a deadline passed before the request
+#: ran, or GATEWAY_MAX_CONCURRENT_REQUESTS running. Anything else is a failure or a bug.
+SHEDDING_CODES = frozenset({"BUDGET_EXHAUSTED", "DEADLINE_EXCEEDED", "OVERLOADED"})
 #: Codes whose README row promises a `retryAfter`.
-RETRY_AFTER_CODES = frozenset({"BUDGET_EXHAUSTED", "UPSTREAM_THROTTLED"})
+RETRY_AFTER_CODES = frozenset({"BUDGET_EXHAUSTED", "UPSTREAM_THROTTLED", "OVERLOADED"})
 #: Examples kept per kind of problem.
 _EXAMPLES = 2
 

@@ -10,7 +10,6 @@ traces (`gateway.observe`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import importlib.metadata
 import logging
@@ -43,6 +42,14 @@ from strawberry.subscriptions import GRAPHQL_SSE_PROTOCOL, GRAPHQL_TRANSPORT_WS_
 from strawberry.types import ExecutionResult
 from strawberry.types.unset import UnsetType
 
+from gateway.adaptive_limit import AdaptiveLimit
+from gateway.admission import (
+    TIMEOUT_HEADER,
+    Admission,
+    RequestDeadline,
+    deadline_of,
+    request_timeout,
+)
 from gateway.answers.http import CALLER_SCOPE_KEY, SCOPE_KEY, AnswerCache, KeptAnswers
 from gateway.answers.store import AnswerStore
 from gateway.api import client_json
@@ -81,6 +88,7 @@ from gateway.observe.metrics import Metrics
 from gateway.observe.requests import RequestObserver
 from gateway.observe.tracing import tracing_from_env
 from gateway.persisted import ManifestError, load_manifest
+from gateway.persisted.registrations import RegistrationLimits
 from gateway.services import Services
 from gateway.settings import GatewaySettings
 from gateway.startup import refuse, settings_or_exit
@@ -91,14 +99,16 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+#: Highest the adaptive limit of requests running at once climbs without
+#: GATEWAY_MAX_CONCURRENT_REQUESTS: more than a process ever runs, so in effect no limit.
+ADAPTIVE_CEILING = 10_000
+
 #: Seconds between two samplings of the gauges read from state (the budget's limits...).
 SAMPLE_INTERVAL = 1.0
 
 #: Whether the HTTP request being served is answered with an event stream (set per request).
 _ANSWERED_AS_STREAM: ContextVar[bool] = ContextVar("answered_as_stream", default=False)
 
-#: Header a client may send to give its request less time than the gateway's default deadline.
-TIMEOUT_HEADER = "x-request-timeout"
 IDEMPOTENCY_HEADER = "idempotency-key"
 
 
@@ -156,6 +166,13 @@ class GatewayGraphQL(GraphQL[Context, None]):
             apq=settings.apq,
             trusted=trusted_documents,
             max_document_bytes=settings.apq_max_document_bytes,
+            registrations=RegistrationLimits(
+                per_second=settings.apq_registrations_per_second,
+                burst=settings.apq_registration_burst,
+                bytes_per_ttl=settings.apq_registered_bytes_per_ttl,
+                ttl=settings.apq_ttl,
+            ),
+            observer=instruments.api,
         )
         self._sse = SseStreams(
             max_streams=settings.sse_max_streams,
@@ -380,12 +397,14 @@ class GatewayGraphQL(GraphQL[Context, None]):
         self, request: Request | WebSocket, response: Response | WebSocket
     ) -> Context:
         services = self._state.services
-        timeout = self._settings.request_deadline
-        asked = request.headers.get(TIMEOUT_HEADER)
-        if asked:
-            # An unreadable header is ignored rather than failing the query.
-            with contextlib.suppress(ValueError):
-                timeout = min(timeout, max(0.0, float(asked)))
+        # Over HTTP, from the request's arrival (`Admission`); a WebSocket's operations each
+        # get theirs when they start (`Context.for_operation`).
+        deadline = deadline_of(request.scope)
+        if deadline is None:
+            timeout = request_timeout(
+                self._settings.request_deadline, request.headers.get(TIMEOUT_HEADER)
+            )
+            deadline = RequestDeadline(time.monotonic() + timeout, timeout)
         if isinstance(request, WebSocket):
             caller = await self._websocket_caller(request)
             transport = "websocket"
@@ -396,8 +415,8 @@ class GatewayGraphQL(GraphQL[Context, None]):
             caller=caller,
             default_tenant=self._settings.default_tenant,
             rate_limit=self._rate_limit,
-            deadline=time.monotonic() + timeout,
-            timeout=timeout,
+            deadline=deadline.at,
+            timeout=deadline.timeout,
             max_ids=self._settings.max_ids,
             max_page_size=self._settings.max_page_size,
             fetcher=services.fetcher,
@@ -689,6 +708,23 @@ def create_app(
                     tracing.shutdown()
 
     middleware = [
+        # First after CORS (a refusal still gets its headers): a request shed here costs
+        # nothing more, its body unread.
+        Middleware(
+            Admission,
+            default_timeout=settings.request_deadline,
+            max_wait=settings.admission_max_wait or None,
+            max_concurrent=settings.max_concurrent_requests or None,
+            adaptive=(
+                AdaptiveLimit(
+                    target_wait=settings.admission_target_wait,
+                    ceiling=settings.max_concurrent_requests or ADAPTIVE_CEILING,
+                )
+                if settings.admission_target_wait
+                else None
+            ),
+            shed=instruments.shed,
+        ),
         Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes),
         Middleware(BodyReadTimeout, timeout=settings.body_timeout),
     ]

@@ -9,6 +9,7 @@
     ├── OperationNameRequired    OPERATION_NAME_REQUIRED  several operations and no operationName
     ├── UnknownOperationName     UNKNOWN_OPERATION_NAME   an operationName the document lacks
     ├── DeadlineExceeded         DEADLINE_EXCEEDED     the request's deadline passed mid-answer
+    ├── Overloaded               OVERLOADED            more requests than the process runs in time
     ├── ShuttingDown             SHUTTING_DOWN         the process is stopping; another will answer
     ├── Unauthenticated          UNAUTHENTICATED       no credential, or one the gateway refuses
     ├── Forbidden                FORBIDDEN             the caller lacks the scope it needs
@@ -306,6 +307,25 @@ class SubmitOutcomeUnknown(GatewayError):
 
     def context(self) -> dict[str, Any]:
         return {"upstreamCode": self.cause, "upstreamRequestId": self.upstream_request_id}
+
+
+class Overloaded(GatewayError):
+    """This process has more requests than it can run in time (one waited longer than
+    `GATEWAY_ADMISSION_MAX_WAIT` to start, or `GATEWAY_MAX_CONCURRENT_REQUESTS` run already):
+    this one was refused before it ran, at once, rather than let in to answer late. Another
+    process (or this one, soon) will answer a retry."""
+
+    code = "OVERLOADED"
+    retryable = True
+
+    def __init__(self, retry_after: float = DEFAULT_RETRY_AFTER) -> None:
+        super().__init__(
+            f"The gateway has more requests than it can run in time; retry in {retry_after:.2f} s."
+        )
+        self.retry_after = retry_after
+
+    def context(self) -> dict[str, Any]:
+        return {"retryAfter": round(self.retry_after, 3)}
 
 
 class UpstreamError(GatewayError):

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Final
 from prometheus_client import Gauge
 
 from gateway import errors
-from gateway.api.observer import ApiObserver
+from gateway.api.observer import PERSISTED_OUTCOMES, ApiObserver
 from gateway.budget.protocol import Budget, BudgetObserver
 from gateway.jobs.cache import Lookups
 from gateway.jobs.fetcher import FetchObserver
@@ -57,6 +57,8 @@ CALL_OUTCOMES: Final = (
     "bad_response",
 )
 REFUSALS: Final = ("exhausted", "shutting_down")
+#: Why a request was shed before it ran (`gateway.admission`).
+SHED_REASONS: Final = ("deadline", "overloaded")
 #: Upstream outcomes an operator must hear of: the gateway cannot work until someone acts.
 WARNED_OUTCOMES: Final = {
     "auth_failed": "check the access key, its permissions and this host's clock",
@@ -84,9 +86,17 @@ class Instruments:
             metrics, tracer, warnings or LogLimiter()
         )
         self._tracer = tracer
+        self._shed = {reason: metrics.requests_shed.labels(reason) for reason in SHED_REASONS}
+        self._shed_operations = metrics.graphql_requests.labels("none", "error")
         self._failover = {part: metrics.failover_active.labels(part) for part in FAILOVER_PARTS}
         for gauge in self._failover.values():
             gauge.set(0)
+
+    def shed(self, reason: str) -> None:
+        """A request was refused before it ran, for `reason` (SHED_REASONS): an operation that
+        failed for the gateway's sake."""
+        self._shed[reason].inc()
+        self._shed_operations.inc()
 
     def budget(self, action: str) -> BudgetObserver:
         """The observer of the budget of `action`."""
@@ -128,7 +138,7 @@ class Instruments:
 
 
 class _ApiInstruments:
-    __slots__ = ("_durations", "_requests", "_subscriptions")
+    __slots__ = ("_durations", "_persisted", "_requests", "_subscriptions")
 
     def __init__(self, metrics: Metrics) -> None:
         self._requests = {
@@ -144,11 +154,17 @@ class _ApiInstruments:
         self._subscriptions = {
             transport: metrics.subscriptions_active.labels(transport) for transport in TRANSPORTS
         }
+        self._persisted = {
+            outcome: metrics.persisted_queries.labels(outcome) for outcome in PERSISTED_OUTCOMES
+        }
 
     def operation(self, operation_type: str, outcome: str, seconds: float | None) -> None:
         self._requests[operation_type, outcome].inc()
         if seconds is not None:
             self._durations[operation_type].observe(seconds)
+
+    def persisted_query(self, outcome: str) -> None:
+        self._persisted[outcome].inc()
 
     def subscription(self, transport: str) -> AbstractContextManager[object]:
         return _Active(self._subscriptions[transport])

@@ -27,7 +27,7 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = _header(scope, b"content-length")
+        declared = first_header(scope, b"content-length")
         if declared is not None:
             if not declared.isdigit() or int(declared) > self.max_bytes:
                 await self._refuse(scope, receive, send)
@@ -143,7 +143,7 @@ class BodyReadTimeout:
                 await refusal(scope, receive, send)
 
 
-def _header(scope: Scope, name: bytes) -> bytes | None:
+def first_header(scope: Scope, name: bytes) -> bytes | None:
     """The first value of header `name` (lower case), without building a Headers object."""
     for key, value in scope["headers"]:
         if key == name:

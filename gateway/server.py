@@ -12,11 +12,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, cast
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from gateway.admission import stamp_arrival
 from gateway.api.sse import ABORT_EXTENSION
 from gateway.observe.logs import LogLimiter
 from gateway.settings import GatewaySettings
@@ -67,12 +70,15 @@ def limited_http_protocol(settings: GatewaySettings) -> type[LimitedHttpProtocol
 
 
 class LimitedHttpProtocol(HttpToolsProtocol):
-    """uvicorn's HTTP/1.1 protocol (httptools), with its connection's cost bounded:
+    """uvicorn's HTTP/1.1 protocol (httptools), with its connection's cost bounded and each
+    request's arrival stamped:
 
     - idle: a connection that sends nothing for `idle_timeout` (before its first request,
       between requests, or trickling the leftovers of a request already answered) is closed;
     - headers: a request whose headers are not complete `header_timeout` after its first byte
       is dropped with its connection (slowloris);
+    - arrival: each request is stamped when its first byte is parsed: its deadline starts there
+      (`gateway.admission`);
     - cap: a connection accepted while the process holds `max_connections` (HTTP and WebSocket
       alike) is closed at once, before a byte of it is read. Closing is the cheapest refusal
       there is: a 503 would need the request read first, and the flood that fills the cap is
@@ -110,6 +116,9 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        # The request's deadline starts now, at its first byte: the time a loaded process
+        # takes to reach its app counts against it (`gateway.admission`).
+        stamp_arrival(cast(MutableMapping[str, Any], self.scope), time.monotonic())
         self._reading_headers = True
         self._expire_in(self.limits.header_timeout)
 

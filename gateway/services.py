@@ -175,6 +175,7 @@ class Services:
             region=settings.region_id,
             idempotency_ttl=settings.idempotency_ttl,
             call_timeout=settings.connect_timeout + settings.read_timeout,
+            retry=RetryPolicy.from_settings(settings),
         )
         if instruments is not None:
             instruments.watch_budget(QUERY_JOB, budget)

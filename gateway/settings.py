@@ -165,7 +165,30 @@ class GatewaySettings(BaseSettings):
 
     # --- GraphQL ----------------------------------------------------------------------------
     request_deadline: float = Field(
-        default=10.0, gt=0, description="Seconds a GraphQL request may wait for upstream slots."
+        default=10.0,
+        gt=0,
+        description="Seconds a GraphQL request may take from its arrival (its first byte): its "
+        "waits for upstream slots stop then, and a request not started by then is refused.",
+    )
+    admission_max_wait: float = Field(
+        default=0.25,
+        ge=0,
+        description="Seconds a GraphQL request over HTTP may wait from its arrival to its start "
+        "(a turn or two of the event loop: long only when the process is short of CPU); one "
+        "that waited longer is refused with OVERLOADED (retryable); 0: no limit.",
+    )
+    admission_target_wait: float = Field(
+        default=0.05,
+        ge=0,
+        description="Seconds of wait to start above which a GraphQL request over HTTP lowers "
+        "the number of requests this process lets run at once (to 3/4 of those running; each "
+        "shorter wait raises it by one): an adaptive limit for a process short of CPU; 0: off.",
+    )
+    max_concurrent_requests: int = Field(
+        default=0,
+        ge=0,
+        description="GraphQL requests over HTTP this process runs at once; one more is refused "
+        "at once with OVERLOADED (retryable) instead of queueing to answer late; 0: no limit.",
     )
     max_ids: int = Field(default=100, ge=1, description="Most ids accepted by jobs(ids).")
     max_page_size: int = Field(
@@ -230,6 +253,22 @@ class GatewaySettings(BaseSettings):
         ge=0,
         description="Documents this process keeps in memory (UTF-8 bytes, least recently used "
         "go first): all of them without Redis, a copy of the shared ones with it.",
+    )
+    apq_registrations_per_second: float = Field(
+        default=20.0,
+        gt=0,
+        description="Documents this process registers per second at most (a token bucket, "
+        "apq_registration_burst at once): beyond, a document sent with its hash runs but is not "
+        "registered, so no client can fill the shared Redis.",
+    )
+    apq_registration_burst: int = Field(
+        default=100, ge=1, description="Registrations this process may make at once."
+    )
+    apq_registered_bytes_per_ttl: int = Field(
+        default=16 << 20,
+        ge=1,
+        description="UTF-8 bytes this process registers per apq_ttl at most (each document "
+        "charged 160 bytes more for its key): what it keeps in Redis stays under twice this.",
     )
     trusted_documents: Path | None = Field(
         default=None,

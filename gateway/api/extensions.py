@@ -24,7 +24,7 @@ from strawberry.utils.operation import get_operation_type
 from gateway.api.context import Context
 from gateway.api.cost import CostModel
 from gateway.api.observer import NO_OBSERVER, ApiObserver, outcome_of
-from gateway.errors import GatewayError
+from gateway.errors import DEFAULT_RETRY_AFTER, DeadlineExceeded, GatewayError
 from gateway.http_errors import BAD_REQUEST
 from gateway.observe.requests import current_request, current_request_id, describe_operation
 
@@ -157,6 +157,15 @@ class OperationPolicy(MaskErrors):
         # fragments) and the variables are known. Raised, Strawberry answers it as it answers
         # a validation error, for a query and for a subscription alike.
         context = self.execution_context
+        request = context.context
+        if isinstance(request, Context) and time.monotonic() >= request.deadline:
+            # Parsing and validating on a loaded process took the rest of its time: nothing
+            # it would run could answer before its deadline.
+            raise DeadlineExceeded(
+                "the request waited to run",
+                timeout=request.timeout,
+                retry_after=DEFAULT_RETRY_AFTER,
+            )
         if self.cost is not None and context.graphql_document is not None:
             self.cost.check(context.graphql_document, context.operation_name, context.variables)
         request = context.context

@@ -9,7 +9,7 @@ from typing import Final, Protocol
 
 from graphql import GraphQLError
 
-__all__ = ["CLIENT_CODES", "NO_OBSERVER", "ApiObserver", "outcome_of"]
+__all__ = ["CLIENT_CODES", "NO_OBSERVER", "PERSISTED_OUTCOMES", "ApiObserver", "outcome_of"]
 
 #: Codes of errors that are the request's own fault: an operation that fails with these only
 #: says nothing about the gateway's health.
@@ -27,6 +27,22 @@ CLIENT_CODES: Final = frozenset(
         "OPERATION_NAME_REQUIRED",
         "UNKNOWN_OPERATION_NAME",
     }
+)
+
+
+#: What happened to a request naming a persisted query, or sending text with its hash:
+#: `hit` (the hash found its document), `miss` (PERSISTED_QUERY_NOT_FOUND), `registered`,
+#: `not_registered_rate_limited` / `not_registered_bytes_limited` (over this process's
+#: registration limits: it ran, unregistered), `not_registered_invalid` (too large, or no
+#: parse: it ran, unregistered), `refused` (any other PERSISTED_QUERY_* error).
+PERSISTED_OUTCOMES: Final = (
+    "hit",
+    "miss",
+    "registered",
+    "not_registered_rate_limited",
+    "not_registered_bytes_limited",
+    "not_registered_invalid",
+    "refused",
 )
 
 
@@ -49,6 +65,11 @@ class ApiObserver(Protocol):
         after `seconds` (None for a subscription: its length is the client's choice)."""
         ...
 
+    def persisted_query(self, outcome: str) -> None:
+        """A request named a persisted query, or registered one, with `outcome` (one of
+        PERSISTED_OUTCOMES)."""
+        ...
+
     def subscription(self, transport: str) -> AbstractContextManager[object]:
         """Entered while a subscription is served over `transport` (websocket, sse, http)."""
         ...
@@ -58,6 +79,9 @@ class _Unobserved:
     __slots__ = ()
 
     def operation(self, operation_type: str, outcome: str, seconds: float | None) -> None:
+        pass
+
+    def persisted_query(self, outcome: str) -> None:
         pass
 
     def subscription(self, transport: str) -> AbstractContextManager[object]:

@@ -31,6 +31,9 @@ from typing import Final, Protocol
 from graphql import GraphQLError
 
 from gateway.api.client_json import describe
+from gateway.api.observer import NO_OBSERVER, ApiObserver
+from gateway.observe.requests import current_request
+from gateway.persisted.registrations import RegistrationLimits
 
 __all__ = [
     "PERSISTED_QUERY_HASH_MISMATCH",
@@ -152,19 +155,37 @@ class PersistedQueries:
     `store` gives the store of automatic persisted queries (it exists once the app has
     started), `apq` says whether they are on, `trusted` is the manifest (hash -> document) when
     only its documents may run. `parses` says whether a document parses within the token limit:
-    only such documents are registered."""
+    only such documents are registered, and only within `registrations` (this process's
+    limits). Each request's outcome is told to `observer` (`PERSISTED_OUTCOMES`); a refusal is
+    counted as an operation too (`none`, `client_error`), as no operation will run to count it."""
 
     store: Callable[[], DocumentStore]
     parses: Callable[[str], Awaitable[bool]]
     apq: bool = True
     trusted: Mapping[str, str] | None = None
     max_document_bytes: int = 65_536
+    registrations: RegistrationLimits | None = None
+    observer: ApiObserver = NO_OBSERVER
 
     async def resolve(
         self, query: str | None, extensions: Mapping[str, object] | None
     ) -> str | None:
         """The document the request runs: its `query`, or the one its hash names. Raises
         `PersistedQueryError` for a request these rules refuse."""
+        try:
+            return await self._resolve(query, extensions)
+        except PersistedQueryError as refused:
+            missed = refused.code == PERSISTED_QUERY_NOT_FOUND
+            self.observer.persisted_query("miss" if missed else "refused")
+            self.observer.operation("none", "client_error", None)
+            info = current_request()
+            if info is not None:
+                info.counted = True
+            raise
+
+    async def _resolve(
+        self, query: str | None, extensions: Mapping[str, object] | None
+    ) -> str | None:
         sha256_hash = requested_hash(extensions)
         if sha256_hash is not None and query == "":
             query = None  # `?query=&extensions=...`: no text, as some GET clients put it
@@ -187,22 +208,33 @@ class PersistedQueries:
             document = await self.store().get(sha256_hash)
             if document is None:
                 raise PersistedQueryError(200, PERSISTED_QUERY_NOT_FOUND, "PersistedQueryNotFound")
+            self.observer.persisted_query("hit")
             return document
-        if self._fits(query) and await self.parses(query):
-            await self.store().put(sha256_hash, query)
-        # Too long, or no parse: it runs unregistered (and a syntax error is answered as such).
+        self.observer.persisted_query(await self._register(sha256_hash, query))
+        # Registered or not, it runs (and a syntax error is answered as such).
         return query
 
-    def _fits(self, document: str) -> bool:
-        # Characters first: never more than bytes, and a huge text is not encoded.
-        return (
-            len(document) <= self.max_document_bytes
-            and len(document.encode("utf-8", "surrogatepass")) <= self.max_document_bytes
-        )
+    async def _register(self, sha256_hash: str, document: str) -> str:
+        """Register `document` under its hash if it may be; the outcome."""
+        size = self._size_within_limit(document)
+        if size is None or not await self.parses(document):
+            return "not_registered_invalid"
+        refusal = None if self.registrations is None else self.registrations.admit(size)
+        if refusal is not None:
+            return f"not_registered_{refusal}_limited"
+        await self.store().put(sha256_hash, document)
+        return "registered"
 
-    @staticmethod
+    def _size_within_limit(self, document: str) -> int | None:
+        """`document`'s UTF-8 size, or None when it is over `max_document_bytes`."""
+        # Characters first: never more than bytes, and a huge text is not encoded.
+        if len(document) > self.max_document_bytes:
+            return None
+        size = len(document.encode("utf-8", "surrogatepass"))
+        return size if size <= self.max_document_bytes else None
+
     def _trusted(
-        trusted: Mapping[str, str], query: str | None, sha256_hash: str | None
+        self, trusted: Mapping[str, str], query: str | None, sha256_hash: str | None
     ) -> str | None:
         if query is not None:
             if document_hash(query) in trusted:
@@ -223,4 +255,5 @@ class PersistedQueries:
                 "Expected the hash of one of this gateway's trusted documents in "
                 "extensions.persistedQuery.sha256Hash, received one it does not hold.",
             )
+        self.observer.persisted_query("hit")
         return document

@@ -141,6 +141,24 @@ class Metrics:
             registry=own,
             multiprocess_mode="livesum",
         )
+        self.requests_shed = Counter(
+            "mpsgw_requests_shed_total",
+            "GraphQL requests over HTTP refused before they ran, by reason: deadline (it passed "
+            "before the request could start: DEADLINE_EXCEEDED) or overloaded "
+            "(GATEWAY_MAX_CONCURRENT_REQUESTS running: OVERLOADED).",
+            ["reason"],
+            registry=own,
+        )
+        self.persisted_queries = Counter(
+            "mpsgw_persisted_queries_total",
+            "Requests naming a persisted query by hash, or sending text with its hash, by "
+            "outcome: hit, miss (PERSISTED_QUERY_NOT_FOUND), registered, "
+            "not_registered_rate_limited and not_registered_bytes_limited (over this process's "
+            "registration limits), not_registered_invalid (too large, or no parse), refused "
+            "(any other PERSISTED_QUERY_* error).",
+            ["outcome"],
+            registry=own,
+        )
         self.cache_lookups = Counter(
             "mpsgw_cache_lookups_total",
             "Snapshot lookups by tier (memory: this process; redis: shared) and result; a "

@@ -1,14 +1,17 @@
 """`JobSubmitter`: one upstream submission per submitJob, and per idempotency key at most one.
 
 A submission takes a slot of the SubmitIProductionJob budget (its own limit, fair across
-tenants, bound by the request's deadline), then makes one call, never retried: the upstream has
-no idempotency token, so a call whose answer was lost may have created the job. What each
-outcome becomes:
+tenants, bound by the request's deadline), then makes one call. The upstream has no idempotency
+token, so a call whose answer was lost may have created the job and is never retried; a call the
+upstream throttled (`Throttling*`) created nothing and is retried, as queries are: each retry in
+a new slot, after the retry policy's backoff (never sooner than the upstream's hint), only while
+it can end before the deadline and someone still waits, and each throttle reported to the budget
+(its AIMD signal), so that the retries themselves slow down. What each final outcome becomes:
 
 - an answer: the new job, as a QUEUING snapshot built from the submission and its answer, put
   in the fetcher's cache so that queries and subscriptions start from it without a call;
-- a refusal the upstream answered (throttled, rejected, credentials), or a call that never left
-  (no slot, no connection): that error, and nothing was created;
+- a refusal the upstream answered (throttled past the retries, rejected, credentials), or a call
+  that never left (no slot, no connection): that error, and nothing was created;
 - a lost answer (timeout, dropped connection, 5xx, garbled body): `SubmitOutcomeUnknown`.
 
 With an idempotency key, the key's record (`gateway.submit.idempotency`) decides first: a key
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Hashable
@@ -31,6 +35,7 @@ from types import TracebackType
 from gateway import errors
 from gateway.budget.protocol import Budget
 from gateway.jobs.fetcher import JobFetcher
+from gateway.jobs.retry import RetryPolicy
 from gateway.model import Job
 from gateway.mps.client import MpsClient
 from gateway.mps.decode import decode_job
@@ -69,9 +74,11 @@ class JobSubmitter:
         region: str | None,
         idempotency_ttl: float,
         call_timeout: float,
+        retry: RetryPolicy,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        uniform: Callable[[float, float], float] = random.uniform,
     ) -> None:
         self._client = client
         self._budget = budget
@@ -85,6 +92,8 @@ class JobSubmitter:
         self._clock = clock
         self._wall = wall
         self._sleep = sleep
+        self._retry = retry
+        self._uniform = uniform
         # Calls that outlive their request; the loop keeps only weak references to tasks.
         self._calls: set[asyncio.Task[Job]] = set()
 
@@ -150,7 +159,9 @@ class JobSubmitter:
         `record` (the key's name and this request's token). Once its slot is granted, the call
         goes on to its end (and its record) even if the request is cancelled."""
         slot = _SubmitSlot(self._budget, deadline, submission.tenant)
-        call = asyncio.ensure_future(self._send_and_record(submission, slot, keyed, record))
+        call = asyncio.ensure_future(
+            self._send_and_record(submission, slot, deadline, keyed, record)
+        )
         self._calls.add(call)
         call.add_done_callback(self._calls.discard)
         try:
@@ -158,17 +169,20 @@ class JobSubmitter:
         except asyncio.CancelledError:
             if not slot.entered:
                 call.cancel()
+            # A call under way goes on to its end, but no retry follows it: nobody waits.
+            slot.abandoned = True
             raise
 
     async def _send_and_record(
         self,
         submission: Submission,
         slot: _SubmitSlot,
+        deadline: float,
         keyed: bool,
         record: tuple[str, str] | None,
     ) -> Job:
         try:
-            job = await self._send(submission, slot, keyed=keyed)
+            job = await self._send_until_answered(submission, slot, deadline, keyed=keyed)
         except errors.SubmitOutcomeUnknown:
             if record is not None:
                 await self._settle(*record, Record("in_doubt", submission.fingerprint))
@@ -181,6 +195,30 @@ class JobSubmitter:
         if record is not None:
             await self._settle(*record, Record("done", submission.fingerprint, job_id=job.id))
         return job
+
+    async def _send_until_answered(
+        self, submission: Submission, slot: _SubmitSlot, deadline: float, *, keyed: bool
+    ) -> Job:
+        """`_send`, again after each throttled answer while the retry policy allows it and a
+        retry can end before `deadline`; any other error ends it (see the module docstring)."""
+        attempt = 0
+        while True:
+            try:
+                return await self._send(submission, slot, keyed=keyed)
+            except errors.UpstreamThrottled as exc:
+                if not self._retry.should_retry(exc, attempt) or slot.abandoned:
+                    raise
+                delay = self._retry.delay(exc, attempt, self._uniform)
+                if self._clock() + delay >= deadline:
+                    raise  # a retry could not end before the deadline: the throttle stands
+                attempt += 1
+                logger.debug(
+                    "Submission throttled (%s), retry %s in %.3f s", exc.code, attempt, delay
+                )
+                await self._sleep(delay)
+                if slot.abandoned:
+                    raise
+                slot.renew()
 
     async def _send(self, submission: Submission, slot: _SubmitSlot, *, keyed: bool) -> Job:
         try:
@@ -235,14 +273,23 @@ class JobSubmitter:
 
 
 class _SubmitSlot:
-    """The budget slot of one submission; `entered` once granted (the call may then be sent)."""
+    """The budget slot of one submission's current attempt; `entered` once granted (the call
+    may then be sent), `abandoned` once its request went away (no retry is then made)."""
 
-    __slots__ = ("_inner", "entered")
+    __slots__ = ("_budget", "_deadline", "_inner", "_key", "abandoned", "entered")
 
     def __init__(self, budget: Budget, deadline: float, tenant: str | None) -> None:
+        self._budget = budget
+        self._deadline = deadline
         # Fair across tenants; callers with no tenant queue together.
-        key: Hashable = ("tenant", tenant)
-        self._inner = budget.slot(deadline, key=key)
+        self._key: Hashable = ("tenant", tenant)
+        self._inner = budget.slot(deadline, key=self._key)
+        self.entered = False
+        self.abandoned = False
+
+    def renew(self) -> None:
+        """A new slot for a retry (a slot is entered once); not entered until granted."""
+        self._inner = self._budget.slot(self._deadline, key=self._key)
         self.entered = False
 
     async def __aenter__(self) -> None:

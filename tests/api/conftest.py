@@ -34,6 +34,9 @@ def gateway_settings(simulator: SimulatorServer, **overrides: Any) -> GatewaySet
         "retry_base_delay": 0.01,
         "retry_max_delay": 0.05,
         "admin_token": ADMIN_TOKEN,
+        # Nothing shed for a slow start: on a busy machine the wait is the machine's.
+        "admission_max_wait": 0,
+        "admission_target_wait": 0,
         **overrides,
     }
     return GatewaySettings(**values)
@@ -46,6 +49,8 @@ def embedded_settings(**overrides: Any) -> GatewaySettings:
         "access_key_secret": None,
         "security_token": None,
         "mps_endpoint": None,
+        "admission_max_wait": 0,
+        "admission_target_wait": 0,
         **overrides,
     }
     return GatewaySettings(**values)

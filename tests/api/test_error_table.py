@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from gateway.app import TIMEOUT_HEADER
+from gateway.admission import TIMEOUT_HEADER
 from gateway.callers.api_keys import key_hash, new_key
 from gateway.simulator.demo import DOC_EXAMPLE_JOB_ID
 from tests.api.conftest import StartGateway
@@ -261,6 +261,10 @@ OVER_HTTP: dict[str, Provocation] = {
 }
 
 ELSEWHERE: dict[str, Elsewhere] = {
+    "OVERLOADED": Elsewhere(
+        "tests.api.test_admission::test_over_the_concurrency_limit_a_request_is_refused_while_another_runs",
+        "needs a request held running while another arrives (GATEWAY_MAX_CONCURRENT_REQUESTS)",
+    ),
     "SHUTTING_DOWN": Elsewhere(
         "tests.fleet.test_shutdown::test_sigterm_answers_the_waiting_requests_and_releases_everything",
         "needs SIGTERM sent to a gateway process while requests wait for the budget",

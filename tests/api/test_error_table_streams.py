@@ -298,6 +298,9 @@ NOT_BY_A_REQUEST = {
     "(tests/api/test_error_table.py walks it over HTTP)",
     "CORS_PREFLIGHT_REFUSED": "a browser's OPTIONS preflight, before any transport "
     "(tests/api/test_error_table.py walks it over HTTP)",
+    "OVERLOADED": "needs a process short of CPU or GATEWAY_MAX_CONCURRENT_REQUESTS running "
+    "(tests/api/test_admission.py): answered at the door, before any stream starts; a "
+    "WebSocket's operations are not admitted",
 }
 
 

@@ -24,9 +24,9 @@ from graphql import build_schema as build_graphql_schema
 from strawberry.asgi import GraphQL
 
 from gateway import errors
+from gateway.admission import TIMEOUT_HEADER
 from gateway.api.extensions import OperationPolicy
 from gateway.api.schema import build_schema
-from gateway.app import TIMEOUT_HEADER
 from gateway.jobs.ids import validate_job_id
 from gateway.model import Malformed
 from gateway.mps.client import QUERY_ACTION, error_for

@@ -15,11 +15,14 @@ from typing import Any
 import httpx
 import pytest
 
+from gateway.api.observer import PERSISTED_OUTCOMES
 from gateway.app import create_app
 from gateway.persisted import ManifestError
+from gateway.persisted.registrations import KEY_OVERHEAD
 from gateway.settings import GatewaySettings
 from tests.api.conftest import GatewayServer, StartGateway, answer, gateway_settings
 from tests.api.test_websocket import close_frame, operation, socket_to
+from tests.observe.scrape import scrape, value
 from tests.servers import SimulatorServer
 from tests.support.gateway import gateway_environment
 
@@ -195,6 +198,91 @@ async def test_turned_off_a_hash_is_not_supported_and_text_still_runs(
             assert response.headers["cache-control"] == UNCACHED
         plain = await post(http, gateway, {"query": QUERY, "variables": {"id": job_id}})
         assert answer(plain) == expected
+
+
+async def test_registrations_over_the_rate_run_unregistered_and_every_outcome_is_counted(
+    http: httpx.AsyncClient, start_gateway: StartGateway, simulator: SimulatorServer
+) -> None:
+    job_id, expected = job_of(simulator)
+    # One registration, then one a day: the second document is over the rate.
+    with start_gateway(apq_registration_burst=1, apq_registrations_per_second=1e-5) as gateway:
+        hashed = {"variables": {"id": job_id}, "extensions": persisted(QUERY)}
+        other = {"variables": {"id": job_id}, "extensions": persisted(OTHER)}
+        assert answer(await post(http, gateway, hashed)) == {"errors": [NOT_FOUND]}
+        assert answer(await post(http, gateway, {**hashed, "query": QUERY})) == expected
+        assert answer(await post(http, gateway, hashed)) == expected
+        over = await post(http, gateway, {**other, "query": OTHER})
+        assert answer(over)["data"]["job"]["id"] == job_id  # it ran
+        assert answer(await post(http, gateway, other)) == {"errors": [NOT_FOUND]}
+        lying = await post(http, gateway, {**hashed, "query": OTHER})
+        assert lying.status_code == 400
+
+        text = scrape(gateway.url)
+
+    counted = {
+        outcome: value(text, "mpsgw_persisted_queries_total", outcome=outcome)
+        for outcome in PERSISTED_OUTCOMES
+    }
+    assert counted == {
+        "hit": 1,
+        "miss": 2,
+        "registered": 1,
+        "not_registered_rate_limited": 1,
+        "not_registered_bytes_limited": 0,
+        "not_registered_invalid": 0,
+        "refused": 1,
+    }
+    requests = {
+        (kind, outcome): value(
+            text, "mpsgw_graphql_requests_total", operation_type=kind, outcome=outcome
+        )
+        for kind in ("query", "none")
+        for outcome in ("ok", "client_error", "error")
+    }
+    # The two misses and the 400 are operations answered before any could run, each counted
+    # once (the 400 not again as a refused HTTP request).
+    assert requests == {
+        ("query", "ok"): 3,
+        ("query", "client_error"): 0,
+        ("query", "error"): 0,
+        ("none", "ok"): 0,
+        ("none", "client_error"): 3,
+        ("none", "error"): 0,
+    }
+
+
+async def test_registrations_over_the_bytes_per_ttl_run_unregistered(
+    http: httpx.AsyncClient, start_gateway: StartGateway, simulator: SimulatorServer
+) -> None:
+    job_id, expected = job_of(simulator)
+    room = len(QUERY) + KEY_OVERHEAD  # QUERY fits, and nothing after it for a day
+    with start_gateway(apq_registered_bytes_per_ttl=room) as gateway:
+        hashed = {"variables": {"id": job_id}, "extensions": persisted(QUERY)}
+        other = {"variables": {"id": job_id}, "extensions": persisted(OTHER)}
+        assert answer(await post(http, gateway, {**hashed, "query": QUERY})) == expected
+        assert answer(await post(http, gateway, {**other, "query": OTHER}))["data"]["job"]
+        assert answer(await post(http, gateway, hashed)) == expected
+        assert answer(await post(http, gateway, other)) == {"errors": [NOT_FOUND]}
+        text = scrape(gateway.url)
+    assert value(text, "mpsgw_persisted_queries_total", outcome="registered") == 1
+    assert value(text, "mpsgw_persisted_queries_total", outcome="not_registered_bytes_limited") == 1
+
+
+async def test_a_miss_over_websocket_is_counted_too(
+    start_gateway: StartGateway, simulator: SimulatorServer
+) -> None:
+    job_id, _ = job_of(simulator)
+    with start_gateway() as gateway:
+        async with socket_to(gateway) as socket:
+            payload = {"variables": {"id": job_id}, "extensions": persisted(SUBSCRIPTION)}
+            messages = await operation(socket, payload)
+            assert [message["type"] for message in messages] == ["error"]
+        text = scrape(gateway.url)
+    assert value(text, "mpsgw_persisted_queries_total", outcome="miss") == 1
+    assert (
+        value(text, "mpsgw_graphql_requests_total", operation_type="none", outcome="client_error")
+        == 1
+    )
 
 
 def test_the_setting_reads_on_and_off(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,6 +1,6 @@
 """submitJob against a real gateway and a real simulator on real ports: the new job, the checks
 made before any upstream call, idempotency keys (one process, and two sharing Redis), the submit
-budget, and a lost answer that is never retried blindly."""
+budget, a throttled call retried, and a lost answer that is never retried blindly."""
 
 from __future__ import annotations
 
@@ -341,6 +341,58 @@ async def test_an_upstream_refusal_frees_the_key(
         assert extensions["upstreamCode"] == "InvalidParameter"
     # The refusal created nothing, so the key was free and the retry went upstream.
     assert submit_stats(simulator)["calls"] == 2
+
+
+@pytest.mark.slow
+async def test_a_throttled_submission_is_retried_and_creates_each_job_once(
+    simulator: SimulatorServer, start_gateway: StartGateway, http: httpx.AsyncClient
+) -> None:
+    # The budget allows far more than the upstream: the upstream throttles, nothing else does.
+    simulator.set_faults(qps=2)
+    # Retries enough to outlast the upstream's window many times over, whatever the jitter.
+    settings = {"max_retries": 10, "retry_base_delay": 0.5, "retry_max_delay": 2.0}
+    keys = [uuid.uuid4().hex for _ in range(5)]
+    with start_gateway(submit_qps=50, request_deadline=120.0, **settings) as gateway:
+        bodies = await asyncio.gather(*(submit(http, gateway, idempotencyKey=k) for k in keys))
+        throttled = submit_stats(simulator)
+        simulator.set_faults(qps=100)
+        again = await asyncio.gather(*(submit(http, gateway, idempotencyKey=k) for k in keys))
+    for body in bodies:
+        assert "errors" not in body, body
+        assert body["data"]["submitJob"]["replayed"] is False
+    ids = [body["data"]["submitJob"]["job"]["id"] for body in bodies]
+    assert len(set(ids)) == 5
+    # Throttled calls happened, and were retried until each submission was answered.
+    assert throttled["throttled"] > 0
+    assert throttled["calls"] == 5 + throttled["throttled"]
+    # A throttled call created nothing: one job per submission.
+    assert len([job for job in simulator.jobs() if job["source"] == "submitted"]) == 5
+    # Each key settled on its job: answered again without a call.
+    assert [body["data"]["submitJob"]["job"]["id"] for body in again] == ids
+    assert all(body["data"]["submitJob"]["replayed"] for body in again)
+    assert submit_stats(simulator)["calls"] == throttled["calls"]
+
+
+@pytest.mark.slow
+async def test_a_throttle_past_the_retries_answers_throttled_and_frees_the_key(
+    simulator: SimulatorServer, start_gateway: StartGateway, http: httpx.AsyncClient
+) -> None:
+    simulator.set_faults(qps=1)
+    key = uuid.uuid4().hex
+    with start_gateway(submit_qps=50, max_retries=0) as gateway:
+        # The first takes the upstream's one call this second; the keyed one is throttled.
+        first = await submit(http, gateway)
+        refused = await submit(http, gateway, idempotencyKey=key)
+        simulator.set_faults(qps=100)
+        again = await submit(http, gateway, idempotencyKey=key)
+    assert "errors" not in first, first
+    extensions = error_of(refused)
+    assert extensions["code"] == "UPSTREAM_THROTTLED"
+    assert extensions["upstreamCode"].startswith("Throttling")
+    assert extensions["retryAfter"] >= 0
+    # Nothing was created, so the key was free: the next submission with it made the job.
+    assert again["data"]["submitJob"]["replayed"] is False
+    assert len([job for job in simulator.jobs() if job["source"] == "submitted"]) == 2
 
 
 @pytest.mark.slow

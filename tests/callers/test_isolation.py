@@ -1,5 +1,5 @@
-"""Callers and tenants through a real gateway in front of a real simulator, over HTTP and
-WebSocket: who may ask, what each tenant sees, and that no credential leaks anywhere."""
+"""Callers and tenants through a real gateway in front of a real simulator, over HTTP,
+WebSocket and SSE: who may ask, what each tenant sees, and that no credential leaks anywhere."""
 
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ from tests.api.conftest import (  # noqa: F401 (fixtures)
     without_request_ids,
 )
 from tests.servers import SimulatorServer
+from tests.support.sse import EVENT_STREAM, operation_over_sse
 
 from .issuer import AUDIENCE, ISSUER, Issuer
 
@@ -429,3 +430,75 @@ async def test_no_credential_shows_in_a_log_line_an_error_or_readyz(
             assert secret not in text
             # Not even the signature part of a token.
             assert secret.rsplit(".", 1)[-1] not in text
+
+
+async def sse(
+    http: httpx.AsyncClient,  # noqa: F811
+    gateway: GatewayServer,
+    query: str,
+    variables: dict[str, Any],
+    headers: dict[str, str],
+) -> tuple[httpx.Response, list[Any]]:
+    """One operation over SSE: the response and its events as (name, payload) pairs, request
+    ids left out."""
+    payload = {"query": query, "variables": variables}
+    response, events = await operation_over_sse(http, gateway.graphql_url, payload, headers=headers)
+    request_id = response.headers["x-request-id"]
+    return response, [
+        (event.event, without_request_ids(event.json(), request_id) if event.data else None)
+        for event in events
+    ]
+
+
+async def test_over_sse_another_tenants_job_answers_as_a_missing_one(
+    gateway: GatewayServer,
+    http: httpx.AsyncClient,  # noqa: F811
+    credentials: Credentials,
+) -> None:
+    for headers in (credentials.bearer(tenant="acme"), {"x-api-key": credentials.acme_key}):
+        response, own = await sse(http, gateway, UPDATES, {"id": ACME_JOB}, headers)
+        assert response.status_code == 200
+        assert own == [("next", {"data": {"jobUpdates": {"id": ACME_JOB}}}), ("complete", None)]
+        _, own_job = await sse(http, gateway, JOB, {"id": ACME_JOB}, headers)
+        assert own_job[0][1]["data"]["job"]["id"] == ACME_JOB
+        _, missing_updates = await sse(http, gateway, UPDATES, {"id": MISSING_JOB}, headers)
+        assert missing_updates == [("next", {"data": {"jobUpdates": None}}), ("complete", None)]
+        _, missing_job = await sse(http, gateway, JOB, {"id": MISSING_JOB}, headers)
+        assert missing_job == [("next", {"data": {"job": None}}), ("complete", None)]
+        for other in (GLOBEX_JOB, ORPHAN_JOB):
+            # Event for event what a missing job answers: no existence oracle on this transport.
+            assert (await sse(http, gateway, UPDATES, {"id": other}, headers))[1] == (
+                missing_updates
+            )
+            assert (await sse(http, gateway, JOB, {"id": other}, headers))[1] == missing_job
+    # An operator sees them all over SSE too (the stream is not simply blind).
+    ops = {"x-api-key": credentials.ops_key}
+    _, seen = await sse(http, gateway, UPDATES, {"id": ORPHAN_JOB}, ops)
+    assert seen[0] == ("next", {"data": {"jobUpdates": {"id": ORPHAN_JOB}}})
+
+
+async def test_over_sse_no_good_credential_is_401_before_any_stream(
+    gateway: GatewayServer,
+    http: httpx.AsyncClient,  # noqa: F811
+    credentials: Credentials,
+    simulator: SimulatorServer,
+) -> None:
+    simulator.reset_stats()
+    for headers in (
+        {},
+        {"authorization": "Bearer forged"},
+        {"x-api-key": "mpsgw_guessed"},
+        credentials.bearer(exp=int(time.time()) - 3600),
+    ):
+        for query, variables in ((UPDATES, {"id": ACME_JOB}), (JOB, {"id": ACME_JOB})):
+            response, events = await sse(http, gateway, query, variables, headers)
+            assert response.status_code == 401, headers
+            assert not response.headers["content-type"].startswith(EVENT_STREAM)
+            assert events == []
+            assert response.headers["www-authenticate"] == (
+                'Bearer realm="mps-gateway", ApiKey realm="mps-gateway"'
+            )
+            [error] = response.json()["errors"]
+            assert error["extensions"]["code"] == "UNAUTHENTICATED"
+    # Refused before any upstream call.
+    assert simulator.query_stats()["calls"] == 0

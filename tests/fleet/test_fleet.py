@@ -198,3 +198,42 @@ async def test_the_fleet_slows_down_when_the_upstream_throttles_below_the_budget
     assert settled["calls"] > 0
     assert settled["peakWindow"] <= 20
     assert all(rate <= 20 for rate in rates), rates
+
+
+SUBMIT = """mutation($input: SubmitJobInput!) { submitJob(input: $input) { job { id } } }"""
+
+
+async def submit_job(http: httpx.AsyncClient, gateway: GatewayProcess, n: int) -> dict[str, Any]:
+    job = {
+        "functionName": "ImageCartoonize",
+        "input": "oss://media.oss-cn-hangzhou.aliyuncs.com/in/face.jpg",
+        "output": "oss://media.oss-cn-hangzhou.aliyuncs.com/out/{source}.gif",
+        "userData": f"order {n}",
+    }
+    response = await http.post(
+        gateway.graphql_url, json={"query": SUBMIT, "variables": {"input": job}}
+    )
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+@pytest.mark.parametrize("simulator_settings", [SimulatorSettings(qps=4)])
+async def test_two_processes_share_one_submit_budget(
+    simulator: SimulatorServer, redis_server: RedisServer
+) -> None:
+    # The upstream's submit limit is the gateway's: any excess would show as a throttled call.
+    with fleet(simulator, redis_server, 2, GATEWAY_SUBMIT_QPS="4") as gateways:
+        simulator.reset_stats()
+        async with httpx.AsyncClient(timeout=120) as http:
+            bodies = await asyncio.gather(
+                *(submit_job(http, gateways[n % 2], n) for n in range(16))
+            )
+
+    for body in bodies:
+        assert "errors" not in body, body
+    assert len({body["data"]["submitJob"]["job"]["id"] for body in bodies}) == 16
+    stats = simulator.stats()["actions"]["SubmitIProductionJob"]
+    assert stats == {"calls": 16, "throttled": 0, "peakWindow": stats["peakWindow"]}
+    # Both processes submitted at once; alone, each would have sent up to four a second.
+    assert 0 < stats["peakWindow"] <= 4
