@@ -42,6 +42,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,7 @@ if not __package__:  # run as `python bench/coalescing.py`: make `bench` importa
 from bench.fleet import Fleet, start_fleet
 from bench.loadgen import Exchange, post_request, run
 from bench.processes import (
+    ADMIN_HEADERS,
     HOST,
     Server,
     ServerGroup,
@@ -74,7 +76,14 @@ NAME = "coalescing"
 GOAL = 200.0
 ACTION = "QueryIProductionJob"
 #: What a frontend polling progress asks: the state, and how old the snapshot is.
-QUERY = "query Poll($ids: [ID!]!) { jobs(ids: $ids) { id state ageSeconds } }"
+#: The poll: `fetchedAt`, from which the age of each snapshot served is computed here (same
+#: machine, same clock), so that the answer may be kept while its snapshots are (see README,
+#: "Answers that cannot change"). `--query age-seconds` asks `ageSeconds` instead, as the
+#: bench did before: an answer that moves with the clock, executed every time.
+QUERIES = {
+    "fetched-at": "query Poll($ids: [ID!]!) { jobs(ids: $ids) { id state fetchedAt } }",
+    "age-seconds": "query Poll($ids: [ID!]!) { jobs(ids: $ids) { id state ageSeconds } }",
+}
 #: The key of the whole machine's busy cores (everyone's processes) in `CpuUse.by_process`.
 MACHINE = "whole machine"
 #: The account's limit, on both sides; the fleet needs far less here (about jobs / ttl).
@@ -116,6 +125,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=200, help="simulated frontends")
     parser.add_argument("--interval", type=float, default=0.5, help="seconds between polls")
     parser.add_argument("--seconds", type=float, default=20.0, help="how long clients poll")
+    parser.add_argument(
+        "--query",
+        choices=sorted(QUERIES),
+        default="fetched-at",
+        help="what each poll asks besides id and state (see QUERIES)",
+    )
     parser.add_argument("--poll-timeout", type=float, default=10.0, help="a poll's HTTP timeout")
     args = parser.parse_args(argv)
     return run_main(NAME, lambda: run_benchmark(args))
@@ -138,13 +153,13 @@ def run_benchmark(args: argparse.Namespace) -> int:
             print(f"  {line}")
         print(f"phase 2, plant: {len(ids)} jobs in state Analysing, shaped after the demo set's")
         plant_jobs(group, fleet.simulator, ids)
-        check_through_gateways(group, fleet.gateways, ids)
+        check_through_gateways(group, fleet.gateways, ids, args.query)
         # Let the snapshots the check fetched expire, so that the run starts on a cold cache
         # (as polling starts in production), and count only the run's calls.
         time.sleep(ttl + 0.2)
         reset_simulator_stats(fleet.simulator)
         reset_redis_stats(fleet.redis)
-        before = {gateway.name: fetcher_stats(gateway) for gateway in fleet.gateways}
+        before = {gateway.name: gateway_stats(gateway) for gateway in fleet.gateways}
         print(
             f"phase 3, run: {args.clients} clients x 1 poll of {len(ids)} ids every "
             f"{args.interval:g} s for {args.seconds:g} s ({polls_per_client} polls each, "
@@ -156,7 +171,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
         polls = run(lambda: poll_all(fleet.gateways, ids, args, polls_per_client))
         cpu = _cpu_use(fleet, cpu_before, _cpu_now(fleet), polls.duration)
         stats = simulator_action_stats(fleet.simulator, ACTION)
-        after = {gateway.name: fetcher_stats(gateway) for gateway in fleet.gateways}
+        after = {gateway.name: gateway_stats(gateway) for gateway in fleet.gateways}
         redis_calls = redis_command_calls(fleet.redis)
         failover_lines, failovers = fleet.failovers()
 
@@ -211,10 +226,24 @@ def _numbered(url: str, number: int) -> str:
     return f"{head}/{stem}-{number:02d}.{extension}"
 
 
-def check_through_gateways(group: ServerGroup, gateways: Sequence[Server], ids: list[str]) -> None:
+def gateway_stats(gateway: Server) -> dict[str, int]:
+    """The fetcher's counters and those of kept answers (`kept_answer_...`)."""
+    with httpx.Client(timeout=10.0, trust_env=False) as client:
+        ready = client.get(f"{gateway.url}/readyz", headers=ADMIN_HEADERS).json()
+    answers = ready.get("answers") or {}
+    kept = {
+        f"kept_answer_{name}": int(answers.get(name) or 0)
+        for name in ("hits", "misses", "admitted", "expired", "outdated", "first_sightings")
+    }
+    return {**fetcher_stats(gateway), **kept}
+
+
+def check_through_gateways(
+    group: ServerGroup, gateways: Sequence[Server], ids: list[str], query: str
+) -> None:
     """One poll through each gateway before the run: all jobs found, running, no error. It also
     opens each gateway's upstream and Redis connections, so the run measures no start-up."""
-    payload = {"query": QUERY, "variables": {"ids": ids}}
+    payload = {"query": QUERIES[query], "variables": {"ids": ids}}
     with httpx.Client(timeout=30.0, trust_env=False) as client:
         for gateway in gateways:
             response = client.post(f"{gateway.url}/graphql", json=payload)
@@ -227,7 +256,7 @@ async def poll_all(
     gateways: Sequence[Server], ids: list[str], args: argparse.Namespace, polls_per_client: int
 ) -> Polls:
     polls = Polls(intended=args.clients * polls_per_client)
-    payload = json.dumps({"query": QUERY, "variables": {"ids": ids}}).encode()
+    payload = json.dumps({"query": QUERIES[args.query], "variables": {"ids": ids}}).encode()
     requests = {g.name: post_request(HOST, g.port, "/graphql", payload) for g in gateways}
     targets = [gateways[index % len(gateways)] for index in range(args.clients)]
     # Every connection is open before t=0, so no poll pays for a TCP handshake.
@@ -267,7 +296,7 @@ async def poll_all(
                 continue
             polls.ok += 1
             polls.latencies.append(answered_at - sent_at)
-            polls.max_age = max(polls.max_age, _oldest(body))
+            polls.max_age = max(polls.max_age, _oldest(body, time.time()))
         exchange.close()
 
     await asyncio.gather(
@@ -301,9 +330,12 @@ def poll_problem(status: int, body: bytes, ids: list[str]) -> tuple[str, str] | 
     return None
 
 
-def _oldest(body: bytes) -> float:
+def _oldest(body: bytes, now: float) -> float:
+    """The age of the oldest snapshot in an answer: `ageSeconds`, or now - `fetchedAt`."""
     jobs = json.loads(body)["data"]["jobs"]
-    return max(float(job["ageSeconds"]) for job in jobs)
+    if "ageSeconds" in jobs[0]:
+        return max(float(job["ageSeconds"]) for job in jobs)
+    return max(now - datetime.fromisoformat(job["fetchedAt"]).timestamp() for job in jobs)
 
 
 def _cpu_now(fleet: Fleet) -> dict[str, float | None]:
@@ -377,7 +409,12 @@ def report(
             f"{delta.get('cache_misses', '?')} misses, {delta.get('coalesced', '?')} coalesced "
             f"onto a fetch in flight, {delta.get('upstream_calls', '?')} upstream calls; "
             f"{delta.get('claim_waits', '?')} fetches waited for another process's call, "
-            f"{delta.get('answered_elsewhere', '?')} answered by one"
+            f"{delta.get('answered_elsewhere', '?')} answered by one; "
+            f"{delta.get('kept_answer_hits', '?')} polls answered from kept answers ("
+            f"{delta.get('kept_answer_misses', '?')} misses: "
+            f"{delta.get('kept_answer_expired', '?')} expired, "
+            f"{delta.get('kept_answer_outdated', '?')} outdated; "
+            f"{delta.get('kept_answer_admitted', '?')} admitted)"
         )
     # The shared cache's price: each Redis command is one round trip of some gateway.
     commands = sorted(redis_calls.items(), key=lambda item: -item[1])
@@ -456,7 +493,7 @@ def report(
         f"p50_ms={ms[0.5]:.1f} "
         f"p95_ms={ms[0.95]:.1f} p99_ms={ms[0.99]:.1f} errors={errors} throttled={throttled} "
         f"peak_window={peak} budget={budget} failovers={failovers} "
-        f"valid={'no' if problems else 'yes'}"
+        f"query={args.query} valid={'no' if problems else 'yes'}"
     )
     return 1 if problems else 0
 

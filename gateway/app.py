@@ -653,6 +653,7 @@ def create_app(
             settings, simulator=simulator, instruments=instruments
         )
         kept.shared = services.answers
+        kept.versions = services.fetcher.versions
         services.kept = kept if kept.store.enabled else None
         sampling = asyncio.create_task(_sample_every(metrics, SAMPLE_INTERVAL))
         listener = None
@@ -735,6 +736,7 @@ def create_app(
                 AnswerCache,
                 kept=kept,
                 fingerprint=answers_fingerprint(graphql.schema.as_str(), settings, trusted),
+                running_ttl=settings.cache_running_ttl,
                 # A hash alone names a document only where persisted queries run.
                 hashes=settings.apq or trusted is not None,
                 authenticator=authenticator,

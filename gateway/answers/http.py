@@ -8,11 +8,15 @@ A miss runs the GraphQL app with a `Cacheability` in the ASGI scope (`SCOPE_KEY`
 context hands to the resolvers and the operation policy; when the operation ended cacheable,
 its exact answer is kept (see `gateway.answers.store` for what is admitted) and shared.
 
-Headers: a GET answer that may be kept carries a strong `ETag` and `Cache-Control: public`
-(`private` when it depends on the caller), `max-age` its remaining lifetime, and `immutable`
-when nothing in it can change; an `If-None-Match` naming its ETag gets `304 Not Modified`.
-Every other answer of the endpoint, and every POST answer (which browsers and CDNs do not
-reuse), carries `Cache-Control: no-store`.
+An answer that read running jobs is kept too, in this process only, until the earliest expiry of
+the snapshots it read, and served only while each of them is still the snapshot the fetcher
+holds (`gateway.jobs.versions`): it is exactly what executing the request again would answer.
+
+Headers: a GET answer of finished jobs only that may be kept carries a strong `ETag` and
+`Cache-Control: public` (`private` when it depends on the caller), `max-age` its remaining
+lifetime, and `immutable` when nothing in it can change; an `If-None-Match` naming its ETag gets
+`304 Not Modified`. Every other answer of the endpoint (answers of running jobs included), and
+every POST answer (which browsers and CDNs do not reuse), carries `Cache-Control: no-store`.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from gateway.callers.caller import UNAUTHENTICATED_OPERATOR, Caller
 from gateway.callers.rate import TenantRateLimit
 from gateway.errors import RateLimited, Unauthenticated
 from gateway.jobs.cache import UNCOUNTED, Lookups
+from gateway.jobs.versions import SnapshotVersions
 from gateway.observe.requests import current_request
 
 __all__ = ["CALLER_SCOPE_KEY", "SCOPE_KEY", "AnswerCache", "KeptAnswers", "caller_visibility"]
@@ -65,6 +70,9 @@ class KeptAnswers:
 
     store: AnswerStore
     shared: SharedAnswers | None = None
+    #: The fetcher's snapshot versions, once the fetcher is made: answers built from running
+    #: snapshots are kept only with it (it tells when they are outdated).
+    versions: SnapshotVersions | None = None
 
     def report(self) -> dict[str, object]:
         """What /readyz tells of the kept answers (snake_case keys)."""
@@ -105,6 +113,7 @@ class AnswerCache:
         kept: KeptAnswers,
         fingerprint: str,
         lifetime: float,
+        running_ttl: float = 0.0,
         path: str = "/graphql",
         observer: ApiObserver = NO_OBSERVER,
         memory: Lookups = UNCOUNTED,
@@ -118,6 +127,7 @@ class AnswerCache:
         self.kept = kept
         self.fingerprint = fingerprint
         self.lifetime = lifetime
+        self.running_ttl = running_ttl
         self.path = path
         self.observer = observer
         self.hashes = hashes
@@ -174,6 +184,9 @@ class AnswerCache:
                 return
             key = AnswerKey.of(request, visibility=visibility, fingerprint=self.fingerprint)
         answer = self.kept.store.get(key.digest)
+        if answer is not None and answer.snapshots and not self._current(answer):
+            self.kept.store.drop(key.digest)
+            answer = None
         (self._memory.misses if answer is None else self._memory.hits).inc()
         if answer is None and self.kept.shared is not None:
             answer = await self.kept.shared.get(key.hex)
@@ -194,9 +207,20 @@ class AnswerCache:
             await self._answer(scope, answer, send)
             self.observer.operation("query", "ok", time.perf_counter() - started)
             return
-        verdict = Cacheability(self.lifetime)
+        running_ttl = self.running_ttl if self.kept.versions is not None else 0.0
+        verdict = Cacheability(self.lifetime, running_ttl=running_ttl)
         scope[SCOPE_KEY] = verdict
         await self.app(scope, receive, self._keeping(scope, key, verdict, private, send))
+
+    def _current(self, answer: Answer) -> bool:
+        """Whether every running snapshot `answer` was built from is still the one the process
+        holds (one dict lookup a job): a snapshot replaced early (a subscription's poll, a
+        submit, a refetch after a shared cache lost it) outdates the answer at once."""
+        versions = self.kept.versions
+        if versions is None:
+            return False
+        current = versions.current
+        return all(current(job_id) == version for job_id, version in answer.snapshots)
 
     async def _caller(self, scope: Scope) -> Caller | None:
         """The request's caller, left in the scope for the view (`CALLER_SCOPE_KEY`), so
@@ -249,23 +273,35 @@ class AnswerCache:
             if message.get("more_body", False):
                 return
             body = b"".join(held)
+            now = self._clock()
+            snapshots = tuple(verdict.snapshots.items())
             answer = Answer(
                 body=body,
                 content_type=content_type,
-                expires_at=self._clock() + verdict.lifetime,
-                immutable=verdict.lifetime >= self.lifetime,
+                # Never past the expiry of a running snapshot it read (`verdict.until`).
+                expires_at=min(now + verdict.lifetime, verdict.until),
+                immutable=verdict.lifetime >= self.lifetime and not snapshots,
                 private=private,
                 operation=verdict.operation,
                 etag=b'"' + hashlib.sha256(body).hexdigest()[:32].encode() + b'"',
+                snapshots=snapshots,
             )
-            if self.kept.store.offer(key.digest, answer) and self.kept.shared is not None:
+            if answer.expires_at <= now:
+                pass  # right for no time (its snapshot expired while it ran): not kept
+            elif snapshots:
+                # Right for a second at most: in this process's memory only (a Redis round
+                # trip would cost about what it saves, and other processes cannot check it).
+                self.kept.store.offer(key.digest, answer)
+            elif self.kept.store.offer(key.digest, answer) and self.kept.shared is not None:
                 self.kept.shared.put(key.hex, answer)
             await self._answer(scope, answer, send)
 
         return keep
 
     async def _answer(self, scope: Scope, answer: Answer, send: Send) -> None:
-        if scope["method"] != "GET":
+        # An answer of running jobs gets no HTTP caching: an HTTP cache could not tell when a
+        # snapshot it was built from is replaced.
+        if scope["method"] != "GET" or answer.snapshots:
             headers = [
                 (b"content-type", answer.content_type),
                 (b"content-length", str(len(answer.body)).encode()),

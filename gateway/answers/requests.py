@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
@@ -33,6 +34,10 @@ class GraphQLRequest:
     operation_name: str | None
     #: The variables as canonical JSON (sorted keys, no spaces): equal values, equal text.
     variables: str
+
+
+#: What the view accepts as a hash (`gateway.api.persisted`): exactly 64 hexadecimal digits.
+_SHA256_HEX = re.compile("[0-9a-fA-F]{64}")
 
 
 def read_post(body: bytes, *, hashes: bool = True) -> GraphQLRequest | None:
@@ -80,11 +85,20 @@ def _read(
         return None
     if variables is not None and not isinstance(variables, dict):
         return None
+    # Extensions the view would refuse (not an object, a malformed persistedQuery) have no key:
+    # the refusal is the view's to give, never a kept answer's.
+    if extensions is not None and not isinstance(extensions, dict):
+        return None
     persisted = _persisted_hash(extensions)
+    if persisted is None and isinstance(extensions, dict) and "persistedQuery" in extensions:
+        return None
     if isinstance(query, str):
         document_hash = hashlib.sha256(query.encode("utf-8", "surrogatepass")).hexdigest()
-        if persisted is not None and persisted != document_hash:
-            return None  # the hash is not the text's: the request's refusal is the view's to say
+        if persisted is not None:
+            # Text with its hash registers the document (Apollo's client sends it after a
+            # PERSISTED_QUERY_NOT_FOUND): the view must see it, or the fleet's store never
+            # learns the hash; a hash that is not the text's is the view's to refuse.
+            return None
     elif query is None and persisted is not None and hashes:
         document_hash = persisted
     else:
@@ -104,12 +118,11 @@ def _persisted_hash(extensions: object) -> str | None:
     persisted = extensions.get("persistedQuery")
     if not isinstance(persisted, dict):
         return None
-    digest = persisted.get("sha256Hash")
-    if not isinstance(digest, str) or len(digest) != 64:
+    version = persisted.get("version")
+    if isinstance(version, bool) or version != 1:
         return None
-    try:
-        int(digest, 16)
-    except ValueError:
+    digest = persisted.get("sha256Hash")
+    if not isinstance(digest, str) or len(digest) != 64 or not _SHA256_HEX.fullmatch(digest):
         return None
     return digest.lower()
 

@@ -13,8 +13,9 @@ again:
 - An answer over `max_answer_bytes` is never kept; every answer is counted at its size plus a
   fixed overhead, so the bound holds whatever the mix.
 
-Each answer has an expiry (wall clock): an expired one is a miss and is dropped when seen.
-Nothing else removes an answer, because nothing kept can change.
+Each answer has an expiry (wall clock): an expired one is a miss and is dropped when seen (and
+its key counts as seen, so that its next answer is admitted at once). `drop` removes an answer
+its caller found outdated (a running snapshot it was built from was replaced).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from dataclasses import dataclass
 from typing import Final
 
 from cachetools import LRUCache
+
+from gateway.jobs.versions import Version
 
 __all__ = ["ENTRY_OVERHEAD", "Answer", "AnswerStore", "StoreStats"]
 
@@ -52,6 +55,9 @@ class Answer:
     operation: str | None
     #: The strong ETag of `body`, quoted.
     etag: bytes
+    #: The running snapshots it was built from (job id, version): served only while each is
+    #: still the one the process holds. Empty for an answer of finished jobs only.
+    snapshots: tuple[tuple[str, Version], ...] = ()
 
     @property
     def size(self) -> int:
@@ -72,6 +78,8 @@ class StoreStats:
     #: Answers pushed out of memory by newer ones.
     evicted: int = 0
     expired: int = 0
+    #: Answers dropped because a running snapshot they were built from was replaced.
+    outdated: int = 0
 
 
 def _size(answer: Answer) -> int:
@@ -138,8 +146,17 @@ class AnswerStore:
             self.stats.expired += 1
             self._protected.pop(key, None)
             self._probation.pop(key, None)
+            # Asked again after it expired: its next answer is admitted at once (an answer
+            # of running jobs lives for a second; a doorkeeper round each time would halve it).
+            self._seen[key] = True
         self.stats.misses += 1
         return None
+
+    def drop(self, key: bytes) -> None:
+        """Forget the answer kept under `key` (it is outdated); it is admitted again at once."""
+        if self._protected.pop(key, None) or self._probation.pop(key, None):
+            self.stats.outdated += 1
+            self._seen[key] = True
 
     def offer(self, key: bytes, answer: Answer) -> bool:
         """Keep `answer` if its key was seen before (and it fits); whether it was kept."""

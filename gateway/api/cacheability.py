@@ -1,8 +1,12 @@
 """`Cacheability`: whether the answer of one operation may be kept, and for how long.
 
-An answer may be kept only when everything that made it is fixed: the operation is a query,
-it answered no error, every job it touched was finished (SUCCESS or FAIL: such a job never
-changes), and no field it resolved moves with time. Resolvers report what they touch; the
+An answer may be kept only while everything that made it stays as it was: the operation is a
+query, it answered no error, and no field it resolved moves with time. A finished job (SUCCESS
+or FAIL) never changes; a running one is served from the snapshot cache until its snapshot
+expires (`fetched_at` + `GATEWAY_CACHE_RUNNING_TTL`), so an answer that read running snapshots
+stays right until the earliest of those expiries, and only while each snapshot is still the one
+the process holds (the answer records their versions, `snapshots`, which the kept-answer store
+checks on every hit). Resolvers report what they touch; the
 operation policy reports the operation's type and errors. Anything not reported as fixed is
 not: the verdict starts undecided, and only a query that ended without errors makes it
 cacheable.
@@ -11,6 +15,9 @@ cacheable.
 from __future__ import annotations
 
 import math
+
+from gateway.jobs.versions import SnapshotVersions, Version, version_of
+from gateway.model import Job
 
 __all__ = ["Cacheability"]
 
@@ -24,10 +31,26 @@ class Cacheability:
     (`forbid`).
     """
 
-    __slots__ = ("_ended", "_forbidden", "lifetime", "operation")
+    __slots__ = (
+        "_ended",
+        "_forbidden",
+        "_running_ttl",
+        "lifetime",
+        "operation",
+        "snapshots",
+        "until",
+    )
 
-    def __init__(self, lifetime: float) -> None:
+    def __init__(self, lifetime: float, *, running_ttl: float = 0.0) -> None:
         self.lifetime = lifetime
+        #: Seconds a running snapshot is served from the cache after it was fetched (0: not
+        #: cached, so an answer that reads one may not be kept).
+        self._running_ttl = running_ttl
+        #: The wall-clock time (Unix seconds) the answer stops being right at the latest: the
+        #: earliest expiry of the running snapshots it read (infinity when it read none).
+        self.until = math.inf
+        #: job id -> version of each running snapshot the answer read.
+        self.snapshots: dict[str, Version] = {}
         #: Why the answer may not be kept (the first reason), None while nothing forbade it.
         self._forbidden: str | None = None
         self._ended = False
@@ -44,6 +67,21 @@ class Cacheability:
         if seconds <= 0 or math.isnan(seconds):
             self.forbid("an answer that is right for no time")
         self.lifetime = min(self.lifetime, seconds)
+
+    def read_running(self, job: Job, versions: SnapshotVersions) -> None:
+        """The answer shows `job`, a running snapshot: it stays right until the snapshot
+        expires from the cache, and while the process holds no newer one."""
+        if self._running_ttl <= 0:
+            self.forbid("a running job (its snapshots are not cached)")
+            return
+        if not versions.read(job):
+            self.forbid("a running job whose snapshot was replaced already")
+            return
+        version = version_of(job)
+        if self.snapshots.setdefault(job.id, version) != version:
+            self.forbid("two snapshots of one running job")
+            return
+        self.until = min(self.until, job.fetched_at + self._running_ttl)
 
     def ended(self, operation_type: str, operation: str | None, errors: int) -> None:
         """The operation ended: only a query without errors may be kept."""

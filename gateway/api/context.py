@@ -89,7 +89,7 @@ class Context:
 
     def touched(self, job: object) -> None:
         """The answer shows `job` (a snapshot, None for no such job, an error): it may be kept
-        only when that is a finished job."""
+        when that is a finished job, or, until the snapshot expires, a running one."""
         if self.cacheability is None:
             return
         if job is None:
@@ -97,7 +97,7 @@ class Context:
         elif not isinstance(job, model.Job):
             self.cacheability.forbid("a job that failed to load")
         elif not job.state.is_terminal:
-            self.cacheability.forbid("a running job")
+            self.cacheability.read_running(job, self.fetcher.versions)
 
     @property
     def jobs(self) -> JobLoader:

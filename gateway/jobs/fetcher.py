@@ -38,6 +38,7 @@ from gateway.jobs.cache import CacheEntry, SnapshotCache
 from gateway.jobs.claims import NO_LEASE, ClaimOutcome, FetchClaims, Held, Lease
 from gateway.jobs.ids import validate_job_id
 from gateway.jobs.retry import RetryPolicy
+from gateway.jobs.versions import SnapshotVersions
 from gateway.model import Job
 from gateway.shared.backend import BackendUnavailable
 
@@ -224,6 +225,8 @@ class JobFetcher:
     ) -> None:
         self._source = source
         self._observer = observer
+        #: The snapshot of each job this process stored last (see `SnapshotVersions`).
+        self.versions = SnapshotVersions()
         self._budget = budget
         self._cache = cache
         self._claims = claims
@@ -282,6 +285,7 @@ class JobFetcher:
         """Cache `job`, a snapshot known without a query (a job just submitted), for the ttl of
         its state, so that the next reads of it need no call. A failing cache costs that call
         later, not this caller's answer."""
+        self.versions.stored(job.id, job)
         try:
             await self._cache.put(job.id, job)
         except Exception:
@@ -533,6 +537,7 @@ class JobFetcher:
                 await self._sleep(delay)
                 fetch.stage = _Stage.BUDGET
                 continue
+            self.versions.stored(fetch.job_id, job)
             try:
                 await self._cache.put(fetch.job_id, job)
             except Exception:

@@ -6,6 +6,8 @@ import hashlib
 import json
 from urllib.parse import urlencode
 
+import pytest
+
 from gateway.answers.requests import AnswerKey, GraphQLRequest, read_get, read_post
 
 QUERY = "query Q($id: ID!) { job(id: $id) { id } }"
@@ -58,10 +60,9 @@ def test_a_persisted_query_hash_names_the_same_document_as_its_text() -> None:
     by_text = get(query=QUERY, operationName="Q", variables={"id": "a"})
     assert key_of(by_hash) == key_of(by_text)
     assert post(operationName="Q", variables={"id": "a"}, extensions=persisted) == by_text
-    # Both, agreeing: the same key; disagreeing: none (the view refuses the mismatch).
-    assert post(query=QUERY, operationName="Q", variables={"id": "a"}, extensions=persisted) == (
-        by_text
-    )
+    # Both: no key. Agreeing, they register the document, which the view must do (a kept
+    # answer would leave the fleet's store without it); disagreeing, the view refuses them.
+    assert post(query=QUERY, operationName="Q", variables={"id": "a"}, extensions=persisted) is None
     other = {"persistedQuery": {"version": 1, "sha256Hash": "0" * 64}}
     assert post(query=QUERY, extensions=other) is None
     # A gateway without persisted queries reads no key from a hash alone.
@@ -81,3 +82,23 @@ def test_requests_that_cannot_be_read_have_no_key() -> None:
     assert post(extensions={"persistedQuery": {"sha256Hash": "not hex" * 9 + "1"}}) is None
     assert read_get(b"query=q&variables=%7Bnot") is None
     assert read_get(b"query=%ff") is None  # not UTF-8
+
+
+@pytest.mark.parametrize(
+    "extensions",
+    [
+        "a string",
+        7,
+        True,
+        [],
+        {"persistedQuery": "not an object"},
+        {"persistedQuery": {"version": 2, "sha256Hash": QUERY_HASH}},
+        {"persistedQuery": {"version": True, "sha256Hash": QUERY_HASH}},
+        {"persistedQuery": {"version": 1, "sha256Hash": "0x" + QUERY_HASH[2:]}},
+        {"persistedQuery": {"version": 1, "sha256Hash": "_" * 64}},
+    ],
+)
+def test_extensions_the_view_refuses_have_no_key(extensions: object) -> None:
+    # A kept answer must never stand in for the view's refusal (graphql-http's audit asks 400).
+    assert post(query=QUERY, extensions=extensions) is None
+    assert get(query=QUERY, extensions=extensions) is None
