@@ -102,6 +102,11 @@ logger = logging.getLogger(__name__)
 #: Highest the adaptive limit of requests running at once climbs without
 #: GATEWAY_MAX_CONCURRENT_REQUESTS: more than a process ever runs, so in effect no limit.
 ADAPTIVE_CEILING = 10_000
+#: Lowest it goes: a burst of a few dozen requests is what one page or one frontend sends at
+#: once, and its first requests' parsing alone can make the last ones wait past the target;
+#: shedding there would refuse a burst the process serves in time. Under real overload the
+#: limit still falls to this, which is what bounds answer times (docs/budget-benchmarks.md).
+ADAPTIVE_FLOOR = 64
 
 #: Seconds between two samplings of the gauges read from state (the budget's limits...).
 SAMPLE_INTERVAL = 1.0
@@ -719,6 +724,7 @@ def create_app(
                 AdaptiveLimit(
                     target_wait=settings.admission_target_wait,
                     ceiling=settings.max_concurrent_requests or ADAPTIVE_CEILING,
+                    floor=ADAPTIVE_FLOOR,
                 )
                 if settings.admission_target_wait
                 else None
