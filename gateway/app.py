@@ -54,7 +54,7 @@ from gateway.answers.http import CALLER_SCOPE_KEY, SCOPE_KEY, AnswerCache, KeptA
 from gateway.answers.store import AnswerStore
 from gateway.api import client_json
 from gateway.api.cacheability import Cacheability
-from gateway.api.context import Context
+from gateway.api.context import Context, waits_end
 from gateway.api.http import (
     BATCH_REFUSAL,
     JSON,
@@ -420,7 +420,7 @@ class GatewayGraphQL(GraphQL[Context, None]):
             caller=caller,
             default_tenant=self._settings.default_tenant,
             rate_limit=self._rate_limit,
-            deadline=deadline.at,
+            deadline=waits_end(deadline.at, deadline.timeout),
             timeout=deadline.timeout,
             max_ids=self._settings.max_ids,
             max_page_size=self._settings.max_page_size,

@@ -23,12 +23,24 @@ if TYPE_CHECKING:
     from gateway.submit.submitter import JobSubmitter
 
 
+#: Most of its time a request keeps for making and sending its answer once its waits end: waits
+#: that ran to the very deadline would answer after it by the event loop's lag (p99 about 130 ms
+#: at ten times the budget, docs/budget-benchmarks.md).
+ANSWER_RESERVE = 0.1
+
+
+def waits_end(deadline: float, timeout: float) -> float:
+    """When a request's waits (upstream slots, calls, long lists) must end for its answer to be
+    out by `deadline`: `ANSWER_RESERVE` before it, or a twentieth of a short `timeout`."""
+    return deadline - min(ANSWER_RESERVE, timeout / 20)
+
+
 @dataclass(slots=True)
 class Context:
     """Made anew for each GraphQL request, and for each operation of a WebSocket connection
     (Strawberry makes one context per connection: `for_operation` gives each operation its own).
     Its loader's memo is private to that request, and `deadline` (on the fetcher's clock)
-    bounds its waits for the upstream."""
+    bounds its waits for the upstream: `waits_end` of the request's own deadline."""
 
     #: The process-wide fetcher behind the loader; subscriptions poll it directly, since a
     #: loader's memo would answer every poll with the first snapshot.
@@ -75,7 +87,7 @@ class Context:
         its first answers."""
         return dataclasses.replace(
             self,
-            deadline=time.monotonic() + self.timeout,
+            deadline=waits_end(time.monotonic() + self.timeout, self.timeout),
             per_connection=False,
             cacheability=None,
             _jobs=None,
