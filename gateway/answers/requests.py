@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
+
+from gateway.api.persisted import PersistedQueryError, document_hash, requested_hash
 
 __all__ = ["AnswerKey", "read_get", "read_post"]
 
@@ -34,10 +35,6 @@ class GraphQLRequest:
     operation_name: str | None
     #: The variables as canonical JSON (sorted keys, no spaces): equal values, equal text.
     variables: str
-
-
-#: What the view accepts as a hash (`gateway.api.persisted`): exactly 64 hexadecimal digits.
-_SHA256_HEX = re.compile("[0-9a-fA-F]{64}")
 
 
 def read_post(body: bytes, *, hashes: bool = True) -> GraphQLRequest | None:
@@ -85,46 +82,30 @@ def _read(
         return None
     if variables is not None and not isinstance(variables, dict):
         return None
-    # Extensions the view would refuse (not an object, a malformed persistedQuery) have no key:
-    # the refusal is the view's to give, never a kept answer's.
+    # Extensions the view refuses (not an object, a malformed persistedQuery) have no key:
+    # the refusal is the view's to give, never a kept answer's. The same reading as the view's.
     if extensions is not None and not isinstance(extensions, dict):
         return None
-    persisted = _persisted_hash(extensions)
-    if persisted is None and isinstance(extensions, dict) and "persistedQuery" in extensions:
+    try:
+        persisted = requested_hash(extensions)
+    except PersistedQueryError:
         return None
     if isinstance(query, str):
-        document_hash = hashlib.sha256(query.encode("utf-8", "surrogatepass")).hexdigest()
+        text_hash = document_hash(query)
         if persisted is not None:
             # Text with its hash registers the document (Apollo's client sends it after a
             # PERSISTED_QUERY_NOT_FOUND): the view must see it, or the fleet's store never
             # learns the hash; a hash that is not the text's is the view's to refuse.
             return None
     elif query is None and persisted is not None and hashes:
-        document_hash = persisted
+        text_hash = persisted
     else:
         return None
     try:
         canonical = json.dumps(variables or {}, sort_keys=True, separators=(",", ":"))
     except (ValueError, TypeError, RecursionError):
         return None
-    return GraphQLRequest(document_hash, operation_name or None, canonical)
-
-
-def _persisted_hash(extensions: object) -> str | None:
-    """The hook for persisted queries: `extensions.persistedQuery.sha256Hash` (lower-case hex
-    of 64 digits), the document's name when the request sends no text."""
-    if not isinstance(extensions, dict):
-        return None
-    persisted = extensions.get("persistedQuery")
-    if not isinstance(persisted, dict):
-        return None
-    version = persisted.get("version")
-    if isinstance(version, bool) or version != 1:
-        return None
-    digest = persisted.get("sha256Hash")
-    if not isinstance(digest, str) or len(digest) != 64 or not _SHA256_HEX.fullmatch(digest):
-        return None
-    return digest.lower()
+    return GraphQLRequest(text_hash, operation_name or None, canonical)
 
 
 @dataclass(frozen=True, slots=True)
