@@ -48,6 +48,16 @@ def simulator_action_stats(simulator: Server, action: str) -> dict[str, int]:
     return stats
 
 
+def simulator_arrivals_per_second(simulator: Server, action: str) -> list[int]:
+    """Calls of one action arriving in each whole second since its first call after the last
+    reset (`GET /_simulator/stats`'s `arrivalsPerSecond`; the simulator keeps the last hour)."""
+    with httpx.Client(timeout=10.0, trust_env=False) as client:
+        counts: list[int] = client.get(f"{simulator.url}/_simulator/stats").json()[
+            "arrivalsPerSecond"
+        ][action]["counts"]
+    return counts
+
+
 def readiness(gateway: Server) -> dict[str, Any]:
     """The whole `GET /readyz` answer (status, redis, budget, cache, fetcher), as sent."""
     with httpx.Client(timeout=10.0, trust_env=False) as client:

@@ -3,7 +3,11 @@
     GET    /_simulator/health          {"status": "ok"}
     GET    /_simulator/stats           {"qps": 100, "actions": {"QueryIProductionJob":
                                          {"calls": 0, "throttled": 0, "peakWindow": 0}, ...},
-                                         "signatures": {"v1": 0, "v3": 0}}
+                                         "signatures": {"v1": 0, "v3": 0},
+                                         "arrivalsPerSecond": {"QueryIProductionJob":
+                                         {"fromSecond": 0, "counts": [100, 94, ...]}, ...}}
+                                         (counts: calls arriving in each whole second since
+                                         the action's first call after a reset; the last hour)
     POST   /_simulator/stats/reset     zeroes the counters; answers the stats
     GET    /_simulator/faults          {"latencyMs", "latencyJitterMs", "errorRate",
                                          "malformedRate", "dropRate", "qps"}

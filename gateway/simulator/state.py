@@ -90,7 +90,15 @@ class Simulator:
             action: dict(meter.as_json()) for action, meter in self.meters.items()
         }
         signatures: dict[str, JsonValue] = dict(self.signatures)
-        return {"qps": self.qps, "actions": actions, "signatures": signatures}
+        timelines: dict[str, JsonValue] = {
+            action: meter.timeline.as_json() for action, meter in self.meters.items()
+        }
+        return {
+            "qps": self.qps,
+            "actions": actions,
+            "signatures": signatures,
+            "arrivalsPerSecond": timelines,
+        }
 
     def reset_stats(self) -> None:
         for meter in self.meters.values():

@@ -15,7 +15,12 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
+from gateway.model import JsonValue
+
 WINDOW_SECONDS = 1.0
+#: Whole seconds of arrival counts kept: an hour, so a long benchmark is read whole and a
+#: simulator left running for days holds a bounded list.
+TIMELINE_SECONDS = 3600
 
 
 class SlidingLog:
@@ -45,6 +50,42 @@ class SlidingLog:
             self._times.popleft()
 
 
+class SecondCounts:
+    """Arrivals in each whole second since the first one (the last `TIMELINE_SECONDS` of them):
+    what a benchmark needs to tell a sustained rate from the burst that starts a run and the
+    trickle that ends it."""
+
+    def __init__(self, seconds: int = TIMELINE_SECONDS) -> None:
+        self._first: float | None = None
+        self._offset = 0  # the second (since the first arrival) that `_counts[0]` counts
+        self._counts: deque[int] = deque()
+        self._seconds = seconds
+
+    def add(self, now: float) -> None:
+        if self._first is None:
+            self._first = now
+        second = max(0, int(now - self._first))
+        while self._offset + len(self._counts) <= second:
+            self._counts.append(0)
+        if len(self._counts) > self._seconds:
+            dropped = len(self._counts) - self._seconds
+            for _ in range(dropped):
+                self._counts.popleft()
+            self._offset += dropped
+        index = second - self._offset
+        if index >= 0:  # an arrival older than the kept hour (a clock step): not counted
+            self._counts[index] += 1
+
+    def clear(self) -> None:
+        self._first = None
+        self._offset = 0
+        self._counts.clear()
+
+    def as_json(self) -> dict[str, JsonValue]:
+        counts: list[JsonValue] = list(self._counts)
+        return {"fromSecond": self._offset, "counts": counts}
+
+
 @dataclass
 class ActionMeter:
     """Admission and counters of one action.
@@ -58,12 +99,15 @@ class ActionMeter:
     peak_window: int = 0
     _admitted: SlidingLog = field(default_factory=SlidingLog, repr=False)
     _arrivals: SlidingLog = field(default_factory=SlidingLog, repr=False)
+    #: Arrivals per whole second since the first one after a reset (throttled ones included).
+    timeline: SecondCounts = field(default_factory=SecondCounts, repr=False)
 
     def admit(self, now: float, limit: int) -> bool:
         """Count a call arriving at `now`; True if fewer than `limit` calls were admitted in the
         rolling second ending at `now` (the call is then admitted too), False if it is throttled.
         """
         self.calls += 1
+        self.timeline.add(now)
         self.peak_window = max(self.peak_window, self._arrivals.add(now))
         if self._admitted.count(now) >= limit:
             self.throttled += 1
@@ -75,6 +119,7 @@ class ActionMeter:
         """Zero the counters and the peak. Admission history stays: the limit is not a statistic."""
         self.calls = self.throttled = self.peak_window = 0
         self._arrivals.clear()
+        self.timeline.clear()
 
     def as_json(self) -> dict[str, int]:
         return {"calls": self.calls, "throttled": self.throttled, "peakWindow": self.peak_window}

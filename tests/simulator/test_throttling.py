@@ -13,7 +13,7 @@ from starlette.applications import Starlette
 from gateway.mps.signing import RpcSignatureV1
 from gateway.settings import SimulatorSettings
 from gateway.simulator import DOC_EXAMPLE_JOB_ID, create_simulator_app
-from gateway.simulator.window import ActionMeter
+from gateway.simulator.window import ActionMeter, SecondCounts
 from tests.servers import run_asgi_server
 from tests.simulator.conftest import (
     AK,
@@ -62,6 +62,36 @@ async def test_the_call_over_the_limit_is_throttled(
     assert stats["qps"] == 5
     assert stats["actions"][QUERY] == {"calls": 8, "throttled": 2, "peakWindow": 7}
     assert stats["actions"][SUBMIT] == {"calls": 0, "throttled": 0, "peakWindow": 0}
+
+
+async def test_arrivals_are_counted_per_second_since_the_first(
+    make_app: Callable[..., Starlette], clock: ManualClock
+) -> None:
+    app = make_app(qps=5)
+    async with asgi_client(app, clock) as client, _admin(app) as admin:
+        clock.advance(7.25)  # the count starts at the first call, not when the simulator did
+        for _ in range(6):  # the sixth is throttled, and counted all the same
+            await query(client)
+        clock.advance(0.9)  # still the first second
+        await query(client)
+        clock.advance(2.0)  # a second with nothing, then one call
+        await query(client)
+        timeline = (await admin.get("/_simulator/stats")).json()["arrivalsPerSecond"]
+        assert timeline[QUERY] == {"fromSecond": 0, "counts": [7, 0, 1]}
+        assert timeline[SUBMIT] == {"fromSecond": 0, "counts": []}
+        reset = (await admin.post("/_simulator/stats/reset")).json()
+        assert reset["arrivalsPerSecond"][QUERY] == {"fromSecond": 0, "counts": []}
+        clock.advance(5.0)
+        await query(client)
+        stats = (await admin.get("/_simulator/stats")).json()
+        assert stats["arrivalsPerSecond"][QUERY] == {"fromSecond": 0, "counts": [1]}
+
+
+def test_the_timeline_keeps_the_last_seconds_only() -> None:
+    timeline = SecondCounts(seconds=3)
+    for second in (0.5, 1.5, 1.6, 4.2, 5.0):
+        timeline.add(100.0 + second)
+    assert timeline.as_json() == {"fromSecond": 2, "counts": [0, 1, 1]}
 
 
 def _admin(app: Starlette) -> httpx.AsyncClient:
