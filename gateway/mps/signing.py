@@ -34,7 +34,11 @@ def canonical_query(params: Mapping[str, str]) -> str:
 
 
 def string_to_sign(method: str, params: Mapping[str, str]) -> str:
-    return f"{method.upper()}&%2F&{percent_encode(canonical_query(params))}"
+    # `percent_encode` of the canonical query, spelled out: once encoded, the query holds only
+    # unreserved characters, `%`, `=` and `&`, so encoding it again is these three replacements
+    # (several times cheaper than `quote` on a long text, and every upstream call is signed).
+    encoded = canonical_query(params).replace("%", "%25").replace("&", "%26").replace("=", "%3D")
+    return f"{method.upper()}&%2F&{encoded}"
 
 
 def sign(method: str, params: Mapping[str, str], secret: str) -> str:
@@ -90,7 +94,33 @@ class RpcSignatureV1(httpx.Auth):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(access_key_id={self._access_key_id!r})"
 
+    def signed_form(self, query: Mapping[str, str], form: Mapping[str, str]) -> dict[str, str]:
+        """The form body of a signed POST whose query string carries `query`: `form`, the common
+        parameters and the `Signature` (what `auth_flow` sends for a form POST, without building
+        a request to read them back: the gateway signs every upstream call with this)."""
+        body = dict(form) | self._common()
+        # Sign exactly what a server reads back (`request_params`: the form body over the query
+        # string, the merge the official SDK signs too), so that a name sent both in the query
+        # and in the body is signed with the value the server uses.
+        body["Signature"] = sign("POST", dict(query) | body, self._secret)
+        return body
+
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        if request.method == "POST" and _is_form(request):
+            # A form POST carries the credentials in its body: URLs end up in logs (httpx's own,
+            # proxies'), and the security token and signature have no business there.
+            query = dict(parse_qsl(request.url.query.decode(), keep_blank_values=True))
+            form = dict(parse_qsl(request.content.decode(), keep_blank_values=True))
+            yield _with_form_body(request, self.signed_form(query, form))
+            return
+        query = dict(parse_qsl(request.url.query.decode(), keep_blank_values=True)) | self._common()
+        request.url = request.url.copy_with(query=encode_query(query.items()).encode())
+        query["Signature"] = sign(request.method, request_params(request), self._secret)
+        request.url = request.url.copy_with(query=encode_query(query.items()).encode())
+        yield request
+
+    def _common(self) -> dict[str, str]:
+        """The parameters every signed request carries besides its own."""
         common = {
             "AccessKeyId": self._access_key_id,
             "SignatureMethod": "HMAC-SHA1",
@@ -100,22 +130,7 @@ class RpcSignatureV1(httpx.Auth):
         }
         if self._security_token:
             common["SecurityToken"] = self._security_token
-        # Sign exactly what a server reads back (`request_params`: the form body over the query
-        # string, the merge the official SDK signs too), so that a name sent both in the query
-        # and in the body is signed with the value the server uses.
-        if request.method == "POST" and _is_form(request):
-            # A form POST carries the credentials in its body: URLs end up in logs (httpx's own,
-            # proxies'), and the security token and signature have no business there.
-            body = dict(parse_qsl(request.content.decode(), keep_blank_values=True)) | common
-            request = _with_form_body(request, body)
-            body["Signature"] = sign(request.method, request_params(request), self._secret)
-            yield _with_form_body(request, body)
-            return
-        query = dict(parse_qsl(request.url.query.decode(), keep_blank_values=True)) | common
-        request.url = request.url.copy_with(query=encode_query(query.items()).encode())
-        query["Signature"] = sign(request.method, request_params(request), self._secret)
-        request.url = request.url.copy_with(query=encode_query(query.items()).encode())
-        yield request
+        return common
 
 
 def _is_form(request: httpx.Request) -> bool:

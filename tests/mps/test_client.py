@@ -643,6 +643,39 @@ async def test_query_sends_a_signed_request_and_decodes_the_job() -> None:
     assert (params["AccessKeyId"], params["SecurityToken"]) == (ACCESS_KEY_ID, TOKEN)
 
 
+async def test_each_call_is_the_request_httpx_and_the_auth_would_build() -> None:
+    """The client builds its calls from a per-action template and `signed_form` (cheap enough to
+    sign every waiting fetch's call ahead of its slot): byte for byte what httpx sends when it
+    builds the same form POST and runs the auth flow, timeout and default headers included."""
+    auth = RpcSignatureV1(
+        ACCESS_KEY_ID, SECRET, TOKEN, clock=lambda: FETCHED_AT, nonce=lambda: "fixed-nonce"
+    )
+    async with httpx.AsyncClient(
+        base_url="https://mts.cn-shanghai.aliyuncs.com",
+        auth=auth,
+        headers={"user-agent": "mps-gateway/test"},
+        timeout=httpx.Timeout(3.0, connect=1.5),
+    ) as http:
+        client = MpsClient(http)
+        for action, params in [
+            ("QueryIProductionJob", {"JobId": JOB_ID}),
+            ("QueryIProductionJob", {"JobId": "a b*~é"}),  # what encoding gets wrong
+            ("SubmitIProductionJob", {"FunctionName": "Cover", "JobParams": "{mode:'gif'}"}),
+        ]:
+            built = client._signed(action, params)
+            unsigned = http.build_request(
+                "POST",
+                "/",
+                params={"Action": action, "Version": API_VERSION, "Format": "JSON"},
+                data=params,
+            )
+            expected = next(auth.sync_auth_flow(unsigned))
+            assert (built.method, built.url) == (expected.method, expected.url)
+            assert built.headers.multi_items() == expected.headers.multi_items()
+            assert built.content == expected.content
+            assert built.extensions == expected.extensions
+
+
 # --- SubmitIProductionJob ---------------------------------------------------------------------
 
 
