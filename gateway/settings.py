@@ -88,7 +88,7 @@ class GatewaySettings(BaseSettings):
         description="Seconds added to the 1 s window: room for the two clocks' rounding.",
     )
     upstream_concurrency: int = Field(
-        default=64, ge=1, description="Upstream calls in flight at once, per process."
+        default=100, ge=1, description="Upstream calls in flight at once, per process."
     )
     submit_qps: int = Field(
         default=100,
