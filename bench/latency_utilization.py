@@ -22,7 +22,8 @@ Reported per latency, all from the simulator's meter:
   bench reported before the sustained rate. It charges the run's start and end to the rate: once
   grants are spread (`gateway.budget.pacing`), the last lap's calls trickle out over a window
   where lumped laps would have gone at once, which a batch of 15 laps pays as 1/15 of its time.
-- the peak in any rolling second and the throttled calls.
+- the peak in any rolling second and the throttled calls, and how many upstream connections the
+  gateway opened (`/readyz`'s `upstreamConnections`): each is a handshake inside a slot.
 A run with a peak over the limit, a throttled call, an error or a wrong answer, or too few
 saturated seconds to measure, is invalid (exit 1).
 """
@@ -40,7 +41,7 @@ if not __package__:  # run as `python bench/latency_utilization.py`: make `bench
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.processes import HOST, ServerGroup, run_main, scrub_environment
-from bench.readouts import simulator_action_stats, simulator_arrivals_per_second
+from bench.readouts import readiness, simulator_action_stats, simulator_arrivals_per_second
 from bench.uncached import invalidities, make_ids, send_all, warm_up
 from gateway.settings import (
     SIMULATOR_DEMO_ACCESS_KEY_ID,
@@ -92,6 +93,10 @@ def run_benchmark(args: argparse.Namespace) -> int:
             f"{batch_share:.3f}; peak {run.peak}, {run.throttled} throttled"
         )
         print(f"  calls per second upstream: {run.per_second}")
+        print(
+            f"  {run.connections_opened} upstream connections opened for {len(ids)} calls "
+            "(the rest ran on warm keep-alive connections)"
+        )
         if mean_ms == 50:
             verdict = "meets" if share >= GOAL_AT_50_MS else "MISSES"
             print(f"  at 50 ms: {share:.3f} of the limit {verdict} the goal of >= {GOAL_AT_50_MS}")
@@ -115,6 +120,8 @@ class Run:
     saturated: list[int]
     peak: int
     throttled: int
+    #: Upstream connections the gateway opened (the warm-up's included).
+    connections_opened: int
     problems: list[str]
 
 
@@ -152,6 +159,7 @@ def measure(
         elapsed, tally = asyncio.run(send_all([gateway], queries, known, 150.0))
         stats = simulator_action_stats(simulator, ACTION)
         per_second = simulator_arrivals_per_second(simulator, ACTION)
+        opened = readiness(gateway)["upstreamConnections"]["opened"]
     calls, throttled, peak = stats["calls"], stats["throttled"], stats["peakWindow"]
     # The first `qps` calls go at once; the rest are paced: their rate is the budget's.
     batch = (len(ids) - args.qps) / elapsed if elapsed > 0 else 0.0
@@ -165,7 +173,7 @@ def measure(
             f"only {len(saturated)} saturated seconds to measure (at least "
             f"{MIN_SATURATED_SECONDS}): send more --ids"
         )
-    return Run(sustained, batch, per_second, saturated, peak, throttled, problems)
+    return Run(sustained, batch, per_second, saturated, peak, throttled, opened, problems)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from gateway.jobs.redis_cache import RedisSnapshotCache
 from gateway.jobs.retry import RetryPolicy
 from gateway.mps import client as mps_client
 from gateway.mps.client import CallObserver, MpsClient
+from gateway.mps.pool import connection_stats
 from gateway.oss import OssPresigner
 from gateway.persisted import FailoverDocumentStore, LocalDocumentStore, RedisDocumentStore
 from gateway.settings import GatewaySettings
@@ -254,6 +255,11 @@ class Services:
             "cache": {"shared": shared},
             "claims": {"shared": shared},
             "fetcher": asdict(self.fetcher.stats()),
+            **(
+                {}
+                if (connections := connection_stats(self.http)) is None
+                else {"upstream_connections": asdict(connections)}
+            ),
             **({} if self.kept is None else {"answers": self.kept.report()}),
         }
 

@@ -21,14 +21,33 @@ would multiplex requests on one connection, which this assignment does not do).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import httpcore
 import httpx
 
-__all__ = ["LeanConnectionPool", "upstream_transport"]
+__all__ = ["ConnectionStats", "LeanConnectionPool", "connection_stats", "upstream_transport"]
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionStats:
+    """The upstream connections of a process: `opened` since it started (each one a TCP and
+    TLS handshake inside some call's budget slot), and `open` now. Far fewer opened than calls
+    made means calls run on warm keep-alive connections, one round trip each."""
+
+    opened: int
+    open: int
 
 
 class LeanConnectionPool(httpcore.AsyncConnectionPool):
     """httpcore's pool with the assignment described in the module docstring."""
+
+    #: Connections this pool has made (see `ConnectionStats`).
+    opened = 0
+
+    def create_connection(self, origin: httpcore.Origin) -> httpcore.AsyncConnectionInterface:
+        self.opened += 1
+        return super().create_connection(origin)
 
     def _assign_requests_to_connections(self) -> list[httpcore.AsyncConnectionInterface]:
         closing: list[httpcore.AsyncConnectionInterface] = []
@@ -91,6 +110,18 @@ class LeanConnectionPool(httpcore.AsyncConnectionPool):
                 continue
             return connection
         return None
+
+
+def connection_stats(http: httpx.AsyncClient) -> ConnectionStats | None:
+    """The connections of a client made by `upstream_transport`; None for another transport
+    (the embedded simulator's is in-process and has none)."""
+    # httpx exposes neither a client's transport nor a transport's pool: both are read where
+    # `upstream_transport` put them.
+    transport = getattr(http, "_transport", None)
+    pool = getattr(transport, "_pool", None)
+    if not isinstance(pool, LeanConnectionPool):
+        return None
+    return ConnectionStats(opened=pool.opened, open=len(pool.connections))
 
 
 def upstream_transport(limits: httpx.Limits) -> httpx.AsyncHTTPTransport:

@@ -10,7 +10,8 @@ import httpx
 import pytest
 
 from gateway.health import without_locations
-from tests.api.conftest import GatewayServer, StartGateway
+from tests.api.conftest import GatewayServer, StartGateway, graphql
+from tests.servers import SimulatorServer
 from tests.support.gateway import ADMIN_HEADERS, ADMIN_TOKEN
 from tests.support.ports import candidate_port
 
@@ -18,6 +19,7 @@ ORIGIN = {"origin": "https://app.example"}
 REPORT_KEYS = {
     *("status", "upstream", "redis", "budget", "submitBudget", "cache", "claims", "fetcher"),
     "answers",  # the kept answers (gateway.answers)
+    "upstreamConnections",  # a standalone simulator's: over TCP, as the cloud is reached
 }
 
 
@@ -63,6 +65,33 @@ async def test_the_admin_token_gets_the_report(
     assert set(report) == REPORT_KEYS
     assert report["status"] == "ready"
     assert report["budget"]["limit"] == gateway.settings.upstream_qps
+
+
+async def test_the_report_counts_upstream_connections_and_calls_reuse_them(
+    simulator: SimulatorServer, gateway: GatewayServer, http: httpx.AsyncClient
+) -> None:
+    ids = [f"c0bbec7100000000000000000000{n:04d}" for n in range(20)]
+    for job_id in ids:
+        simulator.put_job(job_id, {"JobId": job_id, "FunctionName": "Cover", "State": "Success"})
+    query = "query($ids: [ID!]!) { jobs(ids: $ids) { id state } }"
+
+    async def connections() -> dict[str, int]:
+        report = (await http.get(f"{gateway.url}/readyz", headers=ADMIN_HEADERS)).json()
+        counts: dict[str, int] = report["upstreamConnections"]
+        return counts
+
+    before = await connections()
+    first = await graphql(http, gateway, query, {"ids": ids[:10]})  # 10 calls at once
+    after_first = await connections()
+    second = await graphql(http, gateway, query, {"ids": ids[10:]})  # 10 more, once those ended
+    after_second = await connections()
+
+    assert "errors" not in first and "errors" not in second, (first, second)
+    assert before == {"opened": 0, "open": 0}
+    assert 1 <= after_first["opened"] <= 10
+    assert after_first["open"] == after_first["opened"]  # kept alive, not closed
+    # The second batch ran on the connections the first left warm: none opened.
+    assert after_second == after_first
 
 
 @pytest.mark.parametrize(
