@@ -66,8 +66,9 @@ class RequestInfo:
 class AccessLine(NamedTuple):
     """One access line's facts, in the order `RequestObserver` hands them to an access sink:
     as a plain tuple (`AccessFacts`), since making one of these costs a Python call on every
-    request's path. The path as the request named it, and the duration in seconds: cutting the
-    one and rounding the other wait until the line is written, off the request's path."""
+    request's path. The path as the request named it (cut to 200 characters), and the duration
+    in seconds: making the one printable and rounding the other wait until the line is written,
+    off the request's path."""
 
     created: float
     request_id: str
@@ -135,7 +136,7 @@ def _request_id(scope: Scope) -> str:
 def printable_path(path: str) -> str:
     """The path as an access line repeats it: at most 200 characters, none that would break
     the line (a percent-decoded path may hold a newline, which must not start a fake line)."""
-    return _printable(path, MAX_PATH)  # (the writers check the common case inline)
+    return _printable(path, MAX_PATH)
 
 
 def _printable(text: str, limit: int) -> str:
@@ -191,13 +192,16 @@ class RequestObserver:
                 if self.access_log:
                     sink = _access_sink
                     if sink is not None:
+                        path = scope["path"]
+                        if len(path) > MAX_PATH:  # not held long while it waits to be written
+                            path = path[:MAX_PATH]
                         # The request's only cost of its line: one tuple handed over.
                         sink(
                             (
                                 time.time(),
                                 info.request_id,
                                 scope.get("method", "WEBSOCKET"),
-                                scope["path"],
+                                path,
                                 status,
                                 time.perf_counter() - started,
                                 info.operation,
