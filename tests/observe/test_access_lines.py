@@ -13,6 +13,7 @@ import sys
 import textwrap
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -284,7 +285,11 @@ def test_lines_still_gathered_at_exit_are_written() -> None:
         """
     )
     done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=SAFETY_TIMEOUT
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=SAFETY_TIMEOUT,
+        cwd=Path(__file__).resolve().parents[2],  # the repository: `tests` imports from there
     )
     assert done.returncode == 0, done.stderr
     paths = [line.split(" ")[6] for line in done.stderr.splitlines()]
