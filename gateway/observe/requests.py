@@ -8,9 +8,10 @@ the tasks a request starts inherit), and by every error the request answers
 (`extensions.requestId`). At the end of each request one access line is logged at INFO on
 `gateway.access`: method, path, status, milliseconds and the GraphQL operation (its type and
 name, as `gateway.api` recorded them here). When the process's logging is the gateway's own
-(`gateway.observe.logs.configure_logging`), the line goes straight to its handler as an
-`AccessLine`, which writes such lines in batches, off the request's path; otherwise (another
-logging set-up, tests) it is a standard record of `gateway.access`.
+(`gateway.observe.logs.configure_logging`), the request hands its handler the line's facts, one
+tuple (`AccessLine`'s fields), and the handler makes them lines and writes them in batches, off
+the request's path; otherwise (another logging set-up, tests) the line is a standard record of
+`gateway.access`, made only when that logger writes INFO.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = [
     "REQUEST_ID_HEADER",
+    "AccessFacts",
     "AccessLine",
     "RequestInfo",
     "RequestObserver",
@@ -35,6 +37,7 @@ __all__ = [
     "current_request",
     "current_request_id",
     "describe_operation",
+    "printable_path",
     "set_access_sink",
 ]
 
@@ -45,7 +48,7 @@ REQUEST_ID_HEADER: Final = "x-request-id"
 _HEADER_BYTES: Final = REQUEST_ID_HEADER.encode()
 _USABLE_ID: Final = re.compile(rb"[A-Za-z0-9._:/+=@-]{1,128}")
 #: Longest path and operation name an access line repeats (they come from the client).
-_MAX_PATH: Final = 200
+MAX_PATH: Final = 200
 _MAX_NAME: Final = 64
 
 
@@ -61,28 +64,35 @@ class RequestInfo:
 
 
 class AccessLine(NamedTuple):
-    """One access line's facts, as `RequestObserver` hands them to an access sink."""
+    """One access line's facts, in the order `RequestObserver` hands them to an access sink:
+    as a plain tuple (`AccessFacts`), since making one of these costs a Python call on every
+    request's path. The path as the request named it (cut to 200 characters), and the duration
+    in seconds: making the one printable and rounding the other wait until the line is written,
+    off the request's path."""
 
     created: float
     request_id: str
     method: str
     path: str
     status: int
-    duration_ms: float
+    seconds: float
     operation: str | None
 
 
+#: What an access sink takes: `AccessLine`'s fields, in its order.
+AccessFacts = tuple[float, str, str, str, int, float, str | None]
+
 #: Where access lines go when the gateway configured the process's logging; None: the
 #: `gateway.access` logger, a record per line. Process-wide, as the logging set-up is.
-_access_sink: Callable[[AccessLine], None] | None = None
+_access_sink: Callable[[AccessFacts], None] | None = None
 
 
-def access_sink() -> Callable[[AccessLine], None] | None:
+def access_sink() -> Callable[[AccessFacts], None] | None:
     """Where access lines go now (None: the `gateway.access` logger)."""
     return _access_sink
 
 
-def set_access_sink(sink: Callable[[AccessLine], None] | None) -> None:
+def set_access_sink(sink: Callable[[AccessFacts], None] | None) -> None:
     """Send access lines to `sink` instead of making a record of each (None: records again)."""
     global _access_sink
     _access_sink = sink
@@ -121,6 +131,12 @@ def _request_id(scope: Scope) -> str:
                 return bytes(value).decode()
             break
     return secrets.token_hex(16)
+
+
+def printable_path(path: str) -> str:
+    """The path as an access line repeats it: at most 200 characters, none that would break
+    the line (a percent-decoded path may hold a newline, which must not start a fake line)."""
+    return _printable(path, MAX_PATH)
 
 
 def _printable(text: str, limit: int) -> str:
@@ -174,29 +190,34 @@ class RequestObserver:
                 if refused and self.refused is not None:
                     self.refused()
                 if self.access_log:
-                    self._log(scope, status, time.perf_counter() - started, info)
+                    sink = _access_sink
+                    if sink is not None:
+                        path = scope["path"]
+                        if len(path) > MAX_PATH:  # not held long while it waits to be written
+                            path = path[:MAX_PATH]
+                        # The request's only cost of its line: one tuple handed over.
+                        sink(
+                            (
+                                time.time(),
+                                info.request_id,
+                                scope.get("method", "WEBSOCKET"),
+                                path,
+                                status,
+                                time.perf_counter() - started,
+                                info.operation,
+                            )
+                        )
+                    elif access_logger.isEnabledFor(logging.INFO):
+                        self._log(scope, status, time.perf_counter() - started, info)
             finally:
                 _current.reset(token)
 
     @staticmethod
     def _log(scope: Scope, status: int, seconds: float, info: RequestInfo) -> None:
+        """The access line as a standard record of `gateway.access`."""
         method = scope.get("method", "WEBSOCKET")
-        path = _printable(scope["path"], _MAX_PATH)
+        path = printable_path(scope["path"])
         milliseconds = round(seconds * 1000, 1)
-        sink = _access_sink
-        if sink is not None:
-            sink(
-                AccessLine(
-                    time.time(),
-                    info.request_id,
-                    method,
-                    path,
-                    status,
-                    milliseconds,
-                    info.operation,
-                )
-            )
-            return
         operation = info.operation or "-"
         access_logger.info(
             ACCESS_FORMAT,
