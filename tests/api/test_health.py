@@ -86,7 +86,8 @@ async def test_the_report_counts_upstream_connections_and_calls_reuse_them(
     second = await graphql(http, gateway, query, {"ids": ids[10:]})  # 10 more, once those ended
     after_second = await connections()
 
-    assert "errors" not in first and "errors" not in second, (first, second)
+    assert "errors" not in first, first
+    assert "errors" not in second, second
     assert before == {"opened": 0, "open": 0}
     assert 1 <= after_first["opened"] <= 10
     assert after_first["open"] == after_first["opened"]  # kept alive, not closed
