@@ -38,7 +38,7 @@ from cachetools import LRUCache
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.admission import deadline_of
+from gateway.admission import deadline_of, running_slot
 from gateway.answers.requests import AnswerKey, read_get, read_post
 from gateway.answers.shared import SharedAnswers
 from gateway.answers.store import Answer, AnswerStore
@@ -271,8 +271,17 @@ class AnswerCache:
             if deadline is None
             else max(0.0, waits_end(deadline.at, deadline.timeout) - time.monotonic())
         )
-        # asyncio.wait leaves `leader` alone when the timeout comes first (wait_for cancels).
-        await asyncio.wait((leader,), timeout=timeout)
+        # Waiting costs the process nothing: not one of the requests admission counts as
+        # running (which a process short of CPU bounds), unless it runs after all.
+        slot = running_slot(scope)
+        if slot is not None:
+            slot.leave()
+        try:
+            # asyncio.wait leaves `leader` alone when the timeout comes first (wait_for cancels).
+            await asyncio.wait((leader,), timeout=timeout)
+        finally:
+            if slot is not None:
+                slot.enter()
         answer = leader.result() if leader.done() else None
         if answer is None or answer.expires_at <= self._clock():
             return None

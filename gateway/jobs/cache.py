@@ -92,8 +92,10 @@ RUNNING_GRID_MAX = 1.0
 
 def running_expiry(fetched_at: float, ttl: float) -> float:
     """When a running snapshot fetched at `fetched_at` (Unix seconds) stops being served: its
-    ttl later, rounded down to a whole multiple of the ttl (of `RUNNING_GRID_MAX` when the ttl
-    is longer), never later.
+    ttl later, rounded down to a whole multiple of a step of the wall clock, never later. The
+    step is the ttl, or the ttl's largest whole fraction of at most `RUNNING_GRID_MAX` (60 s:
+    1 s; 1.5 s: 0.75 s), so that a snapshot fetched right after a grid point lives its whole
+    ttl and its next fetch comes right after a grid point again.
 
     Why: an answer that shows many running jobs stays right until the first of their snapshots
     expires. Expiring each `ttl` after its own fetch, snapshots refetched one by one at different
@@ -103,9 +105,9 @@ def running_expiry(fetched_at: float, ttl: float) -> float:
     price is a shorter life for a snapshot fetched late in its step (with a ttl under 1 s, down
     to nothing just before a grid point): still at most one call per job per grid step.
     """
-    step = min(ttl, RUNNING_GRID_MAX)
-    if step <= 0:
+    if ttl <= 0:
         return fetched_at
+    step = ttl / math.ceil(ttl / RUNNING_GRID_MAX)
     end = fetched_at + ttl
     # min(): float division must not round the grid point past the ttl's end.
     return min(end, math.floor(end / step) * step)

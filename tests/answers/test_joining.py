@@ -95,17 +95,22 @@ async def poll(app: Any, **headers: str) -> bytes:
 
 
 async def held_leader_and_followers(
-    app: App, front: Any, followers: int, **headers: str
+    app: App, front: Any, followers: int, *, running: Admission | None = None, **headers: str
 ) -> tuple[bytes, list[bytes]]:
-    """One request executing (held by `app`), then `followers` identical ones; all answered
-    once `app` is released."""
+    """One request executing (held by `app`), then `followers` identical ones, one after the
+    other; all answered once `app` is released. With `running`, each follower is checked not
+    to count as running while it waits (only the leader does)."""
     app.hold = True
     leader = asyncio.ensure_future(poll(front, **headers))
     ran = app.ran + 1
     await eventually(lambda: app.ran == ran, "the leader executing")
-    rest = [asyncio.ensure_future(poll(front, **headers)) for _ in range(followers)]
-    for _ in range(5):  # each follower reaches its wait (or its own execution)
-        await asyncio.sleep(0)
+    rest = []
+    for _ in range(followers):
+        rest.append(asyncio.ensure_future(poll(front, **headers)))
+        for _ in range(5):  # the follower reaches its wait (or its own execution)
+            await asyncio.sleep(0)
+        if running is not None:
+            assert running.running == 1
     app.hold = False
     app.release.set()
     return await leader, list(await asyncio.gather(*rest))
@@ -201,3 +206,15 @@ async def test_a_follower_executes_itself_once_its_deadline_nears() -> None:
     await leader
     await follower
     assert kept.joined == 0
+
+
+async def test_a_request_waiting_for_another_s_answer_does_not_count_as_running() -> None:
+    app, kept = App(), kept_answers()
+    # Room for two requests running at once: the leader, and one more at a time.
+    gate = Admission(cache(app, kept), default_timeout=30.0, max_concurrent=2)
+    await poll(gate)
+
+    leader, followers = await held_leader_and_followers(app, gate, followers=3, running=gate)
+
+    assert followers == [leader] * 3  # none refused OVERLOADED: each stepped out to wait
+    assert (app.ran, kept.joined, gate.running) == (2, 3, 0)

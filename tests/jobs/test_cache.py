@@ -182,6 +182,8 @@ async def test_get_many_keeps_the_most_recently_read() -> None:
         (10.0, 1.0, 11.0),  # fetched on the grid: the whole ttl
         (10.999, 1.0, 11.0),  # fetched just before a grid point: a millisecond
         (10.2, 60.0, 70.0),  # a long ttl: rounded down to a whole second, not a minute
+        (10.2, 1.5, 11.25),  # 1.5 s: a grid of 0.75 s, of which the ttl is two steps
+        (10.5, 1.5, 12.0),  # fetched on that grid: the whole ttl
         (10.27, 0.1, 10.3),  # a short ttl: a grid of that ttl
     ],
 )
