@@ -210,17 +210,18 @@ class AnswerCache:
             self.kept.store.drop(key.digest)
             answer = None
         (self._memory.misses if answer is None else self._memory.hits).inc()
-        if answer is None and self.kept.shared is not None:
+        leader = None if answer is not None else self._executing.get(key.digest)
+        if leader is not None and key.digest in self._followed:
+            # Before Redis: the execution under way here answers it (or it executes), so a
+            # request that waits for it costs no round trip.
+            answer = await self._follow(scope, leader)
+            if answer is not None:
+                self.kept.joined += 1
+        elif answer is None and self.kept.shared is not None:
             answer = await self.kept.shared.get(key.hex)
             (self._redis.misses if answer is None else self._redis.hits).inc()
             if answer is not None:
                 self.kept.store.adopt(key.digest, answer)
-        if answer is None:
-            leader = self._executing.get(key.digest)
-            if leader is not None and key.digest in self._followed:
-                answer = await self._follow(scope, leader)
-                if answer is not None:
-                    self.kept.joined += 1
         if answer is not None and not self._within_rate(caller):
             # Over the tenant's rate: the view says so (RATE_LIMITED), as for any operation.
             await self.app(scope, receive, _no_store(send))
