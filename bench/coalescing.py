@@ -233,7 +233,15 @@ def gateway_stats(gateway: Server) -> dict[str, int]:
     answers = ready.get("answers") or {}
     kept = {
         f"kept_answer_{name}": int(answers.get(name) or 0)
-        for name in ("hits", "misses", "admitted", "expired", "outdated", "first_sightings")
+        for name in (
+            "hits",
+            "misses",
+            "admitted",
+            "expired",
+            "outdated",
+            "first_sightings",
+            "joined",
+        )
     }
     return {**fetcher_stats(gateway), **kept}
 
@@ -414,7 +422,9 @@ def report(
             f"{delta.get('kept_answer_misses', '?')} misses: "
             f"{delta.get('kept_answer_expired', '?')} expired, "
             f"{delta.get('kept_answer_outdated', '?')} outdated; "
-            f"{delta.get('kept_answer_admitted', '?')} admitted)"
+            f"{delta.get('kept_answer_admitted', '?')} admitted); "
+            f"{delta.get('kept_answer_joined', '?')} answered by an identical poll's execution "
+            "under way"
         )
     # The shared cache's price: each Redis command is one round trip of some gateway.
     commands = sorted(redis_calls.items(), key=lambda item: -item[1])

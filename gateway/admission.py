@@ -15,6 +15,10 @@ answered in time is refused before it costs anything.
   nothing parsed. The wait from arrival to start is one or two turns of the process's event
   loop: when it is long, the process is short of CPU, and every request it lets in would answer
   that much later at each of its steps.
+- **Running.** A request counts as running from its admission to its answer's end, but for the
+  time it waits for an identical request's answer (`running_slot(scope)`: the kept answers
+  step out while they wait, and in again if they execute after all), and an event stream, once
+  its answer has started: neither costs the process anything meanwhile.
 """
 
 from __future__ import annotations
@@ -37,8 +41,10 @@ __all__ = [
     "TIMEOUT_HEADER",
     "Admission",
     "RequestDeadline",
+    "RunningSlot",
     "deadline_of",
     "request_timeout",
+    "running_slot",
     "stamp_arrival",
 ]
 
@@ -49,6 +55,7 @@ _TIMEOUT_BYTES: Final = TIMEOUT_HEADER.encode()
 #: keys of their own).
 _ARRIVED: Final = "gateway.arrived"
 _DEADLINE: Final = "gateway.deadline"
+_SLOT: Final = "gateway.running_slot"
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +76,34 @@ def deadline_of(scope: Scope) -> RequestDeadline | None:
     """The deadline `Admission` gave the request of `scope`, if it did."""
     deadline = scope.get(_DEADLINE)
     return deadline if isinstance(deadline, RequestDeadline) else None
+
+
+class RunningSlot:
+    """A request's place among those `Admission` counts as running: `leave` while it costs the
+    process nothing (it waits for another request's answer), `enter` again if it goes on to run
+    (already admitted: never refused). Both are idempotent."""
+
+    __slots__ = ("_admission", "held")
+
+    def __init__(self, admission: Admission) -> None:
+        self._admission = admission
+        self.held = True
+
+    def leave(self) -> None:
+        if self.held:
+            self.held = False
+            self._admission.running -= 1
+
+    def enter(self) -> None:
+        if not self.held:
+            self.held = True
+            self._admission.running += 1
+
+
+def running_slot(scope: Scope) -> RunningSlot | None:
+    """The running slot `Admission` gave the request of `scope`, if it counts requests."""
+    slot = scope.get(_SLOT)
+    return slot if isinstance(slot, RunningSlot) else None
 
 
 def request_timeout(default: float, asked: str | bytes | None) -> float:
@@ -141,22 +176,23 @@ class Admission:
             await self.app(scope, receive, send)
             return
         self.running += 1
-        running = True
+        slot = RunningSlot(self)
+        scope[_SLOT] = slot
+        streaming = False
 
         async def send_releasing_streams(message: Message) -> None:
-            nonlocal running
+            nonlocal streaming
             # A subscription answered as an event stream lasts as long as its client listens:
             # it stops counting as running once its answer has started.
-            if running and message["type"] == "http.response.start" and _streams(message):
-                running = False
-                self.running -= 1
+            if not streaming and message["type"] == "http.response.start" and _streams(message):
+                streaming = True
+                slot.leave()
             await send(message)
 
         try:
             await self.app(scope, receive, send_releasing_streams)
         finally:
-            if running:
-                self.running -= 1
+            slot.leave()
 
     async def _refuse(
         self, reason: str, error: GatewayError, scope: Scope, receive: Receive, send: Send

@@ -110,7 +110,10 @@ class GatewaySettings(BaseSettings):
         default=24 * 3600.0, ge=0, description="Seconds a Success/Fail snapshot is kept."
     )
     cache_running_ttl: float = Field(
-        default=1.0, ge=0, description="Seconds a Queuing/Analysing snapshot is kept."
+        default=1.0,
+        ge=0,
+        description="Seconds a Queuing/Analysing snapshot is kept at most (its end rounded down "
+        "to a grid of the clock, so that snapshots fetched together expire together).",
     )
     cache_not_found_ttl: float = Field(
         default=5.0, ge=0, description="Seconds an unknown job id is remembered as unknown."

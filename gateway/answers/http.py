@@ -12,6 +12,12 @@ An answer that read running jobs is kept too, in this process only, until the ea
 the snapshots it read, and served only while each of them is still the snapshot the fetcher
 holds (`gateway.jobs.versions`): it is exactly what executing the request again would answer.
 
+A miss whose key is executing already for another request, and whose last answer could be kept,
+waits for that execution instead of executing too, and is answered its answer when that one may
+be kept (right now, by the same checks as a kept answer; kept or not, say a first sighting);
+else it executes. So the pollers of a running job whose kept answer just expired cost one
+execution, not one each, however many arrive while the snapshots are refetched.
+
 Headers: a GET answer of finished jobs only that may be kept carries a strong `ETag` and
 `Cache-Control: public` (`private` when it depends on the caller), `max-age` its remaining
 lifetime, and `immutable` when nothing in it can change; an `If-None-Match` naming its ETag gets
@@ -21,6 +27,7 @@ every POST answer (which browsers and CDNs do not reuse), carries `Cache-Control
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections.abc import Callable
@@ -31,10 +38,12 @@ from cachetools import LRUCache
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.admission import deadline_of, running_slot
 from gateway.answers.requests import AnswerKey, read_get, read_post
 from gateway.answers.shared import SharedAnswers
 from gateway.answers.store import Answer, AnswerStore
 from gateway.api.cacheability import Cacheability
+from gateway.api.context import waits_end
 from gateway.api.http import accepts_json, response_media_type
 from gateway.api.observer import NO_OBSERVER, ApiObserver
 from gateway.callers.authenticator import Authenticator
@@ -62,6 +71,9 @@ MAX_ALIASES: Final = 4096
 #: work of parsing them, and a request that long is rarely asked again as is.
 MAX_KEYED_BYTES: Final = 64 * 1024
 MAX_ALIASED_BYTES: Final = 2048
+#: Keys remembered as answered with an answer that may be kept: a request of one of them waits
+#: for an execution of it under way rather than executing too.
+MAX_FOLLOWED_KEYS: Final = 4096
 
 
 @dataclass(slots=True)
@@ -73,6 +85,8 @@ class KeptAnswers:
     #: The fetcher's snapshot versions, once the fetcher is made: answers built from running
     #: snapshots are kept only with it (it tells when they are outdated).
     versions: SnapshotVersions | None = None
+    #: Requests answered with the answer of an identical request executing when they arrived.
+    joined: int = 0
 
     def report(self) -> dict[str, object]:
         """What /readyz tells of the kept answers (snake_case keys)."""
@@ -82,6 +96,7 @@ class KeptAnswers:
             "bytes": self.store.bytes,
             "max_bytes": self.store.max_bytes,
             "shared": self.shared is not None,
+            "joined": self.joined,
         }
         if self.shared is not None:
             report["shared_hits"] = self.shared.hits
@@ -140,6 +155,13 @@ class AnswerCache:
         # from a kept answer: a repeat sent byte for byte alike (what a client's poller or a
         # CDN sends) skips reading the JSON and hashing its parts.
         self._aliases: LRUCache[tuple[str, str, bytes], AnswerKey] = LRUCache(maxsize=MAX_ALIASES)
+        # Key digest -> the answer of the execution of that key under way (None when it may
+        # not be kept), for the identical requests that arrive meanwhile.
+        self._executing: dict[bytes, asyncio.Future[Answer | None]] = {}
+        # Digests whose last execution answered something that may be kept: only for those is
+        # waiting for an execution under way worth it (an answer that moves, `ageSeconds` say,
+        # would make its followers wait, then execute anyway).
+        self._followed: LRUCache[bytes, bool] = LRUCache(maxsize=MAX_FOLLOWED_KEYS)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != self.path:
@@ -188,7 +210,14 @@ class AnswerCache:
             self.kept.store.drop(key.digest)
             answer = None
         (self._memory.misses if answer is None else self._memory.hits).inc()
-        if answer is None and self.kept.shared is not None:
+        leader = None if answer is not None else self._executing.get(key.digest)
+        if leader is not None and key.digest in self._followed:
+            # Before Redis: the execution under way here answers it (or it executes), so a
+            # request that waits for it costs no round trip.
+            answer = await self._follow(scope, leader)
+            if answer is not None:
+                self.kept.joined += 1
+        elif answer is None and self.kept.shared is not None:
             answer = await self.kept.shared.get(key.hex)
             (self._redis.misses if answer is None else self._redis.hits).inc()
             if answer is not None:
@@ -207,10 +236,59 @@ class AnswerCache:
             await self._answer(scope, answer, send)
             self.observer.operation("query", "ok", time.perf_counter() - started)
             return
+        await self._execute(scope, receive, send, key, private)
+
+    async def _execute(
+        self, scope: Scope, receive: Receive, send: Send, key: AnswerKey, private: bool
+    ) -> None:
+        """Runs the GraphQL app, keeping its answer when it may be kept; the first of identical
+        requests executing at once leads: those arriving meanwhile may take its answer."""
         running_ttl = self.running_ttl if self.kept.versions is not None else 0.0
         verdict = Cacheability(self.lifetime, running_ttl=running_ttl)
         scope[SCOPE_KEY] = verdict
-        await self.app(scope, receive, self._keeping(scope, key, verdict, private, send))
+        digest = key.digest
+        answered: asyncio.Future[Answer | None] | None = None
+        if digest not in self._executing:
+            answered = asyncio.get_running_loop().create_future()
+            self._executing[digest] = answered
+        try:
+            await self.app(
+                scope, receive, self._keeping(scope, key, verdict, private, send, answered)
+            )
+        finally:
+            if answered is not None:
+                if self._executing.get(digest) is answered:
+                    del self._executing[digest]
+                if not answered.done():
+                    answered.set_result(None)
+
+    async def _follow(self, scope: Scope, leader: asyncio.Future[Answer | None]) -> Answer | None:
+        """The answer of the identical request executing (`leader`), if it ends by this
+        request's deadline with an answer that may be served now as a kept one would; else None
+        (this request then executes)."""
+        deadline = deadline_of(scope)
+        timeout = (
+            None
+            if deadline is None
+            else max(0.0, waits_end(deadline.at, deadline.timeout) - time.monotonic())
+        )
+        # Waiting costs the process nothing: not one of the requests admission counts as
+        # running (which a process short of CPU bounds), unless it runs after all.
+        slot = running_slot(scope)
+        if slot is not None:
+            slot.leave()
+        try:
+            # asyncio.wait leaves `leader` alone when the timeout comes first (wait_for cancels).
+            await asyncio.wait((leader,), timeout=timeout)
+        finally:
+            if slot is not None:
+                slot.enter()
+        answer = leader.result() if leader.done() else None
+        if answer is None or answer.expires_at <= self._clock():
+            return None
+        if answer.snapshots and not self._current(answer):
+            return None
+        return answer
 
     def _current(self, answer: Answer) -> bool:
         """Whether every running snapshot `answer` was built from is still the one the process
@@ -246,9 +324,16 @@ class AnswerCache:
         return True
 
     def _keeping(
-        self, scope: Scope, key: AnswerKey, verdict: Cacheability, private: bool, send: Send
+        self,
+        scope: Scope,
+        key: AnswerKey,
+        verdict: Cacheability,
+        private: bool,
+        send: Send,
+        answered: asyncio.Future[Answer | None] | None,
     ) -> Send:
-        """`send`, keeping the answer when the operation ended cacheable."""
+        """`send`, keeping the answer when the operation ended cacheable, and handing it to
+        the requests that wait for it (`answered`, when this request leads)."""
         held: list[bytes] | None = None
         content_type = b"application/json"
 
@@ -264,6 +349,7 @@ class AnswerCache:
                 if message["status"] == 200 and verdict.cacheable and is_json:
                     held = []  # sent whole once the body is complete, with its headers
                     return
+                self._followed.pop(key.digest, None)
                 await send(_with_no_store(message))
                 return
             if kind != "http.response.body" or held is None:
@@ -286,6 +372,9 @@ class AnswerCache:
                 etag=b'"' + hashlib.sha256(body).hexdigest()[:32].encode() + b'"',
                 snapshots=snapshots,
             )
+            self._followed[key.digest] = True
+            if answered is not None and not answered.done() and answer.expires_at > now:
+                answered.set_result(answer)
             if answer.expires_at <= now:
                 pass  # right for no time (its snapshot expired while it ran): not kept
             elif snapshots:

@@ -3,7 +3,8 @@
 An answer may be kept only while everything that made it stays as it was: the operation is a
 query, it answered no error, and no field it resolved moves with time. A finished job (SUCCESS
 or FAIL) never changes; a running one is served from the snapshot cache until its snapshot
-expires (`fetched_at` + `GATEWAY_CACHE_RUNNING_TTL`), so an answer that read running snapshots
+expires (`fetched_at` + `GATEWAY_CACHE_RUNNING_TTL`, rounded down to a grid:
+`gateway.jobs.cache.running_expiry`), so an answer that read running snapshots
 stays right until the earliest of those expiries, and only while each snapshot is still the one
 the process holds (the answer records their versions, `snapshots`, which the kept-answer store
 checks on every hit). Resolvers report what they touch; the
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import math
 
+from gateway.jobs.cache import running_expiry
 from gateway.jobs.versions import SnapshotVersions, Version, version_of
 from gateway.model import Job
 
@@ -81,7 +83,7 @@ class Cacheability:
         if self.snapshots.setdefault(job.id, version) != version:
             self.forbid("two snapshots of one running job")
             return
-        self.until = min(self.until, job.fetched_at + self._running_ttl)
+        self.until = min(self.until, running_expiry(job.fetched_at, self._running_ttl))
 
     def ended(self, operation_type: str, operation: str | None, errors: int) -> None:
         """The operation ended: only a query without errors may be kept."""

@@ -3,9 +3,10 @@
 A terminal snapshot (Success, Fail) never changes again, so it is kept for long (bounded by
 size, least recently used go first). A running one (Queuing, Analysing, or a state we do not know
 yet) is kept briefly: long enough to absorb many frontends polling the same job, short enough to
-stay fresh. "Not found" is kept briefly too (a negative entry), so that a bad id cannot burn the
-upstream budget. A ttl of 0 means "do not cache" for that kind of snapshot. Failures are never
-cached (the fetcher does not put them).
+stay fresh; its expiry is rounded down to a grid of the wall clock (`running_expiry`), so that
+snapshots fetched together expire together. "Not found" is kept briefly too (a negative entry),
+so that a bad id cannot burn the upstream budget. A ttl of 0 means "do not cache" for that kind
+of snapshot. Failures are never cached (the fetcher does not put them).
 
 `SnapshotCache` is what the fetcher uses; `LocalSnapshotCache` serves one process,
 `gateway.jobs.redis_cache.RedisSnapshotCache` every process sharing a Redis (which is why the
@@ -18,6 +19,7 @@ is followed by a real lookup).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -84,6 +86,33 @@ class SnapshotCache(Protocol):
         ...
 
 
+#: The longest step of the grid that running snapshots' expiries are rounded down to.
+RUNNING_GRID_MAX = 1.0
+
+
+def running_expiry(fetched_at: float, ttl: float) -> float:
+    """When a running snapshot fetched at `fetched_at` (Unix seconds) stops being served: its
+    ttl later, rounded down to a whole multiple of a step of the wall clock, never later. The
+    step is the ttl, or the ttl's largest whole fraction of at most `RUNNING_GRID_MAX` (60 s:
+    1 s; 1.5 s: 0.75 s), so that a snapshot fetched right after a grid point lives its whole
+    ttl and its next fetch comes right after a grid point again.
+
+    Why: an answer that shows many running jobs stays right until the first of their snapshots
+    expires. Expiring each `ttl` after its own fetch, snapshots refetched one by one at different
+    moments drift apart, until one of them expires every few milliseconds and no such answer
+    lives long. On the grid, snapshots fetched in one grid step expire at the same moment and
+    are refetched together, and an answer of all of them lives until the next grid point. The
+    price is a shorter life for a snapshot fetched late in its step (with a ttl under 1 s, down
+    to nothing just before a grid point): still at most one call per job per grid step.
+    """
+    if ttl <= 0:
+        return fetched_at
+    step = ttl / math.ceil(ttl / RUNNING_GRID_MAX)
+    end = fetched_at + ttl
+    # min(): float division must not round the grid point past the ttl's end.
+    return min(end, math.floor(end / step) * step)
+
+
 @dataclass(frozen=True, slots=True)
 class CacheTtls:
     """Seconds a snapshot is kept, by what it says. 0 means not cached at all."""
@@ -100,10 +129,24 @@ class CacheTtls:
 
     def for_job(self, job: Job | None) -> float:
         """Terminal states live long; Queuing, Analysing and unknown states briefly, as an
-        unknown state may well be a new intermediate one."""
+        unknown state may well be a new intermediate one, until `running_expiry` (counted from
+        now, which is right after the fetch: never longer than the running ttl)."""
         if job is None:
             return self.not_found
-        return self.terminal if job.state.is_terminal else self.running
+        if job.state.is_terminal:
+            return self.terminal
+        if self.running <= 0:
+            return 0.0
+        return running_expiry(job.fetched_at, self.running) - job.fetched_at
+
+    def expired(self, job: Job | None, now: float) -> bool:
+        """Whether `job` is a running snapshot past its `running_expiry` at `now` (Unix
+        seconds): for a reader that cannot count on the store's own expiry being that exact."""
+        return (
+            job is not None
+            and not job.state.is_terminal
+            and running_expiry(job.fetched_at, self.running) <= now
+        )
 
 
 class LocalSnapshotCache:

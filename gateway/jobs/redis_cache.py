@@ -182,6 +182,10 @@ class RedisSnapshotCache:
             entry = self._decode(job_id, value)
             self._keep_decoded(job_id, value, entry)
         if entry is not None and entry.job is not None:
+            if self._ttls.expired(entry.job, self._clock()):
+                # Redis counts the key's life from the SET, a little after the fetch: past the
+                # snapshot's own expiry, which every process reads the same, it is a miss.
+                return None
             self._remember(entry.job)
         return entry
 

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
-from gateway.jobs.cache import CacheEntry, LocalSnapshotCache
+from gateway.jobs.cache import CacheEntry, LocalSnapshotCache, running_expiry
 from gateway.model import JobState
 from gateway.settings import GatewaySettings
 
@@ -171,3 +173,38 @@ async def test_get_many_keeps_the_most_recently_read() -> None:
         None,
         CacheEntry(make_job("c")),
     ]
+
+
+@pytest.mark.parametrize(
+    ("fetched_at", "ttl", "expiry"),
+    [
+        (10.2, 1.0, 11.0),  # a 1 s ttl: the next whole second at most 1 s on
+        (10.0, 1.0, 11.0),  # fetched on the grid: the whole ttl
+        (10.999, 1.0, 11.0),  # fetched just before a grid point: a millisecond
+        (10.2, 60.0, 70.0),  # a long ttl: rounded down to a whole second, not a minute
+        (10.2, 1.5, 11.25),  # 1.5 s: a grid of 0.75 s, of which the ttl is two steps
+        (10.5, 1.5, 12.0),  # fetched on that grid: the whole ttl
+        (10.27, 0.1, 10.3),  # a short ttl: a grid of that ttl
+    ],
+)
+def test_a_running_expiry_is_rounded_down_to_a_grid(
+    fetched_at: float, ttl: float, expiry: float
+) -> None:
+    assert running_expiry(fetched_at, ttl) == pytest.approx(expiry)
+    assert fetched_at < running_expiry(fetched_at, ttl) <= fetched_at + ttl
+
+
+async def test_running_snapshots_fetched_within_one_grid_step_expire_together() -> None:
+    # Both clocks, the wall clock of fetchedAt and the cache's own, at 10.2 then 10.7.
+    clock = ManualClock(start=10.2)
+    cache = make_cache(clock, running=1.0)
+    early = dataclasses.replace(make_job("early", JobState.ANALYSING), fetched_at=10.2)
+    await cache.put("early", early)
+    clock.now = 10.7
+    late = dataclasses.replace(make_job("late", JobState.ANALYSING), fetched_at=10.7)
+    await cache.put("late", late)
+
+    clock.now = 10.999
+    assert await cache.get_many(["early", "late"]) == [CacheEntry(early), CacheEntry(late)]
+    clock.now = 11.0
+    assert await cache.get_many(["early", "late"]) == [None, None]

@@ -12,7 +12,7 @@ import redis.asyncio
 
 from gateway import errors
 from gateway.budget import LocalBudget
-from gateway.jobs.cache import CacheEntry, LocalSnapshotCache
+from gateway.jobs.cache import CacheEntry, LocalSnapshotCache, running_expiry
 from gateway.jobs.claims import NO_LEASE, Held, Lease, RedisFetchClaims
 from gateway.jobs.failover import FailoverCache, FailoverClaims
 from gateway.jobs.fetcher import FetchResult, JobFetcher
@@ -47,7 +47,8 @@ async def prefix(client: redis.asyncio.Redis) -> AsyncIterator[str]:
     await delete_prefix(client, prefix)
 
 
-#: When the test snapshots were fetched: now, so that caches keep them; fixed, so they compare.
+#: When the test snapshots were fetched (now, fixed so that they compare), and where the caches'
+#: wall clock stands.
 FETCHED_AT = time.time()
 
 
@@ -77,6 +78,9 @@ class Process:
             not_found_ttl=60.0,
             prefix=prefix,
             memo_max_entries=0,
+            # The wall clock stands at the fetch: however late in a long run this test comes,
+            # its running snapshots are fresh.
+            clock=lambda: FETCHED_AT,
         )
         self.claims = RedisFetchClaims(
             client, self.cache, lease=lease, prefix=prefix, poll_interval=poll_interval
@@ -210,6 +214,25 @@ async def test_a_snapshot_this_version_cannot_read_is_claimed_over(
     process = Process(client, prefix)
     await client.set(process.cache.key("job-1"), b'{"v": 99}')
     as_lease(await process.claims.claim("job-1"))
+
+
+async def test_a_running_snapshot_past_its_expiry_is_claimed_over(
+    client: redis.asyncio.Redis, prefix: str
+) -> None:
+    process = Process(client, prefix)
+    late = running("job-1")
+    await process.cache.put("job-1", late)  # held by Redis for about a minute
+    process.cache = RedisSnapshotCache(
+        client,
+        terminal_ttl=60.0,
+        running_ttl=60.0,
+        not_found_ttl=60.0,
+        prefix=prefix,
+        memo_max_entries=0,
+        clock=lambda: running_expiry(FETCHED_AT, 60.0),  # its expiry, on the grid, has come
+    )
+    claims = RedisFetchClaims(client, process.cache, lease=2.0, prefix=prefix)
+    as_lease(await claims.claim("job-1"))
 
 
 async def test_an_unreachable_redis_fails_a_claim_at_once_and_the_failover_goes_ahead() -> None:

@@ -419,6 +419,7 @@ async def test_a_real_redis_that_stops_and_comes_back(
         not_found_ttl=60.0,
         prefix="test",
         memo_max_entries=0,
+        clock=lambda: FETCHED_AT,  # however late in a long run: the running snapshots are fresh
     )
     local = LocalSnapshotCache(
         terminal_ttl=60.0, running_ttl=60.0, not_found_ttl=60.0, max_entries=10

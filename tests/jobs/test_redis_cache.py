@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 import json
 import logging
-import time
+import math
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -88,7 +88,9 @@ def make_cache(
         prefix=prefix,
         region=REGION,
         memo_max_entries=memo,
-        clock=(lambda: clock) if clock is not None else time.time,
+        # The wall clock stands at the fetch unless a test says otherwise: running snapshots
+        # are read against their fetchedAt (`running_expiry`).
+        clock=lambda: FETCHED_AT if clock is None else clock,
     )
 
 
@@ -127,10 +129,12 @@ async def test_key_layout_and_value_format(client: redis.asyncio.Redis, prefix: 
     assert await client.get(f"{prefix}:job:{{nobody}}") == b'{"v":1,"notFound":true}'
 
 
+# A running snapshot lives until its ttl's end rounded down to a whole second (the grid of
+# `running_expiry`): fetched at ...232.383469, 60 s, so until ...292.0: 59,616.531 ms, rounded up.
 @pytest.mark.parametrize(
     ("state", "ttl_ms"),
-    [("Success", 100_000), ("Fail", 100_000), ("Queuing", 60_000), ("Analysing", 60_000),
-     ("Paused", 60_000), (None, 90_000)],
+    [("Success", 100_000), ("Fail", 100_000), ("Queuing", 59_617), ("Analysing", 59_617),
+     ("Paused", 59_617), (None, 90_000)],
 )  # fmt: skip
 async def test_redis_expires_each_snapshot_after_the_ttl_of_its_state(
     client: redis.asyncio.Redis, prefix: str, state: str | None, ttl_ms: int
@@ -493,3 +497,19 @@ async def test_decoded_values_are_bounded_and_can_be_turned_off(
     await off.get_many(["a"])
     await off.get_many(["a"])
     assert decoded == ["a", "a"]
+
+
+async def test_a_running_snapshot_past_its_expiry_is_a_miss_while_redis_still_holds_it(
+    client: redis.asyncio.Redis, prefix: str
+) -> None:
+    # Redis counts a key's life from its SET, a little after the fetch; every reader counts
+    # the snapshot's from its fetchedAt: ...232.38 + 60 s, rounded down to ...292.0.
+    await make_cache(client, prefix, running=60.0).put("busy", upstream_job("busy", "Analysing"))
+    expiry = float(math.floor(FETCHED_AT + 60.0))
+
+    before = await make_cache(client, prefix, running=60.0, clock=expiry - 0.001).get("busy")
+    after = await make_cache(client, prefix, running=60.0, clock=expiry).get("busy")
+
+    assert before is not None
+    assert after is None
+    assert await client.exists(f"{prefix}:job:{{busy}}") == 1
