@@ -314,7 +314,8 @@ def report(measurements: dict[str, list[Measurement]], kept: object, mix: MixRes
     for method, runs in measurements.items():
 
         def median(name: str, field: str, runs: list[Measurement] = runs) -> float:
-            return statistics.median(getattr(m.load, field) for m in runs if m.server == name)
+            values: list[float] = [getattr(m.load, field) for m in runs if m.server == name]
+            return statistics.median(values)
 
         rps = {name: median(name, "rps") for name in ("gateway", "bare")}
         p99 = {name: median(name, "latency_p99_ms") for name in ("gateway", "bare")}
