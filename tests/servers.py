@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -14,6 +16,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from gateway.mps.signing import RpcSignatureV1
+from gateway.server import LingeringTransport
 from gateway.settings import (
     SIMULATOR_DEMO_ACCESS_KEY_ID,
     SIMULATOR_DEMO_ACCESS_KEY_SECRET,
@@ -55,7 +58,7 @@ def run_asgi_server(
         log_level="warning",
         access_log=False,
     )
-    server = uvicorn.Server(config)
+    server = PromptServer(config)
     thread = threading.Thread(target=server.run, name="test-uvicorn", daemon=True)
     thread.start()
     deadline = time.monotonic() + startup_timeout
@@ -63,15 +66,90 @@ def run_asgi_server(
         if not thread.is_alive():
             raise RuntimeError("The test server stopped before it started listening.")
         if time.monotonic() > deadline:
-            server.should_exit = True
+            server.stop()
             raise TimeoutError(f"The test server did not start within {startup_timeout} s.")
         time.sleep(0.005)
     try:
         port = server.servers[0].sockets[0].getsockname()[1]
         yield f"http://{host}:{port}"
     finally:
-        server.should_exit = True
+        server.stop()
         thread.join(timeout=startup_timeout)
+
+
+#: How often a stopping `PromptServer` looks whether its connections and tasks have ended.
+STOP_POLL = 0.005
+
+
+class PromptServer(uvicorn.Server):
+    """uvicorn's server, which stops as soon as it is told to and its connections have ended.
+
+    uvicorn looks at `should_exit` every 0.1 s, then sleeps 0.1 s after asking its connections
+    to close and looks every 0.1 s whether they have: 0.2 to 0.3 s per server stopped, for
+    nothing, and the suite stops a server (or two) in most of its tests. Here `stop()` wakes the
+    main loop at once, and the shutdown does what uvicorn's does (stop listening, ask every
+    connection to close, wait for the connections and the tasks to end, within
+    `timeout_graceful_shutdown` if set, then the lifespan's shutdown) with waits of `STOP_POLL`.
+
+    One wait more is cut short: the gateway closes an HTTP connection lingering
+    (`gateway.server.LingeringTransport`: its answer and end of file sent, it keeps reading until
+    the client closes its side, or `LINGER` seconds), and a test's client idles in its pool,
+    never reading, until the test ends, so every server stopped under an open client waited out
+    the whole second. A stopping server closes such a connection for good at once: the answer
+    went out whole before the end of file, and whatever the client sends now, nobody reads.
+    """
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+
+    def stop(self) -> None:
+        """Tell the server to stop (from any thread); `run` returns once it has."""
+        self.should_exit = True
+        loop, wake = self._loop, self._wake
+        if loop is not None and wake is not None:
+            # Set before the main loop reads `should_exit` (then it sees it), or after (then
+            # the wake-up ends its wait): either way it stops without waiting out a tick.
+            loop.call_soon_threadsafe(wake.set)
+
+    async def main_loop(self) -> None:
+        self._wake = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        counter = 0
+        should_exit = await self.on_tick(counter)
+        while not should_exit:
+            counter = (counter + 1) % 864000
+            # uvicorn's tick (0.1 s: its date header is refreshed every tenth), cut short by
+            # `stop()`.
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=0.1)
+            should_exit = await self.on_tick(counter)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for server in self.servers:
+            server.close()
+        for sock in sockets or []:
+            sock.close()
+        for connection in list(self.server_state.connections):
+            connection.shutdown()
+        try:
+            async with asyncio.timeout(self.config.timeout_graceful_shutdown):
+                while self.server_state.connections or self.server_state.tasks:
+                    self._end_lingering()
+                    await asyncio.sleep(STOP_POLL)
+                for server in self.servers:
+                    await server.wait_closed()
+        except TimeoutError:
+            for task in self.server_state.tasks:
+                task.cancel(msg="Task cancelled, timeout graceful shutdown exceeded")
+        await self.lifespan.shutdown()
+
+    def _end_lingering(self) -> None:
+        for connection in list(self.server_state.connections):
+            transport = getattr(connection, "transport", None)
+            if isinstance(transport, LingeringTransport) and transport.is_closing():
+                transport.inner.close()  # sends what is still buffered first
 
 
 @dataclass(frozen=True)

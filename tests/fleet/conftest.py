@@ -1,5 +1,9 @@
 """A fleet on 127.0.0.1: gateway processes (real `python -m gateway serve` subprocesses), one
-simulator, and a Redis server of the test's own that it can kill and restart."""
+simulator, and a Redis server of the test's own that it can kill and restart.
+
+Every test here is in the xdist group "fleet" (`--dist loadgroup`): one worker runs them one
+after the other, so two fleets (each of two or three gateway processes, and most under a load of
+their own) never compete for the machine's two cores, while the other workers run the rest."""
 
 from __future__ import annotations
 

@@ -26,7 +26,8 @@ from tests.support.redis import (
     unique_prefix,
 )
 
-pytestmark = pytest.mark.slow
+# One worker runs every fleet test, one after the other (tests/fleet/conftest.py).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("fleet")]
 
 RUNNING = {"FunctionName": "ImageCartoonize", "State": "Analysing"}
 

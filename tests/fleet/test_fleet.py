@@ -22,7 +22,8 @@ from tests.support.gateway import GatewayProcess
 from tests.support.redis import RedisServer
 from tests.support.waiting import eventually
 
-pytestmark = pytest.mark.slow
+# One worker runs every fleet test, one after the other (tests/fleet/conftest.py).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("fleet")]
 
 JOBS = "query($ids: [ID!]!) { jobs(ids: $ids) { id } }"
 

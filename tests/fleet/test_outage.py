@@ -27,6 +27,9 @@ from tests.support.redis import RedisServer
 LIMIT = 50
 JOBS = "query($ids: [ID!]!) { jobs(ids: $ids) { id } }"
 
+# One worker runs every fleet test, one after the other (tests/fleet/conftest.py).
+pytestmark = pytest.mark.xdist_group("fleet")
+
 
 class Load:
     """Clients asking the gateways for fresh ids, round-robin, until stopped; every answer is

@@ -20,6 +20,9 @@ from tests.support.waiting import eventually
 
 JOBS = "query($ids: [ID!]!) { jobs(ids: $ids) { id } }"
 
+# One worker runs every fleet test, one after the other (tests/fleet/conftest.py).
+pytestmark = pytest.mark.xdist_group("fleet")
+
 
 @pytest.mark.slow
 async def test_sigterm_answers_the_waiting_requests_and_releases_everything(
