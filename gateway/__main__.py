@@ -158,6 +158,7 @@ def run_gateway(host: str, port: int) -> int:
 
 def run_simulator(host: str, port: int) -> int:
     from gateway.simulator import (
+        SIMULATOR_KEEP_ALIVE,
         DroppedConnectionLogFilter,
         create_simulator_app,
         moving_demo_job_id,
@@ -179,7 +180,13 @@ def run_simulator(host: str, port: int) -> int:
     )
     # Dropped connections are a fault the simulator injects on purpose: no traceback for them.
     logging.getLogger("uvicorn.error").addFilter(DroppedConnectionLogFilter())
-    uvicorn.run(create_simulator_app(settings), host=host, port=port, log_level="warning")
+    uvicorn.run(
+        create_simulator_app(settings),
+        host=host,
+        port=port,
+        log_level="warning",
+        timeout_keep_alive=SIMULATOR_KEEP_ALIVE,
+    )
     return 0
 
 

@@ -10,6 +10,11 @@ from gateway.mps.pool import upstream_transport
 from gateway.mps.signing import RpcSignatureV1
 from gateway.settings import GatewaySettings, SimulatorSettings, UpstreamKind
 
+#: Seconds an idle upstream connection is kept for reuse. A server that closes idle connections
+#: sooner races the reuse (the request meets a connection closing under it), so the simulator
+#: keeps them longer (`SIMULATOR_KEEP_ALIVE`), as a cloud's front ends do.
+UPSTREAM_KEEPALIVE = 30.0
+
 
 def embedded_simulator(
     settings: GatewaySettings, simulator: Starlette | None = None
@@ -54,7 +59,7 @@ def open_upstream_http(
     limits = httpx.Limits(
         max_connections=settings.upstream_concurrency,
         max_keepalive_connections=settings.upstream_concurrency,
-        keepalive_expiry=30.0,
+        keepalive_expiry=UPSTREAM_KEEPALIVE,
     )
     transport: httpx.AsyncBaseTransport = (
         upstream_transport(limits) if embedded is None else httpx.ASGITransport(app=embedded)

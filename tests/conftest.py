@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, settings
 
 from gateway.settings import SimulatorSettings
 from gateway.shared.backend import RedisClient
-from gateway.simulator import create_simulator_app
+from gateway.simulator import SIMULATOR_KEEP_ALIVE, create_simulator_app
 from tests.servers import SimulatorServer, run_asgi_server
 from tests.support.redis import SHARED_BACKENDS, RedisCluster, RedisServer, connect_backend
 
@@ -31,7 +31,8 @@ def simulator_settings() -> SimulatorSettings:
 
 @pytest.fixture
 def simulator(simulator_settings: SimulatorSettings) -> Iterator[SimulatorServer]:
-    with run_asgi_server(create_simulator_app(simulator_settings)) as url:
+    app = create_simulator_app(simulator_settings)
+    with run_asgi_server(app, timeout_keep_alive=SIMULATOR_KEEP_ALIVE) as url:
         yield SimulatorServer(url=url, settings=simulator_settings)
 
 

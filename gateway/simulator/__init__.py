@@ -15,8 +15,15 @@ from gateway.simulator.demo import DOC_EXAMPLE_JOB_ID, demo_job_ids
 from gateway.simulator.faults import ConnectionDropped, DroppedConnectionLogFilter
 from gateway.simulator.state import Simulator
 
+#: Seconds the simulator's server keeps an idle connection open: longer than the gateway keeps
+#: one for reuse (30 s, `gateway.upstream.UPSTREAM_KEEPALIVE`), as a cloud's front ends do, so a
+#: connection the gateway reuses is never one the server is closing at that moment (uvicorn's
+#: default, 5 s, made a call on a connection idle for 5 s race its close).
+SIMULATOR_KEEP_ALIVE = 65
+
 __all__ = [
     "DOC_EXAMPLE_JOB_ID",
+    "SIMULATOR_KEEP_ALIVE",
     "ConnectionDropped",
     "DroppedConnectionLogFilter",
     "Simulator",
