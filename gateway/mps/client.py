@@ -259,8 +259,8 @@ class MpsClient:
         with `RpcSignatureV1` the request is made from a per-action template and the signed
         form, not built, parsed back and rebuilt by httpx (about 4 times less CPU)."""
         auth = self._http.auth
-        template = self._template(action)
         if isinstance(auth, RpcSignatureV1):
+            template = self._template(action)
             form = auth.signed_form(_protocol_params(action), params)
             return httpx.Request(
                 "POST",
