@@ -69,6 +69,7 @@ class Process:
         *,
         lease: float = 2.0,
         poll_interval: float = 0.02,
+        now: float = FETCHED_AT,
     ) -> None:
         self.cache = RedisSnapshotCache(
             client,
@@ -78,9 +79,9 @@ class Process:
             not_found_ttl=60.0,
             prefix=prefix,
             memo_max_entries=0,
-            # The wall clock stands at the fetch: however late in a long run this test comes,
-            # its running snapshots are fresh.
-            clock=lambda: FETCHED_AT,
+            # The wall clock stands still (at the fetch, unless told): however late in a long
+            # run this test comes, its running snapshots are as fresh as it says.
+            clock=lambda: now,
         )
         self.claims = RedisFetchClaims(
             client, self.cache, lease=lease, prefix=prefix, poll_interval=poll_interval
@@ -219,20 +220,10 @@ async def test_a_snapshot_this_version_cannot_read_is_claimed_over(
 async def test_a_running_snapshot_past_its_expiry_is_claimed_over(
     client: redis.asyncio.Redis, prefix: str
 ) -> None:
-    process = Process(client, prefix)
-    late = running("job-1")
-    await process.cache.put("job-1", late)  # held by Redis for about a minute
-    process.cache = RedisSnapshotCache(
-        client,
-        terminal_ttl=60.0,
-        running_ttl=60.0,
-        not_found_ttl=60.0,
-        prefix=prefix,
-        memo_max_entries=0,
-        clock=lambda: running_expiry(FETCHED_AT, 60.0),  # its expiry, on the grid, has come
-    )
-    claims = RedisFetchClaims(client, process.cache, lease=2.0, prefix=prefix)
-    as_lease(await claims.claim("job-1"))
+    await Process(client, prefix).cache.put("job-1", running("job-1"))  # Redis holds it ~1 min
+    # A process whose clock says the snapshot's expiry, on the grid, has come.
+    later = Process(client, prefix, now=running_expiry(FETCHED_AT, 60.0))
+    as_lease(await later.claims.claim("job-1"))
 
 
 async def test_an_unreachable_redis_fails_a_claim_at_once_and_the_failover_goes_ahead() -> None:
